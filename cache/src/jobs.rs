@@ -1,0 +1,212 @@
+//! Job messages: what the hot path dispatches and the slow path's workers run. One type per job
+//! kind; this crate knows no job runner, only the messages (the apalis habit: messages apart from
+//! backends). Each has a dedupe key, used by the dispatch guard and by idempotent writes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ConflictId, GameId, PhaseId, PlayerId, RequestId, SceneId, StakeholderId};
+use crate::state::ContextHash;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    GenerateStakeholderAction,
+    GenerateStakeholderReaction,
+    PopulateStakeholderDetails,
+    NarratePhaseTransition,
+    GenerateBeatDescription,
+    GenerateSocialBundle,
+    CanonizeConflict,
+    GenerateCanonReferences,
+    StreamDialogueReply,
+    CleanupExpiredActions,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 10] = [
+        JobKind::GenerateStakeholderAction,
+        JobKind::GenerateStakeholderReaction,
+        JobKind::PopulateStakeholderDetails,
+        JobKind::NarratePhaseTransition,
+        JobKind::GenerateBeatDescription,
+        JobKind::GenerateSocialBundle,
+        JobKind::CanonizeConflict,
+        JobKind::GenerateCanonReferences,
+        JobKind::StreamDialogueReply,
+        JobKind::CleanupExpiredActions,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::GenerateStakeholderAction => "generate_stakeholder_action",
+            JobKind::GenerateStakeholderReaction => "generate_stakeholder_reaction",
+            JobKind::PopulateStakeholderDetails => "populate_stakeholder_details",
+            JobKind::NarratePhaseTransition => "narrate_phase_transition",
+            JobKind::GenerateBeatDescription => "generate_beat_description",
+            JobKind::GenerateSocialBundle => "generate_social_bundle",
+            JobKind::CanonizeConflict => "canonize_conflict",
+            JobKind::GenerateCanonReferences => "generate_canon_references",
+            JobKind::StreamDialogueReply => "stream_dialogue_reply",
+            JobKind::CleanupExpiredActions => "cleanup_expired_actions",
+        }
+    }
+
+    /// Higher runs first: a player is waiting on dialogue, reactions are served on the next
+    /// appearance, actions refill, narration prepares ahead, the rest can wait.
+    pub fn priority(self) -> i32 {
+        match self {
+            JobKind::StreamDialogueReply => 50,
+            JobKind::GenerateStakeholderReaction => 40,
+            JobKind::GenerateStakeholderAction => 30,
+            JobKind::NarratePhaseTransition | JobKind::GenerateBeatDescription => 20,
+            _ => 10,
+        }
+    }
+}
+
+/// Common face of every job message.
+pub trait JobMessage: Serialize + for<'de> Deserialize<'de> + Send + Sync + 'static {
+    const KIND: JobKind;
+    /// The game it works for (`None` for maintenance jobs).
+    fn game_id(&self) -> Option<GameId>;
+    /// Same work, same key: the guard against duplicate dispatch and duplicate writes.
+    fn dedupe_key(&self) -> String;
+}
+
+macro_rules! job {
+    ($name:ident, $kind:ident, |$s:ident| $key:expr, { $($(#[$fdoc:meta])* pub $field:ident : $ty:ty),* $(,)? }) => {
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub struct $name { $($(#[$fdoc])* pub $field: $ty),* }
+
+        impl JobMessage for $name {
+            const KIND: JobKind = JobKind::$kind;
+            fn game_id(&self) -> Option<GameId> {
+                Some(self.game_id)
+            }
+            fn dedupe_key(&self) -> String {
+                let $s = self;
+                $key
+            }
+        }
+    };
+}
+
+job!(GenerateStakeholderAction, GenerateStakeholderAction,
+    |j| format!("action:{}:{}:{}:{}:{}", j.game_id, j.scene_id, j.stakeholder_id, j.context_hash, j.slot),
+    {
+        pub game_id: GameId,
+        pub scene_id: SceneId,
+        pub stakeholder_id: StakeholderId,
+        pub context_hash: ContextHash,
+        pub world_version: u64,
+        /// Which of the several actions kept ready for this context (0, 1, ...).
+        pub slot: u32,
+    });
+
+job!(GenerateStakeholderReaction, GenerateStakeholderReaction,
+    |j| format!("reaction:{}:{}:{}", j.game_id, j.stakeholder_id, j.event_seq),
+    {
+        pub game_id: GameId,
+        pub scene_id: SceneId,
+        pub stakeholder_id: StakeholderId,
+        /// The logged event reacted to.
+        pub event_seq: u64,
+        pub context_hash: ContextHash,
+        pub world_version: u64,
+    });
+
+job!(PopulateStakeholderDetails, PopulateStakeholderDetails,
+    |j| format!("details:{}:{}", j.game_id, j.stakeholder_id),
+    {
+        pub game_id: GameId,
+        pub stakeholder_id: StakeholderId,
+    });
+
+job!(NarratePhaseTransition, NarratePhaseTransition,
+    |j| format!("narration:{}:{}:{}", j.game_id, j.conflict_id, j.phase_id),
+    {
+        pub game_id: GameId,
+        pub conflict_id: ConflictId,
+        /// The phase being entered.
+        pub phase_id: PhaseId,
+        pub world_version: u64,
+    });
+
+job!(GenerateBeatDescription, GenerateBeatDescription,
+    |j| format!("beat:{}:{}:{}:{}", j.game_id, j.conflict_id, j.phase_id, j.beat),
+    {
+        pub game_id: GameId,
+        pub conflict_id: ConflictId,
+        pub phase_id: PhaseId,
+        pub beat: u32,
+        pub world_version: u64,
+    });
+
+job!(GenerateSocialBundle, GenerateSocialBundle,
+    |j| format!("social:{}:{}", j.game_id, j.world_version),
+    {
+        pub game_id: GameId,
+        pub world_version: u64,
+    });
+
+job!(CanonizeConflict, CanonizeConflict,
+    |j| format!("canon:{}:{}", j.game_id, j.conflict_id),
+    {
+        pub game_id: GameId,
+        pub conflict_id: ConflictId,
+        pub world_version: u64,
+    });
+
+job!(GenerateCanonReferences, GenerateCanonReferences,
+    |j| format!("canon-refs:{}:{}", j.game_id, j.world_version),
+    {
+        pub game_id: GameId,
+        pub world_version: u64,
+    });
+
+job!(StreamDialogueReply, StreamDialogueReply,
+    |j| format!("dialogue:{}:{}", j.game_id, j.request_id),
+    {
+        pub game_id: GameId,
+        pub request_id: RequestId,
+        pub player_id: PlayerId,
+        pub scene_id: SceneId,
+        pub stakeholder_id: StakeholderId,
+        /// The player's words.
+        pub text: String,
+        pub world_version: u64,
+    });
+
+/// The periodic sweep: expire ready actions past `expires_at`, delete old spent rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CleanupExpiredActions {
+    /// Spent rows older than this many seconds are deleted.
+    pub retain_secs: u64,
+}
+
+impl JobMessage for CleanupExpiredActions {
+    const KIND: JobKind = JobKind::CleanupExpiredActions;
+    fn game_id(&self) -> Option<GameId> {
+        None
+    }
+    fn dedupe_key(&self) -> String {
+        "cleanup".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_have_distinct_names_and_reactions_beat_actions() {
+        let names: std::collections::BTreeSet<_> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), JobKind::ALL.len());
+        for k in JobKind::ALL {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        assert!(JobKind::GenerateStakeholderReaction.priority() > JobKind::GenerateStakeholderAction.priority());
+        assert!(JobKind::GenerateStakeholderAction.priority() > JobKind::NarratePhaseTransition.priority());
+        assert!(JobKind::NarratePhaseTransition.priority() > JobKind::GenerateSocialBundle.priority());
+    }
+}

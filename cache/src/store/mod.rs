@@ -1,0 +1,173 @@
+//! The SQL stores: games, players (token hashes), idempotency records, the game event log,
+//! `planned_stakeholder_actions` and canon events — on PostgreSQL ([`PostgresStore`]) or SQLite
+//! ([`SqliteStore`]), behind one [`Store`] trait with one conformance suite.
+//!
+//! Both engines run the same SQL except the claim (PostgreSQL uses `FOR UPDATE SKIP LOCKED`;
+//! SQLite serializes writers, so one `UPDATE … RETURNING` is atomic) and how a write
+//! transaction begins. Migrations live in `migrations/<engine>/` and are embedded at build time.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+
+pub use self::postgres::PostgresStore;
+pub use self::sqlite::SqliteStore;
+
+use crate::events::LoggedEvent;
+use crate::ids::{GameId, PlannedActionId, PlayerId, SceneId, StakeholderId};
+use crate::model::{CanonEvent, PlannedAction, PlannedStatus};
+use crate::scenario::Scenario;
+use crate::state::ContextHash;
+use crate::time::Millis;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached (connection refused, pool timeout): the action cannot be
+    /// recorded and the client should retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Another action took this seq first; reload the state and retry.
+    #[error("event seq {seq} of game {game} is already taken")]
+    SeqTaken { game: GameId, seq: u64 },
+    /// A concurrent request with the same idempotency key committed first; replay its answer.
+    #[error("idempotency key already recorded")]
+    IdempotencyKeyTaken,
+    #[error("stored data does not decode: {0}")]
+    Decode(String),
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl StoreError {
+    fn from_sqlx(e: sqlx::Error) -> StoreError {
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
+            other => StoreError::Database(other.to_string()),
+        }
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// SHA-256 (hex) of a bearer token: what the `players` table stores.
+pub fn hash_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GameRecord {
+    pub id: GameId,
+    pub scenario: Scenario,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayerRecord {
+    pub id: PlayerId,
+    pub game_id: GameId,
+    pub name: String,
+}
+
+/// An `Idempotency-Key` as recorded: per player, with a hash of the request it answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub player_id: PlayerId,
+    pub key: String,
+    pub request_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResponse {
+    pub request_hash: String,
+    pub response: serde_json::Value,
+}
+
+/// Which ready actions to claim: for each stakeholder present, the best ready, unexpired action
+/// made for this context (or a reaction, which is served on the next appearance in the scene),
+/// by priority, then age.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimQuery {
+    pub game_id: GameId,
+    pub scene_id: SceneId,
+    pub stakeholders: Vec<StakeholderId>,
+    pub context_hash: ContextHash,
+    pub now: Millis,
+}
+
+/// The hot path's one write per action: append the event at `seq`, claim, compute the answer
+/// from what was claimed, and record it under the idempotency key — in one transaction.
+pub struct ActionCommit<'a> {
+    pub game_id: GameId,
+    /// The seq this event takes: the loaded state's seq + 1.
+    pub seq: u64,
+    pub event: &'a LoggedEvent,
+    pub claim: Option<&'a ClaimQuery>,
+    pub idempotency: Option<&'a IdempotencyKey>,
+    /// Builds the answer to record, given the claimed actions.
+    pub respond: &'a (dyn Fn(&[PlannedAction]) -> serde_json::Value + Send + Sync),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    pub claimed: Vec<PlannedAction>,
+    pub response: serde_json::Value,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Checks the database answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn create_game(&self, id: GameId, scenario: &Scenario) -> Result<(), StoreError>;
+    async fn game(&self, id: GameId) -> Result<Option<GameRecord>, StoreError>;
+    /// Adds a player whose bearer token hashes to `token_hash`.
+    async fn add_player(&self, game: GameId, name: &str, token_hash: &str) -> Result<PlayerRecord, StoreError>;
+    async fn player_by_token_hash(&self, token_hash: &str) -> Result<Option<PlayerRecord>, StoreError>;
+
+    async fn idempotent_response(&self, player: PlayerId, key: &str) -> Result<Option<StoredResponse>, StoreError>;
+
+    /// Appends `event` as `seq` (must be the next one): [`StoreError::SeqTaken`] if it is not free.
+    async fn append_event(&self, game: GameId, seq: u64, event: &LoggedEvent) -> Result<(), StoreError>;
+    /// Appends `event` at whatever seq is next, retrying on races; returns that seq.
+    async fn append_event_next(&self, game: GameId, event: &LoggedEvent) -> Result<u64, StoreError>;
+    /// The log after `after_seq`, in order (`0` for all of it).
+    async fn events(&self, game: GameId, after_seq: u64) -> Result<Vec<(u64, LoggedEvent)>, StoreError>;
+    /// See [`ActionCommit`].
+    async fn commit_action(&self, commit: ActionCommit<'_>) -> Result<Committed, StoreError>;
+
+    /// Inserts unless a row with the same dedupe key exists; `true` if inserted.
+    async fn insert_planned(&self, action: &PlannedAction) -> Result<bool, StoreError>;
+    /// Atomically claims (marks consumed) at most one action per stakeholder; one statement.
+    async fn claim(&self, query: &ClaimQuery) -> Result<Vec<PlannedAction>, StoreError>;
+    /// Ready, unexpired `action`-kind rows per stakeholder for a context: what dispatch refills.
+    async fn ready_counts(
+        &self,
+        game: GameId,
+        scene: &SceneId,
+        context: &ContextHash,
+        now: Millis,
+    ) -> Result<BTreeMap<StakeholderId, u32>, StoreError>;
+    async fn planned(&self, id: PlannedActionId) -> Result<Option<PlannedAction>, StoreError>;
+    /// Marks a ready action `expired` or `failed`; `true` if it was ready.
+    async fn retire_planned(&self, id: PlannedActionId, status: PlannedStatus) -> Result<bool, StoreError>;
+    /// Marks every ready action past its `expires_at` as expired; returns how many.
+    async fn expire_planned(&self, now: Millis) -> Result<u64, StoreError>;
+    /// Deletes spent (not ready) rows created before `before`; returns how many.
+    async fn delete_spent_planned(&self, before: Millis) -> Result<u64, StoreError>;
+
+    /// Inserts unless the dedupe key exists; `true` if inserted.
+    async fn insert_canon(&self, canon: &CanonEvent) -> Result<bool, StoreError>;
+    async fn canon_events(&self, game: GameId) -> Result<Vec<CanonEvent>, StoreError>;
+}

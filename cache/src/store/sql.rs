@@ -1,0 +1,530 @@
+//! The SQL both engines share. `impl_store!` writes the one [`Store`](super::Store)
+//! implementation for a concrete pool type (typed sqlx, no `Any` driver); each engine supplies
+//! only its claim statement and how it begins a write transaction.
+//!
+//! Placeholders are `$N` on both engines (sqlx-sqlite binds `$N` by number).
+
+use crate::ids::{GameId, PlannedActionId, SceneId, StakeholderId};
+use crate::model::{CanonEvent, PlannedAction, PlannedKind, PlannedStatus, Provenance};
+use crate::state::ContextHash;
+
+use super::StoreError;
+
+#[derive(sqlx::FromRow)]
+pub(super) struct PlannedRow {
+    id: String,
+    game_id: String,
+    scene_id: String,
+    stakeholder_id: String,
+    kind: String,
+    payload: String,
+    priority: i32,
+    status: String,
+    expires_at: i64,
+    dedupe_key: String,
+    reacts_to: Option<i64>,
+    context_hash: String,
+    world_version: i64,
+    produced_at: i64,
+    model: String,
+    prompt_version: String,
+    created_at: i64,
+}
+
+fn bad(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Decode(format!("{what}: {e}"))
+}
+
+impl TryFrom<PlannedRow> for PlannedAction {
+    type Error = StoreError;
+    fn try_from(r: PlannedRow) -> Result<Self, StoreError> {
+        Ok(PlannedAction {
+            id: PlannedActionId::from_uuid(r.id.parse().map_err(|e| bad("planned id", e))?),
+            game_id: r.game_id.parse::<GameId>().map_err(|e| bad("game id", e))?,
+            scene_id: SceneId::new(r.scene_id).map_err(|e| bad("scene id", e))?,
+            stakeholder_id: StakeholderId::new(r.stakeholder_id).map_err(|e| bad("stakeholder id", e))?,
+            kind: PlannedKind::parse(&r.kind).ok_or_else(|| bad("kind", &r.kind))?,
+            payload: serde_json::from_str(&r.payload).map_err(|e| bad("payload", e))?,
+            priority: r.priority,
+            status: PlannedStatus::parse(&r.status).ok_or_else(|| bad("status", &r.status))?,
+            expires_at: r.expires_at,
+            dedupe_key: r.dedupe_key,
+            reacts_to: r.reacts_to.map(|s| s as u64),
+            provenance: Provenance {
+                context_hash: ContextHash(r.context_hash),
+                world_version: r.world_version as u64,
+                produced_at: r.produced_at,
+                model: r.model,
+                prompt_version: r.prompt_version,
+            },
+            created_at: r.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct CanonRow {
+    id: String,
+    game_id: String,
+    conflict_id: String,
+    title: String,
+    summary: String,
+    dedupe_key: String,
+    context_hash: String,
+    world_version: i64,
+    produced_at: i64,
+    model: String,
+    prompt_version: String,
+    created_at: i64,
+}
+
+impl TryFrom<CanonRow> for CanonEvent {
+    type Error = StoreError;
+    fn try_from(r: CanonRow) -> Result<Self, StoreError> {
+        Ok(CanonEvent {
+            id: r.id.parse().map_err(|e| bad("canon id", e))?,
+            game_id: r.game_id.parse().map_err(|e| bad("game id", e))?,
+            conflict_id: r.conflict_id.parse().map_err(|e| bad("conflict id", e))?,
+            title: r.title,
+            summary: r.summary,
+            dedupe_key: r.dedupe_key,
+            provenance: Provenance {
+                context_hash: ContextHash(r.context_hash),
+                world_version: r.world_version as u64,
+                produced_at: r.produced_at,
+                model: r.model,
+                prompt_version: r.prompt_version,
+            },
+            created_at: r.created_at,
+        })
+    }
+}
+
+pub(super) fn rows_to_planned(rows: Vec<PlannedRow>) -> Result<Vec<PlannedAction>, StoreError> {
+    rows.into_iter().map(PlannedAction::try_from).collect()
+}
+
+pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Decode(e.to_string()))
+}
+
+pub(super) fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| bad(what, e))
+}
+
+pub(super) const INSERT_PLANNED: &str = "
+INSERT INTO planned_stakeholder_actions
+    (id, game_id, scene_id, stakeholder_id, kind, payload, priority, status, expires_at, dedupe_key,
+     reacts_to, context_hash, world_version, produced_at, model, prompt_version, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+ON CONFLICT (dedupe_key) DO NOTHING";
+
+pub(super) const APPEND_EVENT: &str =
+    "INSERT INTO game_events (game_id, seq, kind, payload, created_at) VALUES ($1, $2, $3, $4, $5)";
+
+pub(super) const APPEND_EVENT_NEXT: &str = "
+INSERT INTO game_events (game_id, seq, kind, payload, created_at)
+VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM game_events WHERE game_id = $1), $2, $3, $4)
+RETURNING seq";
+
+pub(super) const READY_COUNTS: &str = "
+SELECT stakeholder_id, COUNT(*) FROM planned_stakeholder_actions
+WHERE game_id = $1 AND scene_id = $2 AND context_hash = $3 AND kind = 'action'
+  AND status = 'ready' AND expires_at > $4
+GROUP BY stakeholder_id";
+
+pub(super) const INSERT_CANON: &str = "
+INSERT INTO canon_events
+    (id, game_id, conflict_id, title, summary, dedupe_key, context_hash, world_version, produced_at,
+     model, prompt_version, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (dedupe_key) DO NOTHING";
+
+/// Implements `Store` for `$store`, which has `pool` and `begin_write()`; `$claim` is its claim
+/// statement (binds: game, scene, JSON array of stakeholders, context hash, now).
+macro_rules! impl_store {
+    ($store:ty, $claim:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn ping(&self) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err($crate::store::StoreError::from_sqlx)
+            }
+
+            async fn create_game(
+                &self,
+                id: $crate::ids::GameId,
+                scenario: &$crate::scenario::Scenario,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("INSERT INTO games (id, scenario_name, scenario, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(id.to_string())
+                    .bind(&scenario.name)
+                    .bind($crate::store::sql::to_json(scenario)?)
+                    .bind($crate::time::now_ms())
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(())
+            }
+
+            async fn game(
+                &self,
+                id: $crate::ids::GameId,
+            ) -> Result<Option<$crate::store::GameRecord>, $crate::store::StoreError> {
+                let row: Option<(String, i64)> = sqlx::query_as("SELECT scenario, created_at FROM games WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                row.map(|(scenario, created_at)| {
+                    Ok($crate::store::GameRecord {
+                        id,
+                        scenario: $crate::store::sql::from_json("scenario", &scenario)?,
+                        created_at,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn add_player(
+                &self,
+                game: $crate::ids::GameId,
+                name: &str,
+                token_hash: &str,
+            ) -> Result<$crate::store::PlayerRecord, $crate::store::StoreError> {
+                let id = $crate::ids::PlayerId::generate();
+                sqlx::query("INSERT INTO players (id, game_id, name, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(id.to_string())
+                    .bind(game.to_string())
+                    .bind(name)
+                    .bind(token_hash)
+                    .bind($crate::time::now_ms())
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok($crate::store::PlayerRecord { id, game_id: game, name: name.to_owned() })
+            }
+
+            async fn player_by_token_hash(
+                &self,
+                token_hash: &str,
+            ) -> Result<Option<$crate::store::PlayerRecord>, $crate::store::StoreError> {
+                let row: Option<(String, String, String)> =
+                    sqlx::query_as("SELECT id, game_id, name FROM players WHERE token_hash = $1")
+                        .bind(token_hash)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err($crate::store::StoreError::from_sqlx)?;
+                row.map(|(id, game, name)| {
+                    Ok($crate::store::PlayerRecord {
+                        id: id.parse().map_err(|e| $crate::store::StoreError::Decode(format!("player id: {e}")))?,
+                        game_id: game.parse().map_err(|e| $crate::store::StoreError::Decode(format!("game id: {e}")))?,
+                        name,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn idempotent_response(
+                &self,
+                player: $crate::ids::PlayerId,
+                key: &str,
+            ) -> Result<Option<$crate::store::StoredResponse>, $crate::store::StoreError> {
+                let row: Option<(String, String)> =
+                    sqlx::query_as("SELECT request_hash, response FROM idempotency_records WHERE player_id = $1 AND key = $2")
+                        .bind(player.to_string())
+                        .bind(key)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err($crate::store::StoreError::from_sqlx)?;
+                row.map(|(request_hash, response)| {
+                    Ok($crate::store::StoredResponse {
+                        request_hash,
+                        response: $crate::store::sql::from_json("stored response", &response)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn append_event(
+                &self,
+                game: $crate::ids::GameId,
+                seq: u64,
+                event: &$crate::events::LoggedEvent,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query($crate::store::sql::APPEND_EVENT)
+                    .bind(game.to_string())
+                    .bind(seq as i64)
+                    .bind(event.kind())
+                    .bind($crate::store::sql::to_json(event)?)
+                    .bind($crate::time::now_ms())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| {
+                        if $crate::store::is_unique_violation(&e) {
+                            $crate::store::StoreError::SeqTaken { game, seq }
+                        } else {
+                            $crate::store::StoreError::from_sqlx(e)
+                        }
+                    })?;
+                Ok(())
+            }
+
+            async fn append_event_next(
+                &self,
+                game: $crate::ids::GameId,
+                event: &$crate::events::LoggedEvent,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let payload = $crate::store::sql::to_json(event)?;
+                let mut attempt = 0;
+                loop {
+                    let result: Result<i64, sqlx::Error> = sqlx::query_scalar($crate::store::sql::APPEND_EVENT_NEXT)
+                        .bind(game.to_string())
+                        .bind(event.kind())
+                        .bind(&payload)
+                        .bind($crate::time::now_ms())
+                        .fetch_one(&self.pool)
+                        .await;
+                    match result {
+                        Ok(seq) => return Ok(seq as u64),
+                        // Another writer took the same next seq: read the max again.
+                        Err(e) if $crate::store::is_unique_violation(&e) && attempt < 20 => attempt += 1,
+                        Err(e) => return Err($crate::store::StoreError::from_sqlx(e)),
+                    }
+                }
+            }
+
+            async fn events(
+                &self,
+                game: $crate::ids::GameId,
+                after_seq: u64,
+            ) -> Result<Vec<(u64, $crate::events::LoggedEvent)>, $crate::store::StoreError> {
+                let rows: Vec<(i64, String)> =
+                    sqlx::query_as("SELECT seq, payload FROM game_events WHERE game_id = $1 AND seq > $2 ORDER BY seq")
+                        .bind(game.to_string())
+                        .bind(after_seq as i64)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err($crate::store::StoreError::from_sqlx)?;
+                rows.into_iter()
+                    .map(|(seq, payload)| Ok((seq as u64, $crate::store::sql::from_json("logged event", &payload)?)))
+                    .collect()
+            }
+
+            async fn commit_action(
+                &self,
+                commit: $crate::store::ActionCommit<'_>,
+            ) -> Result<$crate::store::Committed, $crate::store::StoreError> {
+                use $crate::store::StoreError;
+                let mut tx = self.begin_write().await?;
+                sqlx::query($crate::store::sql::APPEND_EVENT)
+                    .bind(commit.game_id.to_string())
+                    .bind(commit.seq as i64)
+                    .bind(commit.event.kind())
+                    .bind($crate::store::sql::to_json(commit.event)?)
+                    .bind($crate::time::now_ms())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| {
+                        if $crate::store::is_unique_violation(&e) {
+                            StoreError::SeqTaken { game: commit.game_id, seq: commit.seq }
+                        } else {
+                            StoreError::from_sqlx(e)
+                        }
+                    })?;
+                let claimed = match commit.claim {
+                    Some(q) => {
+                        let rows: Vec<$crate::store::sql::PlannedRow> = sqlx::query_as($claim)
+                            .bind(q.game_id.to_string())
+                            .bind(q.scene_id.as_str())
+                            .bind($crate::store::sql::to_json(&q.stakeholders)?)
+                            .bind(&q.context_hash.0)
+                            .bind(q.now)
+                            .fetch_all(&mut *tx)
+                            .await
+                            .map_err(StoreError::from_sqlx)?;
+                        $crate::store::sql::rows_to_planned(rows)?
+                    }
+                    None => Vec::new(),
+                };
+                let response = (commit.respond)(&claimed);
+                if let Some(key) = commit.idempotency {
+                    sqlx::query(
+                        "INSERT INTO idempotency_records (player_id, key, game_id, request_hash, response, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(key.player_id.to_string())
+                    .bind(&key.key)
+                    .bind(commit.game_id.to_string())
+                    .bind(&key.request_hash)
+                    .bind($crate::store::sql::to_json(&response)?)
+                    .bind($crate::time::now_ms())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| {
+                        if $crate::store::is_unique_violation(&e) {
+                            StoreError::IdempotencyKeyTaken
+                        } else {
+                            StoreError::from_sqlx(e)
+                        }
+                    })?;
+                }
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok($crate::store::Committed { claimed, response })
+            }
+
+            async fn insert_planned(
+                &self,
+                a: &$crate::model::PlannedAction,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query($crate::store::sql::INSERT_PLANNED)
+                    .bind(a.id.to_string())
+                    .bind(a.game_id.to_string())
+                    .bind(a.scene_id.as_str())
+                    .bind(a.stakeholder_id.as_str())
+                    .bind(a.kind.as_str())
+                    .bind($crate::store::sql::to_json(&a.payload)?)
+                    .bind(a.priority)
+                    .bind(a.status.as_str())
+                    .bind(a.expires_at)
+                    .bind(&a.dedupe_key)
+                    .bind(a.reacts_to.map(|s| s as i64))
+                    .bind(&a.provenance.context_hash.0)
+                    .bind(a.provenance.world_version as i64)
+                    .bind(a.provenance.produced_at)
+                    .bind(&a.provenance.model)
+                    .bind(&a.provenance.prompt_version)
+                    .bind(a.created_at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn claim(
+                &self,
+                q: &$crate::store::ClaimQuery,
+            ) -> Result<Vec<$crate::model::PlannedAction>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::sql::PlannedRow> = sqlx::query_as($claim)
+                    .bind(q.game_id.to_string())
+                    .bind(q.scene_id.as_str())
+                    .bind($crate::store::sql::to_json(&q.stakeholders)?)
+                    .bind(&q.context_hash.0)
+                    .bind(q.now)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                $crate::store::sql::rows_to_planned(rows)
+            }
+
+            async fn ready_counts(
+                &self,
+                game: $crate::ids::GameId,
+                scene: &$crate::ids::SceneId,
+                context: &$crate::state::ContextHash,
+                now: $crate::time::Millis,
+            ) -> Result<std::collections::BTreeMap<$crate::ids::StakeholderId, u32>, $crate::store::StoreError> {
+                let rows: Vec<(String, i64)> = sqlx::query_as($crate::store::sql::READY_COUNTS)
+                    .bind(game.to_string())
+                    .bind(scene.as_str())
+                    .bind(&context.0)
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                rows.into_iter()
+                    .map(|(s, n)| {
+                        let id = $crate::ids::StakeholderId::new(s)
+                            .map_err(|e| $crate::store::StoreError::Decode(e.to_string()))?;
+                        Ok((id, n as u32))
+                    })
+                    .collect()
+            }
+
+            async fn planned(
+                &self,
+                id: $crate::ids::PlannedActionId,
+            ) -> Result<Option<$crate::model::PlannedAction>, $crate::store::StoreError> {
+                let row: Option<$crate::store::sql::PlannedRow> =
+                    sqlx::query_as("SELECT * FROM planned_stakeholder_actions WHERE id = $1")
+                        .bind(id.to_string())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err($crate::store::StoreError::from_sqlx)?;
+                row.map($crate::model::PlannedAction::try_from).transpose()
+            }
+
+            async fn retire_planned(
+                &self,
+                id: $crate::ids::PlannedActionId,
+                status: $crate::model::PlannedStatus,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query("UPDATE planned_stakeholder_actions SET status = $2 WHERE id = $1 AND status = 'ready'")
+                    .bind(id.to_string())
+                    .bind(status.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn expire_planned(&self, now: $crate::time::Millis) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE planned_stakeholder_actions SET status = 'expired' WHERE status = 'ready' AND expires_at <= $1",
+                )
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(done.rows_affected())
+            }
+
+            async fn delete_spent_planned(&self, before: $crate::time::Millis) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query("DELETE FROM planned_stakeholder_actions WHERE status <> 'ready' AND created_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(done.rows_affected())
+            }
+
+            async fn insert_canon(&self, c: &$crate::model::CanonEvent) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query($crate::store::sql::INSERT_CANON)
+                    .bind(c.id.to_string())
+                    .bind(c.game_id.to_string())
+                    .bind(c.conflict_id.as_str())
+                    .bind(&c.title)
+                    .bind(&c.summary)
+                    .bind(&c.dedupe_key)
+                    .bind(&c.provenance.context_hash.0)
+                    .bind(c.provenance.world_version as i64)
+                    .bind(c.provenance.produced_at)
+                    .bind(&c.provenance.model)
+                    .bind(&c.provenance.prompt_version)
+                    .bind(c.created_at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn canon_events(
+                &self,
+                game: $crate::ids::GameId,
+            ) -> Result<Vec<$crate::model::CanonEvent>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::sql::CanonRow> =
+                    sqlx::query_as("SELECT * FROM canon_events WHERE game_id = $1 ORDER BY created_at, id")
+                        .bind(game.to_string())
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err($crate::store::StoreError::from_sqlx)?;
+                rows.into_iter().map($crate::model::CanonEvent::try_from).collect()
+            }
+        }
+    };
+}
+
+pub(super) use impl_store;

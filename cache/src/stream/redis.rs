@@ -1,0 +1,251 @@
+//! The event stream on Redis Streams: `XADD MAXLEN ~` to publish, `XRANGE` to replay, and per
+//! game one reader task per process blocking in `XREAD` on its own connection (a blocking read
+//! on the shared multiplexed connection would stall every other command), fanning out to the
+//! process's subscribers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::{StreamRangeReply, StreamReadReply};
+use redis::{AsyncConnectionConfig, Value};
+use tokio::sync::broadcast;
+
+use super::fanout::{self, BROADCAST_CAPACITY, Live, Replay, Replayed};
+use super::{DEFAULT_MAX_LEN, EventStream, Position, StreamError, StreamId, Subscription};
+use crate::cache::keys;
+use crate::events::GameEvent;
+use crate::ids::GameId;
+
+/// The field holding an entry's JSON.
+const FIELD: &str = "e";
+/// How long one `XREAD` blocks before the reader checks whether anyone still listens.
+const BLOCK: Duration = Duration::from_secs(2);
+
+struct Inner {
+    client: redis::Client,
+    conn: ConnectionManager,
+    max_len: usize,
+    /// One broadcast sender per game that has a reader task in this process.
+    readers: Mutex<HashMap<GameId, broadcast::Sender<Live>>>,
+}
+
+/// The Redis [`EventStream`]. Cloning shares the connection and the readers.
+#[derive(Clone)]
+pub struct RedisStream {
+    inner: Arc<Inner>,
+}
+
+fn stream_key(game: GameId) -> String {
+    format!("{}events", keys::game_prefix(game))
+}
+
+fn parse_id(s: &str) -> Result<StreamId, StreamError> {
+    s.parse().map_err(|e: super::BadStreamId| StreamError::Decode(e.to_string()))
+}
+
+fn decode(entry: &redis::streams::StreamId) -> Result<Live, StreamError> {
+    let id = parse_id(&entry.id)?;
+    let json: Vec<u8> = entry.get(FIELD).ok_or_else(|| StreamError::Decode(format!("entry {id} has no `{FIELD}` field")))?;
+    let event: GameEvent = serde_json::from_slice(&json).map_err(|e| StreamError::Decode(format!("entry {id}: {e}")))?;
+    Ok((id, Arc::new(event)))
+}
+
+impl RedisStream {
+    /// Connects to `url`, keeping about `max_len` events per game (approximate trim, as Redis
+    /// does it cheaply).
+    pub async fn connect(url: &str, timeout: Duration, max_len: usize) -> Result<RedisStream, StreamError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(timeout))
+            .set_connection_timeout(Some(timeout))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        Ok(RedisStream {
+            inner: Arc::new(Inner {
+                client,
+                conn,
+                max_len: max_len.max(1),
+                readers: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub async fn connect_default(url: &str) -> Result<RedisStream, StreamError> {
+        RedisStream::connect(url, Duration::from_secs(1), DEFAULT_MAX_LEN).await
+    }
+}
+
+impl Inner {
+    async fn tail(&self, game: GameId) -> Result<Option<StreamId>, StreamError> {
+        let mut conn = self.conn.clone();
+        let reply: StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(stream_key(game))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        reply.ids.first().map(|e| parse_id(&e.id)).transpose()
+    }
+
+    /// The newest id Redis trimmed away (`max-deleted-entry-id`, Redis 7+), if any.
+    async fn max_deleted(&self, game: GameId) -> Result<Option<StreamId>, StreamError> {
+        let mut conn = self.conn.clone();
+        let info: Result<HashMap<String, Value>, _> = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(stream_key(game))
+            .query_async(&mut conn)
+            .await;
+        let info = match info {
+            Ok(info) => info,
+            // No such key: nothing was ever trimmed.
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match info.get("max-deleted-entry-id") {
+            Some(v) => {
+                let id: String = redis::from_redis_value_ref(v).map_err(|e| StreamError::Decode(e.to_string()))?;
+                let id = parse_id(&id)?;
+                Ok((id != StreamId { ms: 0, seq: 0 }).then_some(id))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The game's broadcast sender, starting its reader if this process has none. Holding the
+    /// registry lock while subscribing means a reader cannot retire between lookup and subscribe.
+    async fn listen(self: &Arc<Self>, game: GameId) -> Result<broadcast::Receiver<Live>, StreamError> {
+        if let Some(tx) = self.readers.lock().expect("readers lock").get(&game) {
+            return Ok(tx.subscribe());
+        }
+        // Read from the current tail: later events reach the channel, earlier ones the replay.
+        let start = self.tail(game).await?.unwrap_or(StreamId { ms: 0, seq: 0 });
+        let mut readers = self.readers.lock().expect("readers lock");
+        if let Some(tx) = readers.get(&game) {
+            return Ok(tx.subscribe());
+        }
+        let (tx, rx) = broadcast::channel(BROADCAST_CAPACITY);
+        readers.insert(game, tx.clone());
+        tokio::spawn(read_game(self.clone(), game, start, tx));
+        Ok(rx)
+    }
+}
+
+/// The one reader of `game` in this process. Retires when its last subscriber is gone.
+async fn read_game(inner: Arc<Inner>, game: GameId, mut last: StreamId, tx: broadcast::Sender<Live>) {
+    let key = stream_key(game);
+    let mut conn = None;
+    loop {
+        {
+            let mut readers = inner.readers.lock().expect("readers lock");
+            if tx.receiver_count() == 0 {
+                readers.remove(&game);
+                return;
+            }
+        }
+        if conn.is_none() {
+            let config = AsyncConnectionConfig::new().set_response_timeout(Some(BLOCK + Duration::from_secs(3)));
+            match inner.client.get_multiplexed_async_connection_with_config(&config).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    tracing::warn!(%game, error = %e, "event stream reader cannot connect; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().expect("connected above");
+        let reply: Result<Option<StreamReadReply>, _> = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64)
+            .arg("COUNT")
+            .arg(256)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(last.to_string())
+            .query_async(c)
+            .await;
+        match reply {
+            Ok(Some(reply)) => {
+                for entry in reply.keys.iter().flat_map(|k| &k.ids) {
+                    match decode(entry) {
+                        Ok(live) => {
+                            last = live.0;
+                            let _ = tx.send(live);
+                        }
+                        Err(e) => {
+                            tracing::warn!(%game, error = %e, "skipping an undecodable stream entry");
+                            if let Ok(id) = parse_id(&entry.id) {
+                                last = id;
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(%game, error = %e, "event stream reader failed; reconnecting");
+                conn = None;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Replay for Inner {
+    async fn replay(&self, game: GameId, after: Option<StreamId>) -> Result<Replayed, StreamError> {
+        let mut conn = self.conn.clone();
+        let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
+        let reply: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(stream_key(game))
+            .arg(start)
+            .arg("+")
+            .query_async(&mut conn)
+            .await?;
+        let events = reply.ids.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        let missed = match after {
+            Some(a) => self.max_deleted(game).await?.is_some_and(|d| a < d),
+            None => false,
+        };
+        Ok(Replayed { events, missed })
+    }
+}
+
+#[async_trait]
+impl EventStream for RedisStream {
+    async fn publish(&self, game: GameId, event: &GameEvent) -> Result<StreamId, StreamError> {
+        let json = serde_json::to_vec(event).map_err(|e| StreamError::Decode(e.to_string()))?;
+        let mut conn = self.inner.conn.clone();
+        let id: String = redis::cmd("XADD")
+            .arg(stream_key(game))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.inner.max_len)
+            .arg("*")
+            .arg(FIELD)
+            .arg(json)
+            .query_async(&mut conn)
+            .await?;
+        parse_id(&id)
+    }
+
+    async fn subscribe(&self, game: GameId, from: Position) -> Result<Subscription, StreamError> {
+        let rx = self.inner.listen(game).await?;
+        let tail = match from {
+            Position::Live => self.inner.tail(game).await?,
+            _ => None,
+        };
+        Ok(fanout::subscribe(self.inner.clone(), game, from, tail, rx))
+    }
+
+    async fn ping(&self) -> Result<(), StreamError> {
+        let mut conn = self.inner.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+}
