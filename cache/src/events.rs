@@ -16,8 +16,14 @@ use crate::model::ActionKind;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "effect", rename_all = "snake_case")]
 pub enum Effect {
-    Intensity { conflict_id: ConflictId, delta: i32 },
-    Standing { stakeholder_id: StakeholderId, delta: i32 },
+    Intensity {
+        conflict_id: ConflictId,
+        delta: i32,
+    },
+    Standing {
+        stakeholder_id: StakeholderId,
+        delta: i32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +43,10 @@ pub struct AppliedAction {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LoggedEvent {
-    PlayerJoined { player_id: PlayerId, name: String },
+    PlayerJoined {
+        player_id: PlayerId,
+        name: String,
+    },
     ActionApplied(AppliedAction),
     /// A streamed dialogue reply, recorded once complete.
     DialogueReplied {
@@ -46,7 +55,10 @@ pub enum LoggedEvent {
         stakeholder_id: StakeholderId,
         text: String,
     },
-    ConflictCanonized { conflict_id: ConflictId, canon_id: uuid::Uuid },
+    ConflictCanonized {
+        conflict_id: ConflictId,
+        canon_id: uuid::Uuid,
+    },
 }
 
 impl LoggedEvent {
@@ -84,11 +96,23 @@ pub enum GameEvent {
         turn: u32,
     },
     #[serde(rename = "state.updated")]
-    StateUpdated { seq: u64, turn: u32, conflicts: Vec<ConflictPhase> },
+    StateUpdated {
+        seq: u64,
+        turn: u32,
+        conflicts: Vec<ConflictPhase>,
+    },
     #[serde(rename = "job.queued")]
-    JobQueued { job_id: String, kind: JobKind, dedupe_key: String },
+    JobQueued {
+        job_id: String,
+        kind: JobKind,
+        dedupe_key: String,
+    },
     #[serde(rename = "job.started")]
-    JobStarted { job_id: String, kind: JobKind, attempt: u32 },
+    JobStarted {
+        job_id: String,
+        kind: JobKind,
+        attempt: u32,
+    },
     #[serde(rename = "job.completed")]
     JobCompleted { job_id: String, kind: JobKind },
     #[serde(rename = "job.failed")]

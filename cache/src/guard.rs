@@ -57,7 +57,10 @@ mod tests {
     #[tokio::test]
     async fn spawned_tasks_leave_the_scope() {
         // A job spawned from a handler runs off the hot path; only the handler's own task is hot.
-        let r = hot_path_scope("h", async { tokio::spawn(async { check(false) }).await.unwrap() }).await;
+        let r = hot_path_scope("h", async {
+            tokio::spawn(async { check(false) }).await.unwrap()
+        })
+        .await;
         assert_eq!(r, Ok(()));
     }
 

@@ -73,15 +73,24 @@ uuid_id!(
 
 /// Why a string is not a slug.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a slug: expected 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit")]
+#[error(
+    "`{0}` is not a slug: expected 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit"
+)]
 pub struct SlugError(pub String);
 
 fn check_slug(s: &str) -> Result<(), SlugError> {
     let ok = !s.is_empty()
         && s.len() <= 64
-        && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok { Ok(()) } else { Err(SlugError(s.to_owned())) }
+        && s.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(SlugError(s.to_owned()))
+    }
 }
 
 macro_rules! slug_id {

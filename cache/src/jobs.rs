@@ -92,90 +92,90 @@ macro_rules! job {
 }
 
 job!(GenerateStakeholderAction, GenerateStakeholderAction,
-    |j| format!("action:{}:{}:{}:{}:{}", j.game_id, j.scene_id, j.stakeholder_id, j.context_hash, j.slot),
-    {
-        pub game_id: GameId,
-        pub scene_id: SceneId,
-        pub stakeholder_id: StakeholderId,
-        pub context_hash: ContextHash,
-        pub world_version: u64,
-        /// Which of the several actions kept ready for this context (0, 1, ...).
-        pub slot: u32,
-    });
+|j| format!("action:{}:{}:{}:{}:{}", j.game_id, j.scene_id, j.stakeholder_id, j.context_hash, j.slot),
+{
+    pub game_id: GameId,
+    pub scene_id: SceneId,
+    pub stakeholder_id: StakeholderId,
+    pub context_hash: ContextHash,
+    pub world_version: u64,
+    /// Which of the several actions kept ready for this context (0, 1, ...).
+    pub slot: u32,
+});
 
 job!(GenerateStakeholderReaction, GenerateStakeholderReaction,
-    |j| format!("reaction:{}:{}:{}", j.game_id, j.stakeholder_id, j.event_seq),
-    {
-        pub game_id: GameId,
-        pub scene_id: SceneId,
-        pub stakeholder_id: StakeholderId,
-        /// The logged event reacted to.
-        pub event_seq: u64,
-        pub context_hash: ContextHash,
-        pub world_version: u64,
-    });
+|j| format!("reaction:{}:{}:{}", j.game_id, j.stakeholder_id, j.event_seq),
+{
+    pub game_id: GameId,
+    pub scene_id: SceneId,
+    pub stakeholder_id: StakeholderId,
+    /// The logged event reacted to.
+    pub event_seq: u64,
+    pub context_hash: ContextHash,
+    pub world_version: u64,
+});
 
 job!(PopulateStakeholderDetails, PopulateStakeholderDetails,
-    |j| format!("details:{}:{}", j.game_id, j.stakeholder_id),
-    {
-        pub game_id: GameId,
-        pub stakeholder_id: StakeholderId,
-    });
+|j| format!("details:{}:{}", j.game_id, j.stakeholder_id),
+{
+    pub game_id: GameId,
+    pub stakeholder_id: StakeholderId,
+});
 
 job!(NarratePhaseTransition, NarratePhaseTransition,
-    |j| format!("narration:{}:{}:{}", j.game_id, j.conflict_id, j.phase_id),
-    {
-        pub game_id: GameId,
-        pub conflict_id: ConflictId,
-        /// The phase being entered.
-        pub phase_id: PhaseId,
-        pub world_version: u64,
-    });
+|j| format!("narration:{}:{}:{}", j.game_id, j.conflict_id, j.phase_id),
+{
+    pub game_id: GameId,
+    pub conflict_id: ConflictId,
+    /// The phase being entered.
+    pub phase_id: PhaseId,
+    pub world_version: u64,
+});
 
 job!(GenerateBeatDescription, GenerateBeatDescription,
-    |j| format!("beat:{}:{}:{}:{}", j.game_id, j.conflict_id, j.phase_id, j.beat),
-    {
-        pub game_id: GameId,
-        pub conflict_id: ConflictId,
-        pub phase_id: PhaseId,
-        pub beat: u32,
-        pub world_version: u64,
-    });
+|j| format!("beat:{}:{}:{}:{}", j.game_id, j.conflict_id, j.phase_id, j.beat),
+{
+    pub game_id: GameId,
+    pub conflict_id: ConflictId,
+    pub phase_id: PhaseId,
+    pub beat: u32,
+    pub world_version: u64,
+});
 
 job!(GenerateSocialBundle, GenerateSocialBundle,
-    |j| format!("social:{}:{}", j.game_id, j.world_version),
-    {
-        pub game_id: GameId,
-        pub world_version: u64,
-    });
+|j| format!("social:{}:{}", j.game_id, j.world_version),
+{
+    pub game_id: GameId,
+    pub world_version: u64,
+});
 
 job!(CanonizeConflict, CanonizeConflict,
-    |j| format!("canon:{}:{}", j.game_id, j.conflict_id),
-    {
-        pub game_id: GameId,
-        pub conflict_id: ConflictId,
-        pub world_version: u64,
-    });
+|j| format!("canon:{}:{}", j.game_id, j.conflict_id),
+{
+    pub game_id: GameId,
+    pub conflict_id: ConflictId,
+    pub world_version: u64,
+});
 
 job!(GenerateCanonReferences, GenerateCanonReferences,
-    |j| format!("canon-refs:{}:{}", j.game_id, j.world_version),
-    {
-        pub game_id: GameId,
-        pub world_version: u64,
-    });
+|j| format!("canon-refs:{}:{}", j.game_id, j.world_version),
+{
+    pub game_id: GameId,
+    pub world_version: u64,
+});
 
 job!(StreamDialogueReply, StreamDialogueReply,
-    |j| format!("dialogue:{}:{}", j.game_id, j.request_id),
-    {
-        pub game_id: GameId,
-        pub request_id: RequestId,
-        pub player_id: PlayerId,
-        pub scene_id: SceneId,
-        pub stakeholder_id: StakeholderId,
-        /// The player's words.
-        pub text: String,
-        pub world_version: u64,
-    });
+|j| format!("dialogue:{}:{}", j.game_id, j.request_id),
+{
+    pub game_id: GameId,
+    pub request_id: RequestId,
+    pub player_id: PlayerId,
+    pub scene_id: SceneId,
+    pub stakeholder_id: StakeholderId,
+    /// The player's words.
+    pub text: String,
+    pub world_version: u64,
+});
 
 /// The periodic sweep: expire ready actions past `expires_at`, delete old spent rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,13 +200,22 @@ mod tests {
 
     #[test]
     fn kinds_have_distinct_names_and_reactions_beat_actions() {
-        let names: std::collections::BTreeSet<_> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
+        let names: std::collections::BTreeSet<_> =
+            JobKind::ALL.iter().map(|k| k.as_str()).collect();
         assert_eq!(names.len(), JobKind::ALL.len());
         for k in JobKind::ALL {
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }
-        assert!(JobKind::GenerateStakeholderReaction.priority() > JobKind::GenerateStakeholderAction.priority());
-        assert!(JobKind::GenerateStakeholderAction.priority() > JobKind::NarratePhaseTransition.priority());
-        assert!(JobKind::NarratePhaseTransition.priority() > JobKind::GenerateSocialBundle.priority());
+        assert!(
+            JobKind::GenerateStakeholderReaction.priority()
+                > JobKind::GenerateStakeholderAction.priority()
+        );
+        assert!(
+            JobKind::GenerateStakeholderAction.priority()
+                > JobKind::NarratePhaseTransition.priority()
+        );
+        assert!(
+            JobKind::NarratePhaseTransition.priority() > JobKind::GenerateSocialBundle.priority()
+        );
     }
 }

@@ -30,6 +30,9 @@ pub mod store;
 pub mod stream;
 pub mod time;
 
-pub use ids::{ActionId, ConflictId, GameId, PhaseId, PlannedActionId, PlayerId, RequestId, SceneId, StakeholderId};
+pub use ids::{
+    ActionId, ConflictId, GameId, PhaseId, PlannedActionId, PlayerId, RequestId, SceneId,
+    StakeholderId,
+};
 pub use scenario::Scenario;
 pub use state::GameState;

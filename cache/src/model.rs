@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ActionId, ConflictId, GameId, PhaseId, PlannedActionId, PlayerId, SceneId, StakeholderId};
+use crate::ids::{
+    ActionId, ConflictId, GameId, PhaseId, PlannedActionId, PlayerId, SceneId, StakeholderId,
+};
 use crate::state::ContextHash;
 use crate::time::Millis;
 

@@ -189,22 +189,34 @@ impl Scenario {
             return fail("scenes".into(), "expected at least one scene".into());
         }
         if self.stakeholders.is_empty() {
-            return fail("stakeholders".into(), "expected at least one stakeholder".into());
+            return fail(
+                "stakeholders".into(),
+                "expected at least one stakeholder".into(),
+            );
         }
-        let stakeholders = unique_ids(self.stakeholders.iter().map(|s| s.id.as_str()), "stakeholders")?;
+        let stakeholders = unique_ids(
+            self.stakeholders.iter().map(|s| s.id.as_str()),
+            "stakeholders",
+        )?;
         let conflicts = unique_ids(self.conflicts.iter().map(|c| c.id.as_str()), "conflicts")?;
         unique_ids(self.scenes.iter().map(|s| s.id.as_str()), "scenes")?;
         let known = |set: &BTreeSet<&str>| set.iter().copied().collect::<Vec<_>>().join(", ");
 
         for (i, scene) in self.scenes.iter().enumerate() {
             if scene.stakeholders.is_empty() {
-                return fail(format!("scenes[{i}].stakeholders"), "expected at least one stakeholder present".into());
+                return fail(
+                    format!("scenes[{i}].stakeholders"),
+                    "expected at least one stakeholder present".into(),
+                );
             }
             for (j, s) in scene.stakeholders.iter().enumerate() {
                 if !stakeholders.contains(s.as_str()) {
                     return fail(
                         format!("scenes[{i}].stakeholders[{j}]"),
-                        format!("unknown stakeholder `{s}`; expected one of: {}", known(&stakeholders)),
+                        format!(
+                            "unknown stakeholder `{s}`; expected one of: {}",
+                            known(&stakeholders)
+                        ),
                     );
                 }
             }
@@ -212,7 +224,10 @@ impl Scenario {
                 if !conflicts.contains(c.as_str()) {
                     return fail(
                         format!("scenes[{i}].conflicts[{j}]"),
-                        format!("unknown conflict `{c}`; expected one of: {}", known(&conflicts)),
+                        format!(
+                            "unknown conflict `{c}`; expected one of: {}",
+                            known(&conflicts)
+                        ),
                     );
                 }
             }
@@ -222,7 +237,11 @@ impl Scenario {
                 if r.with != "player" && !stakeholders.contains(r.with.as_str()) {
                     return fail(
                         format!("stakeholders[{i}].relationships[{j}].with"),
-                        format!("unknown stakeholder `{}`; expected `player` or one of: {}", r.with, known(&stakeholders)),
+                        format!(
+                            "unknown stakeholder `{}`; expected `player` or one of: {}",
+                            r.with,
+                            known(&stakeholders)
+                        ),
                     );
                 }
                 if !(-1.0..=1.0).contains(&r.affinity) {
@@ -238,18 +257,30 @@ impl Scenario {
                 if !stakeholders.contains(s.as_str()) {
                     return fail(
                         format!("conflicts[{i}].stakeholders[{j}]"),
-                        format!("unknown stakeholder `{s}`; expected one of: {}", known(&stakeholders)),
+                        format!(
+                            "unknown stakeholder `{s}`; expected one of: {}",
+                            known(&stakeholders)
+                        ),
                     );
                 }
             }
             if c.phases.is_empty() {
-                return fail(format!("conflicts[{i}].phases"), "expected at least one phase".into());
+                return fail(
+                    format!("conflicts[{i}].phases"),
+                    "expected at least one phase".into(),
+                );
             }
-            unique_ids(c.phases.iter().map(|p| p.id.as_str()), &format!("conflicts[{i}].phases"))?;
+            unique_ids(
+                c.phases.iter().map(|p| p.id.as_str()),
+                &format!("conflicts[{i}].phases"),
+            )?;
             if c.phases[0].enter_at != 0 {
                 return fail(
                     format!("conflicts[{i}].phases[0].enter_at"),
-                    format!("expected 0 for the first phase, found {}", c.phases[0].enter_at),
+                    format!(
+                        "expected 0 for the first phase, found {}",
+                        c.phases[0].enter_at
+                    ),
                 );
             }
             for j in 1..c.phases.len() {
@@ -268,13 +299,19 @@ impl Scenario {
             if c.resolve_at <= last || c.resolve_at > MAX_INTENSITY {
                 return fail(
                     format!("conflicts[{i}].resolve_at"),
-                    format!("expected more than the last phase's enter_at ({last}) and at most {MAX_INTENSITY}, found {}", c.resolve_at),
+                    format!(
+                        "expected more than the last phase's enter_at ({last}) and at most {MAX_INTENSITY}, found {}",
+                        c.resolve_at
+                    ),
                 );
             }
             if c.initial_intensity >= c.resolve_at {
                 return fail(
                     format!("conflicts[{i}].initial_intensity"),
-                    format!("expected less than resolve_at ({}), found {}", c.resolve_at, c.initial_intensity),
+                    format!(
+                        "expected less than resolve_at ({}), found {}",
+                        c.resolve_at, c.initial_intensity
+                    ),
                 );
             }
         }
@@ -282,11 +319,17 @@ impl Scenario {
     }
 }
 
-fn unique_ids<'a>(ids: impl Iterator<Item = &'a str>, field: &str) -> Result<BTreeSet<&'a str>, (String, String)> {
+fn unique_ids<'a>(
+    ids: impl Iterator<Item = &'a str>,
+    field: &str,
+) -> Result<BTreeSet<&'a str>, (String, String)> {
     let mut seen = BTreeSet::new();
     for (i, id) in ids.enumerate() {
         if !seen.insert(id) {
-            return Err((format!("{field}[{i}].id"), format!("duplicate id `{id}`; expected ids to be unique")));
+            return Err((
+                format!("{field}[{i}].id"),
+                format!("duplicate id `{id}`; expected ids to be unique"),
+            ));
         }
     }
     Ok(seen)
@@ -298,11 +341,15 @@ fn one_line(s: &str) -> String {
 
 /// Scenarios compiled into the engine, by name.
 pub fn builtin() -> BTreeMap<String, Scenario> {
-    const SOURCES: &[(&str, &str)] = &[("harbor-strike.toml", include_str!("../scenarios/harbor-strike.toml"))];
+    const SOURCES: &[(&str, &str)] = &[(
+        "harbor-strike.toml",
+        include_str!("../scenarios/harbor-strike.toml"),
+    )];
     SOURCES
         .iter()
         .map(|(file, text)| {
-            let s = Scenario::parse(Path::new(file), text).expect("built-in scenarios are valid (tested)");
+            let s = Scenario::parse(Path::new(file), text)
+                .expect("built-in scenarios are valid (tested)");
             (s.name.clone(), s)
         })
         .collect()
@@ -348,8 +395,16 @@ mod tests {
 
     #[test]
     fn unknown_reference_is_named() {
-        let bad = sample().replacen("stakeholders = [\"mara\", \"brann\", \"iris\"]", "stakeholders = [\"mara\", \"nobody\", \"iris\"]", 1);
-        check_err(&bad, "scenes[0].stakeholders[1]", "unknown stakeholder `nobody`");
+        let bad = sample().replacen(
+            "stakeholders = [\"mara\", \"brann\", \"iris\"]",
+            "stakeholders = [\"mara\", \"nobody\", \"iris\"]",
+            1,
+        );
+        check_err(
+            &bad,
+            "scenes[0].stakeholders[1]",
+            "unknown stakeholder `nobody`",
+        );
     }
 
     #[test]
@@ -360,7 +415,11 @@ mod tests {
 
     #[test]
     fn unknown_field_is_rejected() {
-        let bad = sample().replacen("title = \"The Harbor Strike\"", "title = \"The Harbor Strike\"\ncolour = \"red\"", 1);
+        let bad = sample().replacen(
+            "title = \"The Harbor Strike\"",
+            "title = \"The Harbor Strike\"\ncolour = \"red\"",
+            1,
+        );
         let err = Scenario::parse(Path::new("bad.toml"), &bad).unwrap_err();
         assert!(err.to_string().contains("unknown field `colour`"), "{err}");
     }
@@ -368,7 +427,11 @@ mod tests {
     #[test]
     fn phases_must_rise() {
         let bad = sample().replacen("enter_at = 35", "enter_at = 0", 1);
-        check_err(&bad, "conflicts[0].phases[1].enter_at", "expected more than the previous phase");
+        check_err(
+            &bad,
+            "conflicts[0].phases[1].enter_at",
+            "expected more than the previous phase",
+        );
     }
 
     #[test]

@@ -68,7 +68,11 @@ impl GameState {
             .stakeholders
             .iter()
             .map(|s| {
-                let toward_player = s.relationships.iter().find(|r| r.with == "player").map_or(0.0, |r| r.affinity);
+                let toward_player = s
+                    .relationships
+                    .iter()
+                    .find(|r| r.with == "player")
+                    .map_or(0.0, |r| r.affinity);
                 (s.id.clone(), (toward_player * 50.0).round() as i32)
             })
             .collect();
@@ -109,18 +113,25 @@ impl GameState {
     fn apply_effect(&mut self, scenario: &Scenario, effect: &Effect) {
         match effect {
             Effect::Intensity { conflict_id, delta } => {
-                let (Some(conflict), Some(state)) = (scenario.conflict(conflict_id), self.conflicts.get_mut(conflict_id)) else {
+                let (Some(conflict), Some(state)) = (
+                    scenario.conflict(conflict_id),
+                    self.conflicts.get_mut(conflict_id),
+                ) else {
                     return;
                 };
                 if state.resolved {
                     return;
                 }
-                let next = (state.intensity as i64 + *delta as i64).clamp(0, conflict.resolve_at as i64) as u32;
+                let next = (state.intensity as i64 + *delta as i64)
+                    .clamp(0, conflict.resolve_at as i64) as u32;
                 state.intensity = next;
                 state.phase = phase_at(conflict, next).clone();
                 state.resolved = next >= conflict.resolve_at;
             }
-            Effect::Standing { stakeholder_id, delta } => {
+            Effect::Standing {
+                stakeholder_id,
+                delta,
+            } => {
                 if let Some(s) = self.standing.get_mut(stakeholder_id) {
                     *s = (*s + delta).clamp(-STANDING_LIMIT, STANDING_LIMIT);
                 }
@@ -204,7 +215,10 @@ mod tests {
         assert!(state.conflicts[&strike].resolved);
         assert_eq!(state.conflicts[&strike].intensity, 90);
         state.apply(scenario, 3, &strike_event(3, -80));
-        assert_eq!(state.conflicts[&strike].intensity, 90, "a resolved conflict stays resolved");
+        assert_eq!(
+            state.conflicts[&strike].intensity, 90,
+            "a resolved conflict stays resolved"
+        );
         assert_eq!((state.seq, state.turn), (3, 3));
     }
 
@@ -214,8 +228,14 @@ mod tests {
         let a = GameState::new(GameId::generate(), scenario);
         let b = GameState::new(GameId::generate(), scenario);
         let docks = SceneId::new("docks").unwrap();
-        assert_eq!(a.context_hash(scenario, &docks), b.context_hash(scenario, &docks));
-        assert_ne!(a.context_hash(scenario, &docks), a.context_hash(scenario, &SceneId::new("lantern-tavern").unwrap()));
+        assert_eq!(
+            a.context_hash(scenario, &docks),
+            b.context_hash(scenario, &docks)
+        );
+        assert_ne!(
+            a.context_hash(scenario, &docks),
+            a.context_hash(scenario, &SceneId::new("lantern-tavern").unwrap())
+        );
         assert_eq!(a.context_hash(scenario, &docks).0.len(), 16);
     }
 }

@@ -25,7 +25,13 @@ impl Expiry<String, Entry> for PerEntryTtl {
         Some(value.ttl)
     }
 
-    fn expire_after_update(&self, _key: &String, value: &Entry, _now: Instant, _left: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Entry,
+        _now: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
         Some(value.ttl)
     }
 }
@@ -84,7 +90,11 @@ impl Cache for MemoryCache {
 
     async fn delete_game(&self, game: GameId) -> Result<u64, CacheError> {
         let prefix = keys::game_prefix(game);
-        let count = self.entries.iter().filter(|(k, _)| k.starts_with(&prefix)).count() as u64;
+        let count = self
+            .entries
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .count() as u64;
         self.entries
             .invalidate_entries_if(move |k, _| k.starts_with(&prefix))
             .map_err(|e| CacheError::Backend(e.to_string()))?;
@@ -105,7 +115,10 @@ impl Cache for MemoryCache {
                 std::future::ready(op)
             })
             .await;
-        Ok(matches!(result, moka::ops::compute::CompResult::Inserted(_)))
+        Ok(matches!(
+            result,
+            moka::ops::compute::CompResult::Inserted(_)
+        ))
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<bool, CacheError> {

@@ -104,7 +104,10 @@ pub mod keys {
         Key::new(format!("hp:{{{game}}}:canon-refs"))
     }
 
-    pub fn stakeholder_details(game: GameId, stakeholder: &StakeholderId) -> Key<StakeholderDetails> {
+    pub fn stakeholder_details(
+        game: GameId,
+        stakeholder: &StakeholderId,
+    ) -> Key<StakeholderDetails> {
         Key::new(format!("hp:{{{game}}}:details:{stakeholder}"))
     }
 
@@ -127,14 +130,22 @@ fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, CacheError>
 /// Typed access over any [`Cache`]. Values are stored as JSON.
 #[async_trait]
 pub trait CacheExt: Cache {
-    async fn get_typed<T: DeserializeOwned + Send>(&self, key: &Key<T>) -> Result<Option<T>, CacheError> {
+    async fn get_typed<T: DeserializeOwned + Send>(
+        &self,
+        key: &Key<T>,
+    ) -> Result<Option<T>, CacheError> {
         match self.get(key.as_str()).await? {
             Some(bytes) => decode(key.as_str(), &bytes).map(Some),
             None => Ok(None),
         }
     }
 
-    async fn set_typed<T: Serialize + Sync>(&self, key: &Key<T>, value: &T, ttl: Duration) -> Result<(), CacheError> {
+    async fn set_typed<T: Serialize + Sync>(
+        &self,
+        key: &Key<T>,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
         let bytes = serde_json::to_vec(value).map_err(|e| CacheError::Decode {
             key: key.as_str().to_owned(),
             message: e.to_string(),
@@ -197,7 +208,10 @@ impl Batch {
 
     pub async fn fetch(self, cache: &dyn Cache) -> Result<Fetched, CacheError> {
         let values = cache.get_many(&self.keys).await?;
-        Ok(Fetched { keys: self.keys, values })
+        Ok(Fetched {
+            keys: self.keys,
+            values,
+        })
     }
 }
 

@@ -86,7 +86,10 @@ impl Cache for RedisCache {
                 .query_async(&mut conn)
                 .await?;
             if !batch.is_empty() {
-                let n: u64 = redis::cmd("UNLINK").arg(&batch).query_async(&mut conn).await?;
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&batch)
+                    .query_async(&mut conn)
+                    .await?;
                 deleted += n;
             }
             if next == 0 {
@@ -107,7 +110,12 @@ impl Cache for RedisCache {
 
     async fn release(&self, key: &str, owner: &str) -> Result<bool, CacheError> {
         let mut conn = self.conn.clone();
-        let n: i64 = self.release.key(key).arg(owner).invoke_async(&mut conn).await?;
+        let n: i64 = self
+            .release
+            .key(key)
+            .arg(owner)
+            .invoke_async(&mut conn)
+            .await?;
         Ok(n == 1)
     }
 

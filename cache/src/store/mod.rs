@@ -63,7 +63,10 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// SHA-256 (hex) of a bearer token: what the `players` table stores.
 pub fn hash_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,17 +136,39 @@ pub trait Store: Send + Sync {
     async fn create_game(&self, id: GameId, scenario: &Scenario) -> Result<(), StoreError>;
     async fn game(&self, id: GameId) -> Result<Option<GameRecord>, StoreError>;
     /// Adds a player whose bearer token hashes to `token_hash`.
-    async fn add_player(&self, game: GameId, name: &str, token_hash: &str) -> Result<PlayerRecord, StoreError>;
-    async fn player_by_token_hash(&self, token_hash: &str) -> Result<Option<PlayerRecord>, StoreError>;
+    async fn add_player(
+        &self,
+        game: GameId,
+        name: &str,
+        token_hash: &str,
+    ) -> Result<PlayerRecord, StoreError>;
+    async fn player_by_token_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<PlayerRecord>, StoreError>;
 
-    async fn idempotent_response(&self, player: PlayerId, key: &str) -> Result<Option<StoredResponse>, StoreError>;
+    async fn idempotent_response(
+        &self,
+        player: PlayerId,
+        key: &str,
+    ) -> Result<Option<StoredResponse>, StoreError>;
 
     /// Appends `event` as `seq` (must be the next one): [`StoreError::SeqTaken`] if it is not free.
-    async fn append_event(&self, game: GameId, seq: u64, event: &LoggedEvent) -> Result<(), StoreError>;
+    async fn append_event(
+        &self,
+        game: GameId,
+        seq: u64,
+        event: &LoggedEvent,
+    ) -> Result<(), StoreError>;
     /// Appends `event` at whatever seq is next, retrying on races; returns that seq.
-    async fn append_event_next(&self, game: GameId, event: &LoggedEvent) -> Result<u64, StoreError>;
+    async fn append_event_next(&self, game: GameId, event: &LoggedEvent)
+    -> Result<u64, StoreError>;
     /// The log after `after_seq`, in order (`0` for all of it).
-    async fn events(&self, game: GameId, after_seq: u64) -> Result<Vec<(u64, LoggedEvent)>, StoreError>;
+    async fn events(
+        &self,
+        game: GameId,
+        after_seq: u64,
+    ) -> Result<Vec<(u64, LoggedEvent)>, StoreError>;
     /// See [`ActionCommit`].
     async fn commit_action(&self, commit: ActionCommit<'_>) -> Result<Committed, StoreError>;
 
@@ -161,7 +186,11 @@ pub trait Store: Send + Sync {
     ) -> Result<BTreeMap<StakeholderId, u32>, StoreError>;
     async fn planned(&self, id: PlannedActionId) -> Result<Option<PlannedAction>, StoreError>;
     /// Marks a ready action `expired` or `failed`; `true` if it was ready.
-    async fn retire_planned(&self, id: PlannedActionId, status: PlannedStatus) -> Result<bool, StoreError>;
+    async fn retire_planned(
+        &self,
+        id: PlannedActionId,
+        status: PlannedStatus,
+    ) -> Result<bool, StoreError>;
     /// Marks every ready action past its `expires_at` as expired; returns how many.
     async fn expire_planned(&self, now: Millis) -> Result<u64, StoreError>;
     /// Deletes spent (not ready) rows created before `before`; returns how many.

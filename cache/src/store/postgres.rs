@@ -43,7 +43,10 @@ impl PostgresStore {
             .connect(url)
             .await
             .map_err(StoreError::from_sqlx)?;
-        MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
+        MIGRATIONS
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
         Ok(PostgresStore { pool })
     }
 

@@ -42,7 +42,8 @@ impl TryFrom<PlannedRow> for PlannedAction {
             id: PlannedActionId::from_uuid(r.id.parse().map_err(|e| bad("planned id", e))?),
             game_id: r.game_id.parse::<GameId>().map_err(|e| bad("game id", e))?,
             scene_id: SceneId::new(r.scene_id).map_err(|e| bad("scene id", e))?,
-            stakeholder_id: StakeholderId::new(r.stakeholder_id).map_err(|e| bad("stakeholder id", e))?,
+            stakeholder_id: StakeholderId::new(r.stakeholder_id)
+                .map_err(|e| bad("stakeholder id", e))?,
             kind: PlannedKind::parse(&r.kind).ok_or_else(|| bad("kind", &r.kind))?,
             payload: serde_json::from_str(&r.payload).map_err(|e| bad("payload", e))?,
             priority: r.priority,
@@ -108,7 +109,10 @@ pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> 
     serde_json::to_string(v).map_err(|e| StoreError::Decode(e.to_string()))
 }
 
-pub(super) fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, StoreError> {
+pub(super) fn from_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    s: &str,
+) -> Result<T, StoreError> {
     serde_json::from_str(s).map_err(|e| bad(what, e))
 }
 

@@ -5,7 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use super::StoreError;
 
@@ -58,7 +60,10 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(StoreError::from_sqlx)?;
-        MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
+        MIGRATIONS
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
         Ok(SqliteStore { pool })
     }
 
@@ -69,7 +74,10 @@ impl SqliteStore {
     /// `BEGIN IMMEDIATE` takes the write lock up front: a deferred transaction that reads and
     /// then writes can fail with SQLITE_BUSY instead of waiting.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::from_sqlx)
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::from_sqlx)
     }
 }
 

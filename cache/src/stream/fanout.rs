@@ -55,26 +55,40 @@ pub(super) fn subscribe(
             }
         }
         loop {
-            match rx.recv().await {
+            // Wait for the next event, or for the client to go away: a subscriber whose client
+            // left must drop its receiver promptly so the game's reader can retire.
+            let received = tokio::select! {
+                received = rx.recv() => received,
+                () = tx.closed() => return,
+            };
+            match received {
                 Ok((id, event)) => {
                     if last.is_some_and(|l| id <= l) {
                         continue;
                     }
                     last = Some(id);
-                    let item = StreamItem::Event { id, event: (*event).clone() };
+                    let item = StreamItem::Event {
+                        id,
+                        event: (*event).clone(),
+                    };
                     if tx.send(item).await.is_err() {
                         return;
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => match catch_up(&*source, &tx, game, last, true).await {
-                    Some(new_last) => last = new_last.or(last),
-                    None => return,
-                },
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    match catch_up(&*source, &tx, game, last, true).await {
+                        Some(new_last) => last = new_last.or(last),
+                        None => return,
+                    }
+                }
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }
     });
-    futures::stream::unfold(out, |mut out| async move { out.recv().await.map(|item| (item, out)) }).boxed()
+    futures::stream::unfold(out, |mut out| async move {
+        out.recv().await.map(|item| (item, out))
+    })
+    .boxed()
 }
 
 /// Sends what the backend holds after `after`; `None` if the subscription is over (client gone
@@ -99,7 +113,12 @@ async fn catch_up(
     let mut last = None;
     for (id, event) in replayed.events {
         last = Some(id);
-        tx.send(StreamItem::Event { id, event: (*event).clone() }).await.ok()?;
+        tx.send(StreamItem::Event {
+            id,
+            event: (*event).clone(),
+        })
+        .await
+        .ok()?;
     }
     Some(last)
 }

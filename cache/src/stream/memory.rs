@@ -87,7 +87,10 @@ impl EventStream for MemoryStream {
     async fn publish(&self, game: GameId, event: &GameEvent) -> Result<StreamId, StreamError> {
         let log = self.inner.game(game);
         let mut log = log.lock().expect("game stream lock");
-        let id = StreamId { ms: log.next, seq: 0 };
+        let id = StreamId {
+            ms: log.next,
+            seq: 0,
+        };
         log.next += 1;
         let entry = (id, Arc::new(event.clone()));
         log.events.push_back(entry.clone());

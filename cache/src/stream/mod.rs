@@ -65,7 +65,10 @@ pub enum Position {
 /// What a subscriber receives.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamItem {
-    Event { id: StreamId, event: GameEvent },
+    Event {
+        id: StreamId,
+        event: GameEvent,
+    },
     /// Events after the requested id were trimmed away: reload the state. What the stream still
     /// holds follows.
     Reset,

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use redis::AsyncConnectionConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{StreamRangeReply, StreamReadReply};
-use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::broadcast;
 
 use super::fanout::{self, BROADCAST_CAPACITY, Live, Replay, Replayed};
@@ -19,7 +19,7 @@ use crate::cache::keys;
 use crate::events::GameEvent;
 use crate::ids::GameId;
 
-/// The field holding an entry's JSON.
+/// The field holding an entry's JSON (the publish script writes it).
 const FIELD: &str = "e";
 /// How long one `XREAD` blocks before the reader checks whether anyone still listens.
 const BLOCK: Duration = Duration::from_secs(2);
@@ -28,6 +28,7 @@ struct Inner {
     client: redis::Client,
     conn: ConnectionManager,
     max_len: usize,
+    publish: redis::Script,
     /// One broadcast sender per game that has a reader task in this process.
     readers: Mutex<HashMap<GameId, broadcast::Sender<Live>>>,
 }
@@ -42,21 +43,47 @@ fn stream_key(game: GameId) -> String {
     format!("{}events", keys::game_prefix(game))
 }
 
+/// Where the newest trimmed-away id is kept, so a resume can tell "missed events" (reset) from
+/// "exactly caught up". Redis's own `max-deleted-entry-id` is only moved by XDEL, not by trimming.
+fn trimmed_key(game: GameId) -> String {
+    format!("{}events:trimmed", keys::game_prefix(game))
+}
+
+/// Appends with an exact length bound and records the newest id the trim removes. Exact
+/// trimming because the bound is what clients are promised (approximate `~` trimming only drops
+/// whole radix-tree nodes, so small bounds would never trim).
+const PUBLISH: &str = r#"
+local len = redis.call("XLEN", KEYS[1])
+local max = tonumber(ARGV[1])
+if len >= max then
+  local gone = redis.call("XRANGE", KEYS[1], "-", "+", "COUNT", len - max + 1)
+  redis.call("SET", KEYS[2], gone[#gone][1])
+end
+return redis.call("XADD", KEYS[1], "MAXLEN", max, "*", "e", ARGV[2])
+"#;
+
 fn parse_id(s: &str) -> Result<StreamId, StreamError> {
-    s.parse().map_err(|e: super::BadStreamId| StreamError::Decode(e.to_string()))
+    s.parse()
+        .map_err(|e: super::BadStreamId| StreamError::Decode(e.to_string()))
 }
 
 fn decode(entry: &redis::streams::StreamId) -> Result<Live, StreamError> {
     let id = parse_id(&entry.id)?;
-    let json: Vec<u8> = entry.get(FIELD).ok_or_else(|| StreamError::Decode(format!("entry {id} has no `{FIELD}` field")))?;
-    let event: GameEvent = serde_json::from_slice(&json).map_err(|e| StreamError::Decode(format!("entry {id}: {e}")))?;
+    let json: Vec<u8> = entry
+        .get(FIELD)
+        .ok_or_else(|| StreamError::Decode(format!("entry {id} has no `{FIELD}` field")))?;
+    let event: GameEvent = serde_json::from_slice(&json)
+        .map_err(|e| StreamError::Decode(format!("entry {id}: {e}")))?;
     Ok((id, Arc::new(event)))
 }
 
 impl RedisStream {
-    /// Connects to `url`, keeping about `max_len` events per game (approximate trim, as Redis
-    /// does it cheaply).
-    pub async fn connect(url: &str, timeout: Duration, max_len: usize) -> Result<RedisStream, StreamError> {
+    /// Connects to `url`, keeping the last `max_len` events of each game.
+    pub async fn connect(
+        url: &str,
+        timeout: Duration,
+        max_len: usize,
+    ) -> Result<RedisStream, StreamError> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
@@ -68,9 +95,15 @@ impl RedisStream {
                 client,
                 conn,
                 max_len: max_len.max(1),
+                publish: redis::Script::new(PUBLISH),
                 readers: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// How many games this process currently runs a reader for.
+    pub fn reader_count(&self) -> usize {
+        self.inner.readers.lock().expect("readers lock").len()
     }
 
     pub async fn connect_default(url: &str) -> Result<RedisStream, StreamError> {
@@ -92,33 +125,12 @@ impl Inner {
         reply.ids.first().map(|e| parse_id(&e.id)).transpose()
     }
 
-    /// The newest id Redis trimmed away (`max-deleted-entry-id`, Redis 7+), if any.
-    async fn max_deleted(&self, game: GameId) -> Result<Option<StreamId>, StreamError> {
-        let mut conn = self.conn.clone();
-        let info: Result<HashMap<String, Value>, _> = redis::cmd("XINFO")
-            .arg("STREAM")
-            .arg(stream_key(game))
-            .query_async(&mut conn)
-            .await;
-        let info = match info {
-            Ok(info) => info,
-            // No such key: nothing was ever trimmed.
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        match info.get("max-deleted-entry-id") {
-            Some(v) => {
-                let id: String = redis::from_redis_value_ref(v).map_err(|e| StreamError::Decode(e.to_string()))?;
-                let id = parse_id(&id)?;
-                Ok((id != StreamId { ms: 0, seq: 0 }).then_some(id))
-            }
-            None => Ok(None),
-        }
-    }
-
     /// The game's broadcast sender, starting its reader if this process has none. Holding the
     /// registry lock while subscribing means a reader cannot retire between lookup and subscribe.
-    async fn listen(self: &Arc<Self>, game: GameId) -> Result<broadcast::Receiver<Live>, StreamError> {
+    async fn listen(
+        self: &Arc<Self>,
+        game: GameId,
+    ) -> Result<broadcast::Receiver<Live>, StreamError> {
         if let Some(tx) = self.readers.lock().expect("readers lock").get(&game) {
             return Ok(tx.subscribe());
         }
@@ -136,7 +148,12 @@ impl Inner {
 }
 
 /// The one reader of `game` in this process. Retires when its last subscriber is gone.
-async fn read_game(inner: Arc<Inner>, game: GameId, mut last: StreamId, tx: broadcast::Sender<Live>) {
+async fn read_game(
+    inner: Arc<Inner>,
+    game: GameId,
+    mut last: StreamId,
+    tx: broadcast::Sender<Live>,
+) {
     let key = stream_key(game);
     let mut conn = None;
     loop {
@@ -148,8 +165,13 @@ async fn read_game(inner: Arc<Inner>, game: GameId, mut last: StreamId, tx: broa
             }
         }
         if conn.is_none() {
-            let config = AsyncConnectionConfig::new().set_response_timeout(Some(BLOCK + Duration::from_secs(3)));
-            match inner.client.get_multiplexed_async_connection_with_config(&config).await {
+            let config = AsyncConnectionConfig::new()
+                .set_response_timeout(Some(BLOCK + Duration::from_secs(3)));
+            match inner
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+            {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     tracing::warn!(%game, error = %e, "event stream reader cannot connect; retrying");
@@ -201,16 +223,23 @@ impl Replay for Inner {
     async fn replay(&self, game: GameId, after: Option<StreamId>) -> Result<Replayed, StreamError> {
         let mut conn = self.conn.clone();
         let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
-        let reply: StreamRangeReply = redis::cmd("XRANGE")
+        let (range, trimmed): (StreamRangeReply, Option<String>) = redis::pipe()
+            .cmd("XRANGE")
             .arg(stream_key(game))
             .arg(start)
             .arg("+")
+            .cmd("GET")
+            .arg(trimmed_key(game))
             .query_async(&mut conn)
             .await?;
-        let events = reply.ids.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
-        let missed = match after {
-            Some(a) => self.max_deleted(game).await?.is_some_and(|d| a < d),
-            None => false,
+        let events = range
+            .ids
+            .iter()
+            .map(decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        let missed = match (after, trimmed) {
+            (Some(a), Some(t)) => a < parse_id(&t)?,
+            _ => false,
         };
         Ok(Replayed { events, missed })
     }
@@ -221,15 +250,14 @@ impl EventStream for RedisStream {
     async fn publish(&self, game: GameId, event: &GameEvent) -> Result<StreamId, StreamError> {
         let json = serde_json::to_vec(event).map_err(|e| StreamError::Decode(e.to_string()))?;
         let mut conn = self.inner.conn.clone();
-        let id: String = redis::cmd("XADD")
-            .arg(stream_key(game))
-            .arg("MAXLEN")
-            .arg("~")
+        let id: String = self
+            .inner
+            .publish
+            .key(stream_key(game))
+            .key(trimmed_key(game))
             .arg(self.inner.max_len)
-            .arg("*")
-            .arg(FIELD)
             .arg(json)
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await?;
         parse_id(&id)
     }

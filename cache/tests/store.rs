@@ -1,0 +1,533 @@
+//! The store conformance suite: every case runs against SQLite and against a real PostgreSQL
+//! server started by the test harness.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use hotpath_cache::events::{AppliedAction, Effect, LoggedEvent};
+use hotpath_cache::ids::*;
+use hotpath_cache::model::*;
+use hotpath_cache::scenario::builtin;
+use hotpath_cache::state::ContextHash;
+use hotpath_cache::store::*;
+use hotpath_cache::time::now_ms;
+
+struct Fixture {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("hotpath.sqlite"))
+        .await
+        .unwrap();
+    Fixture {
+        store: Arc::new(store),
+        _dir: Some(dir),
+    }
+}
+
+async fn postgres() -> Fixture {
+    let url = hotpath_testkit::fresh_postgres_database();
+    let store = PostgresStore::connect(&url).await.unwrap();
+    Fixture {
+        store: Arc::new(store),
+        _dir: None,
+    }
+}
+
+fn sid(s: &str) -> StakeholderId {
+    StakeholderId::new(s).unwrap()
+}
+
+fn scene(s: &str) -> SceneId {
+    SceneId::new(s).unwrap()
+}
+
+fn ctx(s: &str) -> ContextHash {
+    ContextHash(s.into())
+}
+
+fn planned(
+    game: GameId,
+    scene_id: &str,
+    who: &str,
+    context: &str,
+    priority: i32,
+    key: &str,
+) -> PlannedAction {
+    let now = now_ms();
+    PlannedAction {
+        id: PlannedActionId::generate(),
+        game_id: game,
+        scene_id: scene(scene_id),
+        stakeholder_id: sid(who),
+        kind: PlannedKind::Action,
+        payload: StakeholderMove {
+            behaviour: format!("{who} acts ({key})"),
+            intent: "support".into(),
+            line: format!("{who} says {key}"),
+        },
+        priority,
+        status: PlannedStatus::Ready,
+        expires_at: now + 60_000,
+        dedupe_key: format!("{game}:{key}"),
+        reacts_to: None,
+        provenance: Provenance {
+            context_hash: ctx(context),
+            world_version: 1,
+            produced_at: now,
+            model: "scripted".into(),
+            prompt_version: "v1".into(),
+        },
+        created_at: now,
+    }
+}
+
+fn joined(name: &str) -> LoggedEvent {
+    LoggedEvent::PlayerJoined {
+        player_id: PlayerId::generate(),
+        name: name.into(),
+    }
+}
+
+fn claim_query(game: GameId, who: &[&str], context: &str) -> ClaimQuery {
+    ClaimQuery {
+        game_id: game,
+        scene_id: scene("docks"),
+        stakeholders: who.iter().map(|w| sid(w)).collect(),
+        context_hash: ctx(context),
+        now: now_ms(),
+    }
+}
+
+async fn new_game(store: &dyn Store) -> GameId {
+    let game = GameId::generate();
+    store
+        .create_game(game, &builtin()["harbor-strike"])
+        .await
+        .unwrap();
+    game
+}
+
+mod suite {
+    use super::*;
+
+    pub async fn games_and_players(f: Fixture) {
+        let s = &*f.store;
+        s.ping().await.unwrap();
+        let game = new_game(s).await;
+        let record = s.game(game).await.unwrap().unwrap();
+        assert_eq!(record.scenario, builtin()["harbor-strike"]);
+        assert!(s.game(GameId::generate()).await.unwrap().is_none());
+
+        let hash = hash_token("secret-token");
+        assert_ne!(hash, "secret-token", "tokens are stored hashed");
+        let player = s.add_player(game, "Ada", &hash).await.unwrap();
+        assert_eq!(
+            s.player_by_token_hash(&hash).await.unwrap(),
+            Some(player.clone())
+        );
+        assert_eq!(player.game_id, game);
+        assert!(
+            s.player_by_token_hash(&hash_token("other"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    pub async fn event_log_seq_is_unique(f: Fixture) {
+        let s = &*f.store;
+        let game = new_game(s).await;
+        s.append_event(game, 1, &joined("a")).await.unwrap();
+        s.append_event(game, 2, &joined("b")).await.unwrap();
+        let err = s.append_event(game, 2, &joined("c")).await.unwrap_err();
+        assert!(matches!(err, StoreError::SeqTaken { seq: 2, .. }), "{err}");
+        let all = s.events(game, 0).await.unwrap();
+        assert_eq!(
+            all.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(all[1].1, joined_name(&all[1].1, "b"));
+        assert_eq!(s.events(game, 1).await.unwrap().len(), 1);
+        // Another game's log is separate.
+        let other = new_game(s).await;
+        s.append_event(other, 1, &joined("x")).await.unwrap();
+        assert_eq!(s.events(game, 0).await.unwrap().len(), 2);
+    }
+
+    fn joined_name(e: &LoggedEvent, expect: &str) -> LoggedEvent {
+        match e {
+            LoggedEvent::PlayerJoined { name, .. } => assert_eq!(name, expect),
+            other => panic!("unexpected {other:?}"),
+        }
+        e.clone()
+    }
+
+    pub async fn append_next_under_contention(f: Fixture) {
+        let s = f.store.clone();
+        let game = new_game(&*s).await;
+        let tasks: Vec<_> = (0..12)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    s.append_event_next(game, &joined(&format!("p{i}")))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.push(t.await.unwrap());
+        }
+        seqs.sort();
+        assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
+    }
+
+    pub async fn insert_planned_is_idempotent(f: Fixture) {
+        let s = &*f.store;
+        let game = new_game(s).await;
+        let a = planned(game, "docks", "mara", "c1", 1, "same");
+        assert!(s.insert_planned(&a).await.unwrap());
+        let mut again = planned(game, "docks", "mara", "c1", 1, "same");
+        again.payload.line = "different".into();
+        assert!(
+            !s.insert_planned(&again).await.unwrap(),
+            "same dedupe key, no second row"
+        );
+        assert_eq!(s.planned(a.id).await.unwrap().unwrap(), a);
+        assert!(s.planned(again.id).await.unwrap().is_none());
+    }
+
+    pub async fn claim_takes_the_best_ready_action_per_stakeholder(f: Fixture) {
+        let s = &*f.store;
+        let game = new_game(s).await;
+        let low = planned(game, "docks", "mara", "c1", 1, "low");
+        let high = planned(game, "docks", "mara", "c1", 5, "high");
+        let old_equal = planned(game, "docks", "brann", "c1", 3, "brann-old");
+        let mut new_equal = planned(game, "docks", "brann", "c1", 3, "brann-new");
+        new_equal.created_at += 10;
+        let wrong_context = planned(game, "docks", "iris", "c2", 9, "iris-c2");
+        let mut expired = planned(game, "docks", "iris", "c1", 9, "iris-expired");
+        expired.expires_at = now_ms() - 1;
+        let other_scene = planned(game, "harbor-office", "iris", "c1", 9, "iris-office");
+        let mut reaction = planned(game, "docks", "iris", "old-context", 2, "iris-reaction");
+        reaction.kind = PlannedKind::Reaction;
+        reaction.reacts_to = Some(1);
+        let other_game = planned(GameId::generate(), "docks", "mara", "c1", 99, "other-game");
+        for a in [
+            &low,
+            &high,
+            &new_equal,
+            &old_equal,
+            &wrong_context,
+            &expired,
+            &other_scene,
+            &reaction,
+            &other_game,
+        ] {
+            assert!(s.insert_planned(a).await.unwrap());
+        }
+
+        let got = s
+            .claim(&claim_query(game, &["mara", "brann", "iris", "kest"], "c1"))
+            .await
+            .unwrap();
+        let mut ids: Vec<_> = got.iter().map(|a| a.dedupe_key.clone()).collect();
+        ids.sort();
+        let mut want: Vec<_> = [&high, &old_equal, &reaction]
+            .iter()
+            .map(|a| a.dedupe_key.clone())
+            .collect();
+        want.sort();
+        assert_eq!(
+            ids, want,
+            "priority first, then age; reactions regardless of context"
+        );
+        assert!(got.iter().all(|a| a.status == PlannedStatus::Consumed));
+        assert_eq!(
+            s.planned(high.id).await.unwrap().unwrap().status,
+            PlannedStatus::Consumed
+        );
+
+        let next = s
+            .claim(&claim_query(game, &["mara", "brann", "iris"], "c1"))
+            .await
+            .unwrap();
+        let keys: BTreeSet<_> = next.iter().map(|a| a.dedupe_key.clone()).collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from([low.dedupe_key.clone(), new_equal.dedupe_key.clone()])
+        );
+        assert!(
+            s.claim(&claim_query(game, &["mara", "brann", "iris"], "c1"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            s.planned(wrong_context.id).await.unwrap().unwrap().status,
+            PlannedStatus::Ready
+        );
+        assert_eq!(
+            s.planned(other_game.id).await.unwrap().unwrap().status,
+            PlannedStatus::Ready
+        );
+    }
+
+    /// 16 concurrent claimers, 4 ready actions: each claimed exactly once.
+    pub async fn claim_race(f: Fixture) {
+        let s = f.store.clone();
+        let game = new_game(&*s).await;
+        for (who, n) in [("mara", 0), ("mara", 1), ("brann", 0), ("brann", 1)] {
+            s.insert_planned(&planned(game, "docks", who, "c1", n, &format!("{who}-{n}")))
+                .await
+                .unwrap();
+        }
+        let barrier = Arc::new(tokio::sync::Barrier::new(16));
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (s, barrier) = (s.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let mut mine = Vec::new();
+                    loop {
+                        let got = s
+                            .claim(&claim_query(game, &["mara", "brann"], "c1"))
+                            .await
+                            .unwrap();
+                        if got.is_empty() {
+                            return mine;
+                        }
+                        mine.extend(got.into_iter().map(|a| a.id));
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        let unique: BTreeSet<_> = all.iter().collect();
+        assert_eq!(all.len(), 4, "claimed {all:?}");
+        assert_eq!(unique.len(), 4, "an action was claimed twice: {all:?}");
+    }
+
+    fn applied(game_scene: &str) -> LoggedEvent {
+        LoggedEvent::ActionApplied(AppliedAction {
+            action_id: ActionId::generate(),
+            player_id: PlayerId::generate(),
+            scene_id: scene(game_scene),
+            kind: ActionKind::Say,
+            text: "hello".into(),
+            target: None,
+            turn: 1,
+            effects: vec![Effect::Standing {
+                stakeholder_id: sid("mara"),
+                delta: 1,
+            }],
+        })
+    }
+
+    pub async fn commit_action_is_one_transaction(f: Fixture) {
+        let s = &*f.store;
+        let game = new_game(s).await;
+        let player = s.add_player(game, "Ada", &hash_token("t")).await.unwrap();
+        let a = planned(game, "docks", "mara", "c1", 1, "a");
+        s.insert_planned(&a).await.unwrap();
+        let event = applied("docks");
+        let query = claim_query(game, &["mara"], "c1");
+        let key = IdempotencyKey {
+            player_id: player.id,
+            key: "k1".into(),
+            request_hash: "h1".into(),
+        };
+        let respond = |claimed: &[PlannedAction]| serde_json::json!({ "claimed": claimed.len() });
+
+        // The seq is taken: nothing of the transaction survives.
+        s.append_event(game, 1, &joined("first")).await.unwrap();
+        let err = s
+            .commit_action(ActionCommit {
+                game_id: game,
+                seq: 1,
+                event: &event,
+                claim: Some(&query),
+                idempotency: Some(&key),
+                respond: &respond,
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::SeqTaken { .. }), "{err}");
+        assert_eq!(
+            s.planned(a.id).await.unwrap().unwrap().status,
+            PlannedStatus::Ready,
+            "claim rolled back"
+        );
+        assert!(
+            s.idempotent_response(player.id, "k1")
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        let done = s
+            .commit_action(ActionCommit {
+                game_id: game,
+                seq: 2,
+                event: &event,
+                claim: Some(&query),
+                idempotency: Some(&key),
+                respond: &respond,
+            })
+            .await
+            .unwrap();
+        assert_eq!(done.claimed.len(), 1);
+        assert_eq!(done.response, serde_json::json!({ "claimed": 1 }));
+        let stored = s
+            .idempotent_response(player.id, "k1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (stored.request_hash.as_str(), stored.response),
+            ("h1", done.response.clone())
+        );
+        assert_eq!(
+            s.events(game, 0).await.unwrap().last().unwrap(),
+            &(2, event.clone())
+        );
+
+        // The same key again (a concurrent duplicate): rejected, and its event is not appended.
+        let b = planned(game, "docks", "mara", "c1", 1, "b");
+        s.insert_planned(&b).await.unwrap();
+        let err = s
+            .commit_action(ActionCommit {
+                game_id: game,
+                seq: 3,
+                event: &event,
+                claim: Some(&query),
+                idempotency: Some(&key),
+                respond: &respond,
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::IdempotencyKeyTaken), "{err}");
+        assert_eq!(s.events(game, 0).await.unwrap().len(), 2);
+        assert_eq!(
+            s.planned(b.id).await.unwrap().unwrap().status,
+            PlannedStatus::Ready
+        );
+    }
+
+    pub async fn ready_counts_expiry_and_cleanup(f: Fixture) {
+        let s = &*f.store;
+        let game = new_game(s).await;
+        let a1 = planned(game, "docks", "mara", "c1", 1, "a1");
+        let a2 = planned(game, "docks", "mara", "c1", 1, "a2");
+        let b1 = planned(game, "docks", "brann", "c1", 1, "b1");
+        let mut stale = planned(game, "docks", "brann", "c1", 1, "stale");
+        stale.expires_at = now_ms() - 1_000;
+        let mut reaction = planned(game, "docks", "brann", "c1", 1, "reaction");
+        reaction.kind = PlannedKind::Reaction;
+        for a in [&a1, &a2, &b1, &stale, &reaction] {
+            s.insert_planned(a).await.unwrap();
+        }
+        let counts = s
+            .ready_counts(game, &scene("docks"), &ctx("c1"), now_ms())
+            .await
+            .unwrap();
+        assert_eq!(counts.get(&sid("mara")), Some(&2));
+        assert_eq!(
+            counts.get(&sid("brann")),
+            Some(&1),
+            "expired rows and reactions do not count"
+        );
+
+        assert!(
+            s.retire_planned(b1.id, PlannedStatus::Failed)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.retire_planned(b1.id, PlannedStatus::Expired)
+                .await
+                .unwrap(),
+            "only ready rows retire"
+        );
+        assert_eq!(s.expire_planned(now_ms()).await.unwrap(), 1);
+        assert_eq!(
+            s.planned(stale.id).await.unwrap().unwrap().status,
+            PlannedStatus::Expired
+        );
+        assert_eq!(
+            s.planned(b1.id).await.unwrap().unwrap().status,
+            PlannedStatus::Failed
+        );
+
+        let removed = s.delete_spent_planned(now_ms() + 1).await.unwrap();
+        assert_eq!(removed, 2, "the failed and the expired row");
+        assert!(s.planned(stale.id).await.unwrap().is_none());
+        assert!(s.planned(a1.id).await.unwrap().is_some(), "ready rows stay");
+    }
+
+    pub async fn canon_is_idempotent(f: Fixture) {
+        let s = &*f.store;
+        let game = new_game(s).await;
+        let canon = CanonEvent {
+            id: uuid::Uuid::now_v7(),
+            game_id: game,
+            conflict_id: ConflictId::new("strike").unwrap(),
+            title: "The strike ends".into(),
+            summary: "The crews were paid.".into(),
+            dedupe_key: format!("canon:{game}:strike"),
+            provenance: Provenance {
+                context_hash: ctx("c1"),
+                world_version: 7,
+                produced_at: now_ms(),
+                model: "scripted".into(),
+                prompt_version: "v1".into(),
+            },
+            created_at: now_ms(),
+        };
+        assert!(s.insert_canon(&canon).await.unwrap());
+        let mut dup = canon.clone();
+        dup.id = uuid::Uuid::now_v7();
+        assert!(!s.insert_canon(&dup).await.unwrap());
+        assert_eq!(s.canon_events(game).await.unwrap(), vec![canon]);
+    }
+}
+
+macro_rules! conformance {
+    ($backend:ident: $($case:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::suite::$case(super::$backend().await).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_backends {
+    ($($case:ident),* $(,)?) => {
+        conformance!(sqlite: $($case),*);
+        conformance!(postgres: $($case),*);
+    };
+}
+
+all_backends!(
+    games_and_players,
+    event_log_seq_is_unique,
+    append_next_under_contention,
+    insert_planned_is_idempotent,
+    claim_takes_the_best_ready_action_per_stakeholder,
+    claim_race,
+    commit_action_is_one_transaction,
+    ready_counts_expiry_and_cleanup,
+    canon_is_idempotent,
+);
