@@ -194,6 +194,103 @@ impl JobMessage for CleanupExpiredActions {
     }
 }
 
+/// Any job message: what a [`JobQueue`] carries. The tag is the job kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Job {
+    GenerateStakeholderAction(GenerateStakeholderAction),
+    GenerateStakeholderReaction(GenerateStakeholderReaction),
+    PopulateStakeholderDetails(PopulateStakeholderDetails),
+    NarratePhaseTransition(NarratePhaseTransition),
+    GenerateBeatDescription(GenerateBeatDescription),
+    GenerateSocialBundle(GenerateSocialBundle),
+    CanonizeConflict(CanonizeConflict),
+    GenerateCanonReferences(GenerateCanonReferences),
+    StreamDialogueReply(StreamDialogueReply),
+    CleanupExpiredActions(CleanupExpiredActions),
+}
+
+macro_rules! job_enum_dispatch {
+    ($self:ident, |$j:ident| $body:expr) => {
+        match $self {
+            Job::GenerateStakeholderAction($j) => $body,
+            Job::GenerateStakeholderReaction($j) => $body,
+            Job::PopulateStakeholderDetails($j) => $body,
+            Job::NarratePhaseTransition($j) => $body,
+            Job::GenerateBeatDescription($j) => $body,
+            Job::GenerateSocialBundle($j) => $body,
+            Job::CanonizeConflict($j) => $body,
+            Job::GenerateCanonReferences($j) => $body,
+            Job::StreamDialogueReply($j) => $body,
+            Job::CleanupExpiredActions($j) => $body,
+        }
+    };
+}
+
+impl Job {
+    pub fn kind(&self) -> JobKind {
+        fn kind_of<J: JobMessage>(_: &J) -> JobKind {
+            J::KIND
+        }
+        job_enum_dispatch!(self, |j| kind_of(j))
+    }
+
+    pub fn game_id(&self) -> Option<GameId> {
+        job_enum_dispatch!(self, |j| j.game_id())
+    }
+
+    pub fn dedupe_key(&self) -> String {
+        job_enum_dispatch!(self, |j| j.dedupe_key())
+    }
+
+    /// Scheduling priority (higher first); see [`JobKind::priority`].
+    pub fn priority(&self) -> i32 {
+        self.kind().priority()
+    }
+}
+
+macro_rules! job_from {
+    ($($name:ident),*) => {
+        $(impl From<$name> for Job {
+            fn from(j: $name) -> Job {
+                Job::$name(j)
+            }
+        })*
+    };
+}
+
+job_from!(
+    GenerateStakeholderAction,
+    GenerateStakeholderReaction,
+    PopulateStakeholderDetails,
+    NarratePhaseTransition,
+    GenerateBeatDescription,
+    GenerateSocialBundle,
+    CanonizeConflict,
+    GenerateCanonReferences,
+    StreamDialogueReply,
+    CleanupExpiredActions
+);
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("job queue unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where the hot path pushes job messages: the job storage of the deployment (apalis on SQLite
+/// or PostgreSQL, implemented in `hotpath-background`). Pushing is the only road from the hot
+/// path to the slow path.
+#[async_trait::async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Enqueues `job`; returns its job id.
+    async fn push(&self, job: Job) -> Result<String, QueueError>;
+    /// Jobs waiting to run (for the queue-depth metric).
+    async fn pending(&self) -> Result<u64, QueueError>;
+    /// Checks the storage answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), QueueError>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
