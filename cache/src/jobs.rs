@@ -315,4 +315,19 @@ mod tests {
             JobKind::NarratePhaseTransition.priority() > JobKind::GenerateSocialBundle.priority()
         );
     }
+
+    #[test]
+    fn job_enum_round_trips_with_its_kind_tag() {
+        let job: Job = CanonizeConflict {
+            game_id: GameId::generate(),
+            conflict_id: ConflictId::new("strike").unwrap(),
+            world_version: 4,
+        }
+        .into();
+        let v = serde_json::to_value(&job).unwrap();
+        assert_eq!(v["kind"], "canonize_conflict");
+        assert_eq!(job.kind(), JobKind::CanonizeConflict);
+        assert!(job.dedupe_key().starts_with("canon:"));
+        assert_eq!(serde_json::from_value::<Job>(v).unwrap(), job);
+    }
 }
