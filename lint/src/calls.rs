@@ -1,0 +1,762 @@
+//! Turning one fn body into call edges: every call, method call and fn item passed as a
+//! value, resolved against the [`Index`], with local variable types tracked well enough to
+//! resolve method receivers (`self` fields, parameters, `let` annotations, constructors).
+//!
+//! When a receiver's type cannot be known the call is matched by method name against every
+//! workspace method (`Via::Name`): the lint prefers a visible false alarm to a silent miss.
+
+use crate::index::{FnId, Index, ModId, Owner, Res, TraitRef, Ty, TyCtx};
+use crate::syntax::{line_of, lower_ty, lower_use_item, macro_exprs};
+use std::collections::HashMap;
+use syn::visit::{self, Visit};
+
+/// What a call reaches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    Fn(FnId),
+    /// A path outside the workspace (`genai::Client::exec_chat`).
+    Ext(String),
+}
+
+/// How a call edge was resolved; shown in every chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Via {
+    /// The callee is known exactly.
+    Resolved,
+    /// A call through `dyn Trait` or a generic bound, fanned out to every workspace impl.
+    Dyn,
+    /// The receiver's type is unknown: matched by method name only.
+    Name,
+    /// The call is inside a spawned task (`tokio::spawn`, `std::thread::spawn`, ...).
+    Spawned,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Resolved => "resolved",
+            Via::Dyn => "dyn",
+            Via::Name => "name",
+            Via::Spawned => "spawned",
+        }
+    }
+}
+
+/// One call from a fn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    pub to: Target,
+    pub line: usize,
+    pub via: Via,
+    /// The line of the `hotpath-lint: allow` comment that cuts this call, if any.
+    pub suppressed_by: Option<usize>,
+}
+
+/// Suppression comments of one file: line → is it a trailing comment.
+pub type SuppLines = HashMap<usize, bool>;
+
+/// Walks a fn body and returns its call edges (deduplicated per target and suppression).
+pub fn walk_fn(ix: &Index, f: FnId, block: &syn::Block, supps: &SuppLines) -> Vec<Edge> {
+    let (module, self_ty, generics) = ix.fn_ctx(f);
+    let mut w = Walker {
+        ix,
+        module,
+        self_ty,
+        generics,
+        scopes: vec![Scope::default()],
+        spawned: 0,
+        stmt_lines: Vec::new(),
+        supps,
+        edges: Vec::new(),
+        ret_cache: HashMap::new(),
+    };
+    let def = &ix.fns[f];
+    for (name, ty) in &def.sig.params {
+        if let Some(name) = name {
+            let t = w.resolve_written(ty);
+            w.scopes[0].vars.insert(name.clone(), t);
+        }
+    }
+    if def.sig.has_self {
+        w.scopes[0].vars.insert("self".into(), w.self_ty.clone());
+    }
+    w.visit_block(block);
+    let mut seen = std::collections::HashSet::new();
+    w.edges
+        .retain(|e| seen.insert((e.to.clone(), e.suppressed_by)));
+    w.edges
+}
+
+#[derive(Default)]
+struct Scope {
+    vars: HashMap<String, Ty>,
+    uses: HashMap<String, Res>,
+}
+
+struct Walker<'a> {
+    ix: &'a Index,
+    module: ModId,
+    self_ty: Ty,
+    generics: HashMap<String, Ty>,
+    scopes: Vec<Scope>,
+    spawned: usize,
+    stmt_lines: Vec<usize>,
+    supps: &'a SuppLines,
+    edges: Vec<Edge>,
+    ret_cache: HashMap<FnId, Ty>,
+}
+
+const SPAWNERS: &[&str] = &["spawn", "spawn_blocking", "spawn_local", "block_in_place"];
+const CTOR_PREFIXES: &[&str] = &[
+    "new", "default", "from", "with", "build", "open", "connect", "create",
+];
+
+fn is_ctor_name(name: &str) -> bool {
+    CTOR_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+impl<'a> Walker<'a> {
+    fn ctx(&self) -> TyCtx<'_> {
+        TyCtx {
+            module: self.module,
+            self_ty: &self.self_ty,
+            generics: &self.generics,
+        }
+    }
+
+    fn resolve_written(&self, t: &crate::syntax::TyExpr) -> Ty {
+        self.ix.resolve_ty(&self.ctx(), t)
+    }
+
+    fn var(&self, name: &str) -> Option<&Ty> {
+        self.scopes.iter().rev().find_map(|s| s.vars.get(name))
+    }
+
+    fn bind(&mut self, name: String, ty: Ty) {
+        self.scopes
+            .last_mut()
+            .expect("a scope")
+            .vars
+            .insert(name, ty);
+    }
+
+    fn add(&mut self, targets: Vec<(crate::calls::Target, Via)>, line: usize) {
+        if targets.is_empty() {
+            return;
+        }
+        let suppressed_by = self.suppression_for(line);
+        for (to, via) in targets {
+            let via = if self.spawned > 0 { Via::Spawned } else { via };
+            self.edges.push(Edge {
+                to,
+                line,
+                via,
+                suppressed_by,
+            });
+        }
+    }
+
+    /// A suppression stands alone on the line above a statement holding the call (any
+    /// enclosing statement, so one comment covers a multi-line statement) or trails that
+    /// statement's first line or the call's own line.
+    fn suppression_for(&self, line: usize) -> Option<usize> {
+        if self.supps.is_empty() {
+            return None;
+        }
+        let above = |l: usize| l > 1 && self.supps.get(&(l - 1)) == Some(&false);
+        let trailing = |l: usize| self.supps.get(&l) == Some(&true);
+        for &s in self.stmt_lines.iter().rev().chain(std::iter::once(&line)) {
+            if above(s) {
+                return Some(s - 1);
+            }
+            if trailing(s) {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Resolves a path's first segment, honouring block-local `use`s.
+    fn resolve_path(&self, segs: &[String], global: bool) -> Option<Res> {
+        if !global {
+            if let Some((first, rest)) = segs.split_first() {
+                if let Some(r) = self.scopes.iter().rev().find_map(|s| s.uses.get(first)) {
+                    return match (r, rest.is_empty()) {
+                        (r, true) => Some(r.clone()),
+                        (Res::Mod(m), false) => self.ix.resolve_path(*m, &with_self(rest), false),
+                        (Res::Ext(p), false) => Some(Res::Ext(format!("{p}::{}", rest.join("::")))),
+                        _ => None,
+                    };
+                }
+            }
+        }
+        self.ix.resolve_path(self.module, segs, global)
+    }
+
+    /// Targets of a call or value written as a path (`f`, `m::f`, `Type::f`, `Self::f`,
+    /// `T::f`, `<T as Trait>::f`).
+    fn path_targets(&self, qself: Option<&syn::QSelf>, path: &syn::Path) -> Vec<(Target, Via)> {
+        let segs: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+        let Some(last) = segs.last().cloned() else {
+            return Vec::new();
+        };
+        if let Some(q) = qself {
+            let qty = self.resolve_written(&lower_ty(&q.ty));
+            if q.position > 0 {
+                let trait_segs = &segs[..q.position];
+                let tr = match self.resolve_path(trait_segs, path.leading_colon.is_some()) {
+                    Some(Res::Trait(t)) => Some(TraitRef::Ws(t)),
+                    Some(Res::Ext(p)) => Some(TraitRef::Ext(p)),
+                    _ => None,
+                };
+                if let Ty::Def(t, _) = &qty {
+                    let ms = self.ix.methods_of_type(*t, &last);
+                    if !ms.is_empty() {
+                        return ms
+                            .into_iter()
+                            .map(|f| (Target::Fn(f), Via::Resolved))
+                            .collect();
+                    }
+                }
+                return match tr {
+                    Some(tr) => self.static_targets(&Ty::Traits(vec![tr]), &last),
+                    None => Vec::new(),
+                };
+            }
+            return self.static_targets(&qty, &last);
+        }
+        let global = path.leading_colon.is_some();
+        if segs.len() == 1 {
+            if self.var(&last).is_some() {
+                return Vec::new(); // a closure or fn pointer held in a local
+            }
+            return match self.resolve_path(&segs, global) {
+                Some(Res::Fn(f)) => vec![(Target::Fn(f), Via::Resolved)],
+                Some(Res::Ext(p)) if p.contains("::") => vec![(Target::Ext(p), Via::Resolved)],
+                _ => Vec::new(),
+            };
+        }
+        let prefix = &segs[..segs.len() - 1];
+        if prefix.len() == 1 && !global {
+            if prefix[0] == "Self" {
+                return self.static_targets(&self.self_ty.clone(), &last);
+            }
+            if let Some(g) = self.generics.get(&prefix[0]) {
+                return self.static_targets(&g.clone(), &last);
+            }
+        }
+        match self.resolve_path(prefix, global) {
+            Some(Res::Mod(m)) => match self.ix.lookup(m, &last) {
+                Some(rs) => rs
+                    .iter()
+                    .filter_map(|r| match r {
+                        Res::Fn(f) => Some((Target::Fn(*f), Via::Resolved)),
+                        Res::Ext(p) => Some((Target::Ext(p.clone()), Via::Resolved)),
+                        _ => None,
+                    })
+                    .take(1)
+                    .collect(),
+                None => Vec::new(),
+            },
+            Some(Res::Type(t)) => {
+                let ty = self.type_res_to_ty(t, path, prefix.len() - 1);
+                self.static_targets(&ty, &last)
+            }
+            Some(Res::Trait(t)) => self.static_targets(&Ty::Traits(vec![TraitRef::Ws(t)]), &last),
+            Some(Res::Ext(p)) => vec![(Target::Ext(format!("{p}::{last}")), Via::Resolved)],
+            _ => Vec::new(),
+        }
+    }
+
+    /// A type named in an expression path, following aliases.
+    fn type_res_to_ty(&self, _t: usize, path: &syn::Path, seg_idx: usize) -> Ty {
+        let mut p = crate::syntax::lower_path(path);
+        p.segs.truncate(seg_idx + 1);
+        self.resolve_written(&crate::syntax::TyExpr::Path(p))
+    }
+
+    /// `Type::f` / `T::f` on a resolved type.
+    fn static_targets(&self, ty: &Ty, name: &str) -> Vec<(Target, Via)> {
+        match ty {
+            Ty::Def(t, _) => self
+                .ix
+                .methods_of_type(*t, name)
+                .into_iter()
+                .map(|f| (Target::Fn(f), Via::Resolved))
+                .collect(),
+            Ty::Ext(p) => {
+                let mut out = vec![(Target::Ext(format!("{p}::{name}")), Via::Resolved)];
+                out.extend(self.ext_impl_methods(p, name));
+                out
+            }
+            Ty::Traits(trs) => self.trait_targets(trs, name),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Workspace trait impls on outside types (`impl Summarize for String`).
+    fn ext_impl_methods(&self, p: &str, name: &str) -> Vec<(Target, Via)> {
+        self.ix
+            .ext_impls
+            .get(p)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| self.ix.impls[*i].methods.get(name))
+            .map(|f| (Target::Fn(*f), Via::Resolved))
+            .collect()
+    }
+
+    fn trait_targets(&self, trs: &[TraitRef], name: &str) -> Vec<(Target, Via)> {
+        let mut out = Vec::new();
+        for tr in trs {
+            match tr {
+                TraitRef::Ws(t) => {
+                    let fan = self.ix.trait_fanout(*t, name);
+                    if !fan.is_empty() {
+                        return fan.into_iter().map(|f| (Target::Fn(f), Via::Dyn)).collect();
+                    }
+                }
+                TraitRef::Ext(p) => out.push((Target::Ext(format!("{p}::{name}")), Via::Resolved)),
+            }
+        }
+        out
+    }
+
+    /// Targets of `recv.name(..)` given the receiver's type.
+    fn method_targets(&self, recv: &Ty, name: &str) -> Vec<(Target, Via)> {
+        match recv {
+            Ty::Def(..) | Ty::Ext(_) => self.static_targets(recv, name),
+            Ty::Traits(trs) if !trs.is_empty() => self.trait_targets(trs, name),
+            Ty::Wrap(_) | Ty::Coll(_) => Vec::new(),
+            _ => self
+                .ix
+                .methods_by_name
+                .get(name)
+                .into_iter()
+                .flatten()
+                .map(|f| (Target::Fn(*f), Via::Name))
+                .collect(),
+        }
+    }
+
+    /// The return type of a workspace fn, in its own context.
+    fn ret_ty(&mut self, f: FnId, recv: Option<&Ty>) -> Ty {
+        if let Some(t) = self.ret_cache.get(&f) {
+            return substitute_self(t, recv);
+        }
+        let def = &self.ix.fns[f];
+        let t = match &def.sig.ret {
+            None => Ty::Unknown,
+            Some(r) => {
+                let (m, self_ty, generics) = self.ix.fn_ctx(f);
+                let ctx = TyCtx {
+                    module: m,
+                    self_ty: &self_ty,
+                    generics: &generics,
+                };
+                self.ix.resolve_ty(&ctx, r)
+            }
+        };
+        self.ret_cache.insert(f, t.clone());
+        substitute_self(&t, recv)
+    }
+
+    /// Infers an expression's type; `Ty::Unknown` when it cannot.
+    fn infer(&mut self, e: &syn::Expr) -> Ty {
+        match e {
+            syn::Expr::Path(p) if p.qself.is_none() => {
+                if p.path.segments.len() == 1 {
+                    let name = p.path.segments[0].ident.to_string();
+                    if let Some(t) = self.var(&name) {
+                        return t.clone();
+                    }
+                    if name == "self" {
+                        return self.self_ty.clone();
+                    }
+                }
+                let segs: Vec<String> = p
+                    .path
+                    .segments
+                    .iter()
+                    .map(|s| s.ident.to_string())
+                    .collect();
+                match self.resolve_path(&segs, p.path.leading_colon.is_some()) {
+                    Some(Res::Type(_)) => self.resolve_written(&crate::syntax::TyExpr::Path(
+                        crate::syntax::lower_path(&p.path),
+                    )),
+                    _ => Ty::Unknown,
+                }
+            }
+            syn::Expr::Field(f) => {
+                let base = self.infer(&f.base);
+                let member = match &f.member {
+                    syn::Member::Named(i) => i.to_string(),
+                    syn::Member::Unnamed(i) => i.index.to_string(),
+                };
+                match base {
+                    Ty::Def(t, args) => self.ix.field_ty(t, &args, &member),
+                    _ => Ty::Unknown,
+                }
+            }
+            syn::Expr::Call(c) => {
+                let syn::Expr::Path(p) = &*c.func else {
+                    return Ty::Unknown;
+                };
+                let segs: Vec<String> = p
+                    .path
+                    .segments
+                    .iter()
+                    .map(|s| s.ident.to_string())
+                    .collect();
+                let last = segs.last().map(String::as_str).unwrap_or("");
+                if matches!(last, "Some" | "Ok" | "Err") && segs.len() == 1 {
+                    return match c.args.first() {
+                        Some(a) if last != "Err" => Ty::Wrap(Box::new(self.infer(a))),
+                        _ => Ty::Unknown,
+                    };
+                }
+                if segs.len() == 2
+                    && matches!(
+                        segs[0].as_str(),
+                        "Box" | "Arc" | "Rc" | "Mutex" | "RwLock" | "RefCell" | "Cell" | "Pin"
+                    )
+                    && matches!(last, "new" | "pin" | "from")
+                    && !matches!(self.resolve_path(&segs[..1], false), Some(Res::Type(_)))
+                {
+                    return c.args.first().map(|a| self.infer(a)).unwrap_or(Ty::Unknown);
+                }
+                let targets = self.path_targets(p.qself.as_ref(), &p.path);
+                if let Some(f) = targets.iter().find_map(|(t, _)| match t {
+                    Target::Fn(f) => Some(*f),
+                    _ => None,
+                }) {
+                    let recv = match self.ix.fns[f].owner {
+                        Owner::Impl(i) => Some(self.ix.impls[i].self_ty.clone()),
+                        _ => None,
+                    };
+                    return self.ret_ty(f, recv.as_ref());
+                }
+                // A tuple-struct constructor, or a constructor-like associated fn we cannot see
+                // (derived `Default`, an outside crate's `Client::new()`).
+                if segs.len() == 1 {
+                    if let Some(Res::Type(_)) = self.resolve_path(&segs, false) {
+                        return self.resolve_written(&crate::syntax::TyExpr::Path(
+                            crate::syntax::lower_path(&p.path),
+                        ));
+                    }
+                } else if is_ctor_name(last) && p.qself.is_none() {
+                    let prefix = &segs[..segs.len() - 1];
+                    if prefix.len() == 1 && prefix[0] == "Self" {
+                        return self.self_ty.clone();
+                    }
+                    match self.resolve_path(prefix, p.path.leading_colon.is_some()) {
+                        Some(Res::Type(t)) => {
+                            return self.type_res_to_ty(t, &p.path, prefix.len() - 1);
+                        }
+                        Some(Res::Ext(e)) => return Ty::Ext(e),
+                        _ => {}
+                    }
+                }
+                Ty::Unknown
+            }
+            syn::Expr::MethodCall(mc) => {
+                let recv = self.infer(&mc.receiver);
+                let name = mc.method.to_string();
+                match name.as_str() {
+                    "clone" | "to_owned" | "as_ref" | "as_mut" | "borrow" | "borrow_mut"
+                    | "lock" | "read" | "write" | "deref" | "deref_mut" | "by_ref" | "as_deref"
+                    | "iter" | "iter_mut" | "into_iter" | "values" | "values_mut" | "drain"
+                    | "into_values" => return recv,
+                    "unwrap" | "expect" | "unwrap_or_default" | "unwrap_or" | "unwrap_or_else"
+                    | "unwrap_unchecked" => {
+                        return match recv {
+                            Ty::Wrap(inner) => *inner,
+                            other => other,
+                        };
+                    }
+                    "first" | "last" | "get" | "get_mut" | "pop" | "next" | "front" | "back" => {
+                        if let Ty::Coll(inner) = recv {
+                            return Ty::Wrap(inner);
+                        }
+                    }
+                    _ => {}
+                }
+                let targets = self.method_targets(&recv, &name);
+                match targets.first() {
+                    Some((Target::Fn(f), Via::Resolved)) => self.ret_ty(*f, Some(&recv)),
+                    _ => Ty::Unknown,
+                }
+            }
+            syn::Expr::Struct(s) => {
+                if s.path.is_ident("Self") {
+                    return self.self_ty.clone();
+                }
+                self.resolve_written(&crate::syntax::TyExpr::Path(crate::syntax::lower_path(
+                    &s.path,
+                )))
+            }
+            syn::Expr::Reference(r) => self.infer(&r.expr),
+            syn::Expr::Paren(p) => self.infer(&p.expr),
+            syn::Expr::Group(g) => self.infer(&g.expr),
+            syn::Expr::Await(a) => self.infer(&a.base),
+            syn::Expr::Unary(u) if matches!(u.op, syn::UnOp::Deref(_)) => self.infer(&u.expr),
+            syn::Expr::Try(t) => match self.infer(&t.expr) {
+                Ty::Wrap(inner) => *inner,
+                _ => Ty::Unknown,
+            },
+            syn::Expr::Index(i) => match self.infer(&i.expr) {
+                Ty::Coll(inner) => *inner,
+                _ => Ty::Unknown,
+            },
+            syn::Expr::Cast(c) => self.resolve_written(&lower_ty(&c.ty)),
+            syn::Expr::Lit(l) => Ty::Ext(
+                match &l.lit {
+                    syn::Lit::Str(_) => "str",
+                    syn::Lit::Int(_) => "i32",
+                    syn::Lit::Float(_) => "f64",
+                    syn::Lit::Bool(_) => "bool",
+                    syn::Lit::Char(_) => "char",
+                    _ => "literal",
+                }
+                .to_string(),
+            ),
+            syn::Expr::Macro(m) if m.mac.path.is_ident("format") => Ty::Ext("String".into()),
+            _ => Ty::Unknown,
+        }
+    }
+
+    fn bind_pat(&mut self, pat: &syn::Pat, ty: Ty) {
+        match pat {
+            syn::Pat::Ident(pi) => {
+                if let Some((_, sub)) = &pi.subpat {
+                    self.bind_pat(sub, ty.clone());
+                }
+                self.bind(pi.ident.to_string(), ty);
+            }
+            syn::Pat::Type(pt) => {
+                let t = self.resolve_written(&lower_ty(&pt.ty));
+                self.bind_pat(&pt.pat, t);
+            }
+            syn::Pat::Reference(r) => self.bind_pat(&r.pat, ty),
+            syn::Pat::Paren(p) => self.bind_pat(&p.pat, ty),
+            syn::Pat::TupleStruct(ts) => {
+                let wrapper = ts
+                    .path
+                    .segments
+                    .last()
+                    .is_some_and(|s| matches!(s.ident.to_string().as_str(), "Some" | "Ok"));
+                for (i, p) in ts.elems.iter().enumerate() {
+                    let t = match (&ty, wrapper, i) {
+                        (Ty::Wrap(inner), true, 0) => (**inner).clone(),
+                        _ => Ty::Unknown,
+                    };
+                    self.bind_pat(p, t);
+                }
+            }
+            syn::Pat::Or(o) => {
+                for c in &o.cases {
+                    self.bind_pat(c, ty.clone());
+                }
+            }
+            syn::Pat::Slice(s) => {
+                let elem = match &ty {
+                    Ty::Coll(inner) => (**inner).clone(),
+                    _ => Ty::Unknown,
+                };
+                for p in &s.elems {
+                    self.bind_pat(p, elem.clone());
+                }
+            }
+            syn::Pat::Tuple(t) => {
+                for p in &t.elems {
+                    self.bind_pat(p, Ty::Unknown);
+                }
+            }
+            syn::Pat::Struct(s) => {
+                for f in &s.fields {
+                    self.bind_pat(&f.pat, Ty::Unknown);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn with_scope(&mut self, f: impl FnOnce(&mut Self)) {
+        self.scopes.push(Scope::default());
+        f(self);
+        self.scopes.pop();
+    }
+
+    fn visit_macro_tokens(&mut self, mac: &syn::Macro) {
+        for e in macro_exprs(&mac.tokens) {
+            self.visit_expr(&e);
+        }
+    }
+}
+
+fn with_self(rest: &[String]) -> Vec<String> {
+    let mut v = vec!["self".to_string()];
+    v.extend(rest.iter().cloned());
+    v
+}
+
+/// `Self` in a method's return type means the receiver's concrete type when it is known.
+fn substitute_self(t: &Ty, recv: Option<&Ty>) -> Ty {
+    match (t, recv) {
+        (Ty::Traits(_), Some(r @ Ty::Def(..))) => r.clone(),
+        _ => t.clone(),
+    }
+}
+
+impl<'ast> Visit<'ast> for Walker<'_> {
+    fn visit_block(&mut self, b: &'ast syn::Block) {
+        self.scopes.push(Scope::default());
+        // `use` items apply to the whole block, wherever they stand in it.
+        for s in &b.stmts {
+            if let syn::Stmt::Item(syn::Item::Use(u)) = s {
+                for us in lower_use_item(u) {
+                    if let Some(alias) = us.alias {
+                        let r = self
+                            .resolve_path(&us.path, us.global)
+                            .unwrap_or(Res::Ext(us.path.join("::")));
+                        self.scopes
+                            .last_mut()
+                            .expect("a scope")
+                            .uses
+                            .insert(alias, r);
+                    }
+                }
+            }
+        }
+        for s in &b.stmts {
+            self.stmt_lines.push(line_of(s));
+            self.visit_stmt(s);
+            self.stmt_lines.pop();
+        }
+        self.scopes.pop();
+    }
+
+    // Nested items are separate (or out-of-scope) code, not part of this body.
+    fn visit_item(&mut self, _: &'ast syn::Item) {}
+
+    fn visit_local(&mut self, l: &'ast syn::Local) {
+        let ty = match &l.init {
+            Some(init) => {
+                self.visit_expr(&init.expr);
+                if let Some((_, d)) = &init.diverge {
+                    self.visit_expr(d);
+                }
+                self.infer(&init.expr)
+            }
+            None => Ty::Unknown,
+        };
+        self.bind_pat(&l.pat, ty);
+    }
+
+    fn visit_expr_call(&mut self, c: &'ast syn::ExprCall) {
+        let mut spawner = false;
+        if let syn::Expr::Path(p) = &*c.func {
+            let targets = self.path_targets(p.qself.as_ref(), &p.path);
+            let line = p
+                .path
+                .segments
+                .last()
+                .map(line_of)
+                .unwrap_or_else(|| line_of(&p.path));
+            self.add(targets, line);
+            spawner = p
+                .path
+                .segments
+                .last()
+                .is_some_and(|s| SPAWNERS.contains(&s.ident.to_string().as_str()));
+        } else {
+            self.visit_expr(&c.func);
+        }
+        if spawner {
+            self.spawned += 1;
+        }
+        for a in &c.args {
+            self.visit_expr(a);
+        }
+        if spawner {
+            self.spawned -= 1;
+        }
+    }
+
+    fn visit_expr_method_call(&mut self, mc: &'ast syn::ExprMethodCall) {
+        self.visit_expr(&mc.receiver);
+        let recv = self.infer(&mc.receiver);
+        let name = mc.method.to_string();
+        let targets = self.method_targets(&recv, &name);
+        self.add(targets, line_of(&mc.method));
+        let spawner = SPAWNERS.contains(&name.as_str());
+        if spawner {
+            self.spawned += 1;
+        }
+        for a in &mc.args {
+            self.visit_expr(a);
+        }
+        if spawner {
+            self.spawned -= 1;
+        }
+    }
+
+    // A fn item used as a value (`.map(helper)`, `spawn(worker)`) may be called later.
+    fn visit_expr_path(&mut self, p: &'ast syn::ExprPath) {
+        let targets: Vec<(Target, Via)> = self
+            .path_targets(p.qself.as_ref(), &p.path)
+            .into_iter()
+            .filter(|(t, _)| matches!(t, Target::Fn(_)) || p.path.segments.len() > 1)
+            .collect();
+        let line = p
+            .path
+            .segments
+            .last()
+            .map(line_of)
+            .unwrap_or_else(|| line_of(&p.path));
+        self.add(targets, line);
+    }
+
+    fn visit_expr_closure(&mut self, c: &'ast syn::ExprClosure) {
+        self.with_scope(|w| {
+            for p in &c.inputs {
+                w.bind_pat(p, Ty::Unknown);
+            }
+            w.visit_expr(&c.body);
+        });
+    }
+
+    fn visit_expr_for_loop(&mut self, f: &'ast syn::ExprForLoop) {
+        self.visit_expr(&f.expr);
+        let elem = match self.infer(&f.expr) {
+            Ty::Coll(inner) => *inner,
+            _ => Ty::Unknown,
+        };
+        self.with_scope(|w| {
+            w.bind_pat(&f.pat, elem);
+            w.visit_block(&f.body);
+        });
+    }
+
+    fn visit_expr_let(&mut self, l: &'ast syn::ExprLet) {
+        self.visit_expr(&l.expr);
+        let t = self.infer(&l.expr);
+        self.bind_pat(&l.pat, t);
+    }
+
+    fn visit_expr_match(&mut self, m: &'ast syn::ExprMatch) {
+        self.visit_expr(&m.expr);
+        let t = self.infer(&m.expr);
+        for arm in &m.arms {
+            self.with_scope(|w| {
+                w.bind_pat(&arm.pat, t.clone());
+                visit::visit_pat(w, &arm.pat);
+                w.visit_expr(&arm.body);
+            });
+        }
+    }
+
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        self.visit_macro_tokens(m);
+    }
+}

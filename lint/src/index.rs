@@ -1,0 +1,826 @@
+//! The item index of the whole workspace and name resolution over it: modules and what each
+//! name in them means (items, `use` aliases, globs, re-exports), types with their fields,
+//! traits with their impls, and the methods of every type.
+//!
+//! Resolution is done once, up front, as a fixpoint over all `use` declarations, so that
+//! walking bodies (in parallel) only does hash lookups.
+
+use crate::syntax::{Bounds, FnSkel, ImplSkel, ModSkel, PathExpr, Sig, TyExpr, TypeKind};
+use std::collections::HashMap;
+
+pub type ModId = usize;
+pub type FnId = usize;
+pub type TypeId = usize;
+pub type TraitId = usize;
+pub type ImplId = usize;
+pub type FileId = usize;
+
+/// What a name or path means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Res {
+    Mod(ModId),
+    Fn(FnId),
+    Type(TypeId),
+    Trait(TraitId),
+    /// A const, static or enum variant: never a call target.
+    Value,
+    /// Something outside the workspace, by its full path (`genai::Client`).
+    Ext(String),
+}
+
+/// A resolved type, as far as method resolution needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ty {
+    Unknown,
+    /// A workspace type with its generic arguments.
+    Def(TypeId, Vec<Ty>),
+    /// A type outside the workspace.
+    Ext(String),
+    /// `dyn`/`impl` trait objects and generic parameters: any implementor.
+    Traits(Vec<TraitRef>),
+    /// `Option<T>` / `Result<T, _>`: `?`, `unwrap()` and `Some(x)` patterns give `T`.
+    Wrap(Box<Ty>),
+    /// Collections: iteration and indexing give the element.
+    Coll(Box<Ty>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraitRef {
+    Ws(TraitId),
+    Ext(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Free,
+    Impl(ImplId),
+    Trait(TraitId),
+}
+
+#[derive(Debug)]
+pub struct Module {
+    pub path: String,
+    pub krate: usize,
+    pub parent: Option<ModId>,
+    pub file: FileId,
+    /// Items and explicit `use`s: they shadow glob imports.
+    pub names: HashMap<String, Vec<Res>>,
+    pub glob_names: HashMap<String, Vec<Res>>,
+    /// Globs into crates outside the workspace (`use genai::prelude::*`).
+    pub ext_globs: Vec<String>,
+    pub(crate) uses: Vec<crate::syntax::UseSkel>,
+}
+
+#[derive(Debug)]
+pub struct FnDef {
+    pub path: String,
+    pub module: ModId,
+    pub file: FileId,
+    pub sig: Sig,
+    pub owner: Owner,
+    pub has_body: bool,
+}
+
+#[derive(Debug)]
+pub struct TypeDef {
+    pub path: String,
+    pub module: ModId,
+    pub kind: TypeKind,
+    pub generics: Bounds,
+}
+
+#[derive(Debug)]
+pub struct TraitDef {
+    pub path: String,
+    pub module: ModId,
+    pub supertraits_raw: Vec<PathExpr>,
+    pub supertraits: Vec<TraitRef>,
+    pub generics: Bounds,
+    pub methods: HashMap<String, FnId>,
+    pub impls: Vec<ImplId>,
+}
+
+#[derive(Debug)]
+pub struct ImplDef {
+    pub module: ModId,
+    pub self_ty_raw: TyExpr,
+    pub self_ty: Ty,
+    pub trait_raw: Option<PathExpr>,
+    pub trait_: Option<TraitRef>,
+    pub generics: Bounds,
+    pub methods: HashMap<String, FnId>,
+}
+
+#[derive(Debug)]
+pub struct Crate {
+    pub name: String,
+    pub root: ModId,
+    pub is_lib: bool,
+}
+
+/// A file that is part of some crate's module tree.
+#[derive(Debug, Clone)]
+pub struct FileInfo {
+    pub abs: std::path::PathBuf,
+    /// Relative to the analysed root, with `/` separators.
+    pub rel: String,
+}
+
+/// A module-tree instance of a parsed file: its fns occupy `base..base + fn_count`.
+#[derive(Debug, Clone, Copy)]
+pub struct Instance {
+    pub file: FileId,
+    pub module: ModId,
+    pub base: FnId,
+}
+
+#[derive(Debug, Default)]
+pub struct Index {
+    pub crates: Vec<Crate>,
+    pub libs: HashMap<String, ModId>,
+    pub modules: Vec<Module>,
+    pub fns: Vec<FnDef>,
+    pub types: Vec<TypeDef>,
+    pub traits: Vec<TraitDef>,
+    pub impls: Vec<ImplDef>,
+    pub files: Vec<FileInfo>,
+    pub instances: Vec<Instance>,
+    /// All impls (inherent and trait) whose self type is a workspace type.
+    pub impls_of_type: HashMap<TypeId, Vec<ImplId>>,
+    /// Every method taking `self`, by name: the fallback when a receiver's type is unknown.
+    pub methods_by_name: HashMap<String, Vec<FnId>>,
+    /// Impls of workspace traits on outside types, by the outside type's path.
+    pub ext_impls: HashMap<String, Vec<ImplId>>,
+}
+
+const MAX_RESOLVE_DEPTH: usize = 64;
+
+impl Index {
+    pub fn new_module(
+        &mut self,
+        path: String,
+        krate: usize,
+        parent: Option<ModId>,
+        file: FileId,
+    ) -> ModId {
+        self.modules.push(Module {
+            path,
+            krate,
+            parent,
+            file,
+            names: HashMap::new(),
+            glob_names: HashMap::new(),
+            ext_globs: Vec::new(),
+            uses: Vec::new(),
+        });
+        self.modules.len() - 1
+    }
+
+    /// Adds the items of one module skeleton; fns are written into the pre-sized `fns` slots
+    /// (`base + local`). Returns the inline child modules and `mod x;` declarations to load.
+    pub fn add_items(
+        &mut self,
+        m: ModId,
+        skel: &ModSkel,
+        base: FnId,
+        slots: &mut [Option<FnDef>],
+    ) -> Vec<(ModId, ModSkel)> {
+        let file = self.modules[m].file;
+        let mpath = self.modules[m].path.clone();
+        let mut add_fn = |slots: &mut [Option<FnDef>], f: &FnSkel, path: String, owner: Owner| {
+            slots[f.local] = Some(FnDef {
+                path,
+                module: m,
+                file,
+                sig: f.sig.clone(),
+                owner,
+                has_body: f.has_body,
+            });
+            base + f.local
+        };
+        let mut names: Vec<(String, Res)> = Vec::new();
+        for f in &skel.fns {
+            let id = add_fn(slots, f, format!("{mpath}::{}", f.sig.name), Owner::Free);
+            names.push((f.sig.name.clone(), Res::Fn(id)));
+        }
+        for t in &skel.types {
+            self.types.push(TypeDef {
+                path: format!("{mpath}::{}", t.name),
+                module: m,
+                kind: t.kind.clone(),
+                generics: t.generics.clone(),
+            });
+            names.push((t.name.clone(), Res::Type(self.types.len() - 1)));
+        }
+        for t in &skel.traits {
+            let id = self.traits.len();
+            let tpath = format!("{mpath}::{}", t.name);
+            let mut methods = HashMap::new();
+            for f in &t.methods {
+                let fid = add_fn(
+                    slots,
+                    f,
+                    format!("{tpath}::{}", f.sig.name),
+                    Owner::Trait(id),
+                );
+                methods.insert(f.sig.name.clone(), fid);
+            }
+            self.traits.push(TraitDef {
+                path: tpath,
+                module: m,
+                supertraits_raw: t.supertraits.clone(),
+                supertraits: Vec::new(),
+                generics: t.generics.clone(),
+                methods,
+                impls: Vec::new(),
+            });
+            names.push((t.name.clone(), Res::Trait(id)));
+        }
+        for i in &skel.impls {
+            self.add_impl(m, i, &mpath, &mut add_fn, slots);
+        }
+        for v in &skel.values {
+            names.push((v.clone(), Res::Value));
+        }
+        let mut children = Vec::new();
+        for (name, _, inner) in &skel.inline_mods {
+            let child = self.new_module(
+                format!("{mpath}::{name}"),
+                self.modules[m].krate,
+                Some(m),
+                file,
+            );
+            names.push((name.clone(), Res::Mod(child)));
+            children.push((child, inner.clone()));
+        }
+        let module = &mut self.modules[m];
+        for (n, r) in names {
+            module.names.entry(n).or_default().push(r);
+        }
+        module.uses.extend(skel.uses.iter().cloned());
+        children
+    }
+
+    fn add_impl(
+        &mut self,
+        m: ModId,
+        i: &ImplSkel,
+        mpath: &str,
+        add_fn: &mut impl FnMut(&mut [Option<FnDef>], &FnSkel, String, Owner) -> FnId,
+        slots: &mut [Option<FnDef>],
+    ) {
+        let id = self.impls.len();
+        let ty_name = ty_display_name(&i.self_ty);
+        let mut methods = HashMap::new();
+        for f in &i.methods {
+            let fid = add_fn(
+                slots,
+                f,
+                format!("{mpath}::{ty_name}::{}", f.sig.name),
+                Owner::Impl(id),
+            );
+            methods.insert(f.sig.name.clone(), fid);
+        }
+        self.impls.push(ImplDef {
+            module: m,
+            self_ty_raw: i.self_ty.clone(),
+            self_ty: Ty::Unknown,
+            trait_raw: i.trait_.clone(),
+            trait_: None,
+            generics: i.generics.clone(),
+            methods,
+        });
+    }
+
+    /// Resolves every `use` to a fixpoint, then impls, supertraits and the method tables.
+    pub fn resolve(&mut self) {
+        let mut done: Vec<Vec<bool>> = self
+            .modules
+            .iter()
+            .map(|m| vec![false; m.uses.len()])
+            .collect();
+        // Each round resolves what the previous rounds made visible; re-export chains are
+        // short in practice, and the bound guards against pathological glob cycles.
+        for _round in 0..MAX_RESOLVE_DEPTH {
+            let mut changed = false;
+            for m in 0..self.modules.len() {
+                for u in 0..self.modules[m].uses.len() {
+                    let use_ = self.modules[m].uses[u].clone();
+                    match &use_.alias {
+                        Some(alias) => {
+                            if done[m][u] {
+                                continue;
+                            }
+                            if let Some(r) = self.resolve_path_strict(m, &use_.path, use_.global) {
+                                done[m][u] = true;
+                                changed = true;
+                                self.modules[m]
+                                    .names
+                                    .entry(alias.clone())
+                                    .or_default()
+                                    .push(r);
+                            }
+                        }
+                        None => match self.resolve_path_strict(m, &use_.path, use_.global) {
+                            Some(Res::Mod(src)) if src != m => {
+                                let mut imported: Vec<(String, Res)> = Vec::new();
+                                let sm = &self.modules[src];
+                                for (n, rs) in sm.names.iter().chain(sm.glob_names.iter()) {
+                                    for r in rs {
+                                        imported.push((n.clone(), r.clone()));
+                                    }
+                                }
+                                let ext: Vec<String> = sm.ext_globs.clone();
+                                let dst = &mut self.modules[m];
+                                for (n, r) in imported {
+                                    if dst.names.contains_key(&n) {
+                                        continue;
+                                    }
+                                    let e = dst.glob_names.entry(n).or_default();
+                                    if !e.contains(&r) {
+                                        e.push(r);
+                                        changed = true;
+                                    }
+                                }
+                                for e in ext {
+                                    if !dst.ext_globs.contains(&e) {
+                                        dst.ext_globs.push(e);
+                                        changed = true;
+                                    }
+                                }
+                                done[m][u] = true;
+                            }
+                            Some(Res::Ext(p)) if !done[m][u] => {
+                                done[m][u] = true;
+                                changed = true;
+                                self.modules[m].ext_globs.push(p);
+                            }
+                            Some(_) => done[m][u] = true,
+                            None => {}
+                        },
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        // What is still unresolved names something outside the workspace (`use std::..`).
+        for (m, done_m) in done.iter().enumerate() {
+            for (u, d) in done_m.iter().enumerate() {
+                let use_ = &self.modules[m].uses[u];
+                if *d {
+                    continue;
+                }
+                let r = self
+                    .resolve_path(m, &use_.path, use_.global)
+                    .unwrap_or(Res::Ext(use_.path.join("::")));
+                match use_.alias.clone() {
+                    Some(alias) => self.modules[m].names.entry(alias).or_default().push(r),
+                    None => {
+                        if let Res::Ext(p) = r {
+                            self.modules[m].ext_globs.push(p);
+                        }
+                    }
+                }
+            }
+        }
+        for t in 0..self.traits.len() {
+            let m = self.traits[t].module;
+            let sup = self.traits[t].supertraits_raw.clone();
+            self.traits[t].supertraits = sup
+                .iter()
+                .filter_map(|p| self.resolve_trait(m, p))
+                .collect();
+        }
+        for i in 0..self.impls.len() {
+            let m = self.impls[i].module;
+            let generics = self.bounds_env(m, &self.impls[i].generics, &HashMap::new());
+            let ctx = TyCtx {
+                module: m,
+                self_ty: &Ty::Unknown,
+                generics: &generics,
+            };
+            let self_ty = self.resolve_ty(&ctx, &self.impls[i].self_ty_raw.clone());
+            let trait_ = self.impls[i]
+                .trait_raw
+                .clone()
+                .and_then(|p| self.resolve_trait(m, &p));
+            match &self_ty {
+                Ty::Def(t, _) => self.impls_of_type.entry(*t).or_default().push(i),
+                Ty::Ext(p) => self.ext_impls.entry(p.clone()).or_default().push(i),
+                _ => {}
+            }
+            if let Some(TraitRef::Ws(t)) = &trait_ {
+                self.traits[*t].impls.push(i);
+            }
+            self.impls[i].self_ty = self_ty;
+            self.impls[i].trait_ = trait_;
+        }
+        for (id, f) in self.fns.iter().enumerate() {
+            if f.sig.has_self {
+                self.methods_by_name
+                    .entry(f.sig.name.clone())
+                    .or_default()
+                    .push(id);
+            }
+        }
+    }
+
+    /// Looks a single name up in a module: items and explicit uses, then globs, then the
+    /// crates of the workspace.
+    pub fn lookup(&self, m: ModId, name: &str) -> Option<&[Res]> {
+        let module = &self.modules[m];
+        if let Some(r) = module.names.get(name) {
+            return Some(r);
+        }
+        module.glob_names.get(name).map(|v| v.as_slice())
+    }
+
+    /// Resolves a path through modules only; `None` when a prefix is not (yet) known.
+    fn resolve_path_strict(&self, m: ModId, segs: &[String], global: bool) -> Option<Res> {
+        self.resolve_path_inner(m, segs, global, false)
+    }
+
+    /// Resolves a path; an unknown first segment names an outside crate.
+    pub fn resolve_path(&self, m: ModId, segs: &[String], global: bool) -> Option<Res> {
+        self.resolve_path_inner(m, segs, global, true)
+    }
+
+    fn resolve_path_inner(
+        &self,
+        m: ModId,
+        segs: &[String],
+        global: bool,
+        lenient: bool,
+    ) -> Option<Res> {
+        let (first, rest) = segs.split_first()?;
+        let mut cur = if global {
+            self.libs
+                .get(first)
+                .map(|r| Res::Mod(*r))
+                .unwrap_or(Res::Ext(first.clone()))
+        } else {
+            match first.as_str() {
+                "crate" => Res::Mod(self.crates[self.modules[m].krate].root),
+                "self" => Res::Mod(m),
+                "super" => Res::Mod(self.modules[m].parent.unwrap_or(m)),
+                _ => match self
+                    .lookup(m, first)
+                    .and_then(|rs| pick(rs, rest.is_empty()))
+                {
+                    Some(r) => r,
+                    None => match self.libs.get(first.as_str()) {
+                        Some(r) => Res::Mod(*r),
+                        None if lenient => match self.modules[m].ext_globs.first() {
+                            Some(g) if rest.is_empty() || !is_known_crate_like(first) => {
+                                Res::Ext(format!("{g}::{first}"))
+                            }
+                            _ => Res::Ext(first.clone()),
+                        },
+                        None => return None,
+                    },
+                },
+            }
+        };
+        for (i, seg) in rest.iter().enumerate() {
+            let last = i + 1 == rest.len();
+            cur = match cur {
+                Res::Mod(mm) => match seg.as_str() {
+                    "super" => Res::Mod(self.modules[mm].parent.unwrap_or(mm)),
+                    "self" => Res::Mod(mm),
+                    _ => match self.lookup(mm, seg).and_then(|rs| pick(rs, last)) {
+                        Some(r) => r,
+                        None if lenient => return None,
+                        None => return None,
+                    },
+                },
+                Res::Ext(p) => Res::Ext(format!("{p}::{seg}")),
+                Res::Type(_) | Res::Trait(_) => {
+                    // An associated item (`Type::f`, `Enum::Variant`): the caller resolves
+                    // it with the method tables.
+                    return if last { Some(Res::Value) } else { None };
+                }
+                Res::Fn(_) | Res::Value => return None,
+            };
+        }
+        Some(cur)
+    }
+
+    /// Resolves a trait path (bounds, impls).
+    pub fn resolve_trait(&self, m: ModId, p: &PathExpr) -> Option<TraitRef> {
+        match self.resolve_path(m, &p.names(), p.global)? {
+            Res::Trait(t) => Some(TraitRef::Ws(t)),
+            Res::Ext(s) => Some(TraitRef::Ext(s)),
+            _ => None,
+        }
+    }
+
+    /// The environment of generic parameters: each maps to its bounds as a `Traits` type.
+    pub fn bounds_env(
+        &self,
+        m: ModId,
+        bounds: &Bounds,
+        outer: &HashMap<String, Ty>,
+    ) -> HashMap<String, Ty> {
+        let mut env = outer.clone();
+        for (name, paths) in bounds {
+            let traits: Vec<TraitRef> = paths
+                .iter()
+                .filter_map(|p| self.resolve_trait(m, p))
+                .collect();
+            let entry = env.entry(name.clone()).or_insert(Ty::Traits(Vec::new()));
+            if let Ty::Traits(v) = entry {
+                v.extend(traits);
+            }
+        }
+        env
+    }
+
+    /// Resolves a written type in a context.
+    pub fn resolve_ty(&self, ctx: &TyCtx<'_>, t: &TyExpr) -> Ty {
+        self.resolve_ty_depth(ctx, t, 0)
+    }
+
+    fn resolve_ty_depth(&self, ctx: &TyCtx<'_>, t: &TyExpr, depth: usize) -> Ty {
+        if depth > 16 {
+            return Ty::Unknown;
+        }
+        match t {
+            TyExpr::Ref(inner) => self.resolve_ty_depth(ctx, inner, depth + 1),
+            TyExpr::Slice(inner) => {
+                Ty::Coll(Box::new(self.resolve_ty_depth(ctx, inner, depth + 1)))
+            }
+            TyExpr::Traits(ps) => Ty::Traits(
+                ps.iter()
+                    .filter_map(|p| self.resolve_trait(ctx.module, p))
+                    .collect(),
+            ),
+            TyExpr::Unknown => Ty::Unknown,
+            TyExpr::Path(p) => {
+                let names = p.names();
+                let (last, args) = p.segs.last().expect("paths have segments");
+                let arg = |i: usize| {
+                    args.get(i)
+                        .map(|a| self.resolve_ty_depth(ctx, a, depth + 1))
+                        .unwrap_or(Ty::Unknown)
+                };
+                if names.len() == 1 && !p.global {
+                    if last == "Self" {
+                        return ctx.self_ty.clone();
+                    }
+                    if let Some(g) = ctx.generics.get(last) {
+                        return g.clone();
+                    }
+                }
+                // Smart pointers and locks are transparent to method calls (auto-deref, and
+                // `lock()`/`borrow()` are treated as returning the same value).
+                match last.as_str() {
+                    "Box" | "Arc" | "Rc" | "Cow" | "Mutex" | "RwLock" | "RefCell" | "Cell"
+                    | "Pin" | "ManuallyDrop" | "MutexGuard" | "RwLockReadGuard"
+                    | "RwLockWriteGuard" | "Ref" | "RefMut"
+                        if args.len() == 1 && self.is_not_workspace(ctx.module, &names) =>
+                    {
+                        return arg(0);
+                    }
+                    "Option" | "Result" | "Poll"
+                        if !args.is_empty() && self.is_not_workspace(ctx.module, &names) =>
+                    {
+                        return Ty::Wrap(Box::new(arg(0)));
+                    }
+                    "Vec" | "VecDeque" | "HashSet" | "BTreeSet" | "BinaryHeap" | "LinkedList"
+                        if args.len() == 1 && self.is_not_workspace(ctx.module, &names) =>
+                    {
+                        return Ty::Coll(Box::new(arg(0)));
+                    }
+                    "HashMap" | "BTreeMap" | "IndexMap" | "DashMap"
+                        if args.len() >= 2 && self.is_not_workspace(ctx.module, &names) =>
+                    {
+                        return Ty::Coll(Box::new(arg(1)));
+                    }
+                    _ => {}
+                }
+                match self.resolve_path(ctx.module, &names, p.global) {
+                    Some(Res::Type(t)) => {
+                        let def = &self.types[t];
+                        if let TypeKind::Alias(target) = &def.kind {
+                            let env = self.bounds_env(def.module, &def.generics, &HashMap::new());
+                            let actx = TyCtx {
+                                module: def.module,
+                                self_ty: ctx.self_ty,
+                                generics: &env,
+                            };
+                            return self.resolve_ty_depth(&actx, target, depth + 1);
+                        }
+                        let args = args
+                            .iter()
+                            .map(|a| self.resolve_ty_depth(ctx, a, depth + 1))
+                            .collect();
+                        Ty::Def(t, args)
+                    }
+                    Some(Res::Trait(t)) => Ty::Traits(vec![TraitRef::Ws(t)]),
+                    Some(Res::Ext(s)) => Ty::Ext(s),
+                    _ => Ty::Unknown,
+                }
+            }
+        }
+    }
+
+    /// True when a path does not name a workspace item (so `Arc` means `std::sync::Arc`).
+    fn is_not_workspace(&self, m: ModId, names: &[String]) -> bool {
+        !matches!(
+            self.resolve_path(m, names, false),
+            Some(Res::Type(_)) | Some(Res::Trait(_))
+        )
+    }
+
+    /// The methods named `name` callable on a workspace type: inherent first, then trait
+    /// impls, then default bodies of implemented traits.
+    pub fn methods_of_type(&self, t: TypeId, name: &str) -> Vec<FnId> {
+        let Some(impls) = self.impls_of_type.get(&t) else {
+            return Vec::new();
+        };
+        let inherent: Vec<FnId> = impls
+            .iter()
+            .filter(|i| self.impls[**i].trait_.is_none())
+            .filter_map(|i| self.impls[*i].methods.get(name).copied())
+            .collect();
+        if !inherent.is_empty() {
+            return inherent;
+        }
+        let mut out: Vec<FnId> = impls
+            .iter()
+            .filter(|i| self.impls[**i].trait_.is_some())
+            .filter_map(|i| self.impls[*i].methods.get(name).copied())
+            .collect();
+        if out.is_empty() {
+            for i in impls {
+                if let Some(TraitRef::Ws(tr)) = &self.impls[*i].trait_ {
+                    if let Some((_, f)) = self.trait_method(*tr, name) {
+                        out.push(f);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Finds a method in a trait or its supertraits: `(declaring trait, trait method fn)`.
+    pub fn trait_method(&self, t: TraitId, name: &str) -> Option<(TraitId, FnId)> {
+        let mut stack = vec![t];
+        let mut seen = Vec::new();
+        while let Some(t) = stack.pop() {
+            if seen.contains(&t) {
+                continue;
+            }
+            seen.push(t);
+            if let Some(f) = self.traits[t].methods.get(name) {
+                return Some((t, *f));
+            }
+            for s in &self.traits[t].supertraits {
+                if let TraitRef::Ws(s) = s {
+                    stack.push(*s);
+                }
+            }
+        }
+        None
+    }
+
+    /// Every fn a call of trait method `name` may run: the trait's own method (its default
+    /// body, and the node a trait sink matches) and each workspace impl's override.
+    pub fn trait_fanout(&self, t: TraitId, name: &str) -> Vec<FnId> {
+        let Some((decl, f)) = self.trait_method(t, name) else {
+            return Vec::new();
+        };
+        let mut out = vec![f];
+        for i in &self.traits[decl].impls {
+            if let Some(m) = self.impls[*i].methods.get(name) {
+                out.push(*m);
+            }
+        }
+        out
+    }
+
+    /// The type context of a fn: its module, `Self`, and its (and its impl's) generics.
+    pub fn fn_ctx(&self, f: FnId) -> (ModId, Ty, HashMap<String, Ty>) {
+        let def = &self.fns[f];
+        let m = def.module;
+        let (self_ty, outer) = match def.owner {
+            Owner::Free => (Ty::Unknown, HashMap::new()),
+            Owner::Impl(i) => {
+                let imp = &self.impls[i];
+                (
+                    imp.self_ty.clone(),
+                    self.bounds_env(m, &imp.generics, &HashMap::new()),
+                )
+            }
+            Owner::Trait(t) => {
+                let tr = &self.traits[t];
+                (
+                    Ty::Traits(vec![TraitRef::Ws(t)]),
+                    self.bounds_env(m, &tr.generics, &HashMap::new()),
+                )
+            }
+        };
+        let env = self.bounds_env(m, &def.sig.generics, &outer);
+        (m, self_ty, env)
+    }
+
+    /// The type of a field of a workspace struct, with its generic arguments substituted.
+    pub fn field_ty(&self, t: TypeId, args: &[Ty], field: &str) -> Ty {
+        let def = &self.types[t];
+        let TypeKind::Struct(fields) = &def.kind else {
+            return Ty::Unknown;
+        };
+        let Some((_, fty)) = fields.iter().find(|(n, _)| n == field) else {
+            return Ty::Unknown;
+        };
+        let mut env = self.bounds_env(def.module, &def.generics, &HashMap::new());
+        for (i, (name, _)) in def.generics.iter().enumerate() {
+            if let Some(a) = args.get(i) {
+                if *a != Ty::Unknown {
+                    env.insert(name.clone(), a.clone());
+                }
+            }
+        }
+        // Bounds written on impls rather than on the struct: a field of a bare generic type
+        // takes the bounds any impl of the type puts on that parameter name.
+        for (name, ty) in env.iter_mut() {
+            if matches!(ty, Ty::Traits(v) if v.is_empty()) {
+                if let Some(impls) = self.impls_of_type.get(&t) {
+                    for i in impls {
+                        let imp = &self.impls[*i];
+                        if let Some((_, b)) = imp.generics.iter().find(|(n, _)| n == name) {
+                            if let Ty::Traits(v) = ty {
+                                v.extend(
+                                    b.iter().filter_map(|p| self.resolve_trait(imp.module, p)),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let self_ty = Ty::Def(t, args.to_vec());
+        let ctx = TyCtx {
+            module: def.module,
+            self_ty: &self_ty,
+            generics: &env,
+        };
+        self.resolve_ty(&ctx, fty)
+    }
+
+    /// Display path of a resolved path target, for messages.
+    pub fn res_path(&self, r: &Res) -> Option<String> {
+        Some(match r {
+            Res::Mod(m) => self.modules[*m].path.clone(),
+            Res::Fn(f) => self.fns[*f].path.clone(),
+            Res::Type(t) => self.types[*t].path.clone(),
+            Res::Trait(t) => self.traits[*t].path.clone(),
+            Res::Ext(s) => s.clone(),
+            Res::Value => return None,
+        })
+    }
+}
+
+/// Where a written type is resolved.
+pub struct TyCtx<'a> {
+    pub module: ModId,
+    pub self_ty: &'a Ty,
+    pub generics: &'a HashMap<String, Ty>,
+}
+
+/// Chooses among same-named items: modules, types and traits for inner segments, otherwise
+/// the first (fns before types, as call sites prefer).
+fn pick(rs: &[Res], last: bool) -> Option<Res> {
+    if last {
+        rs.iter()
+            .find(|r| matches!(r, Res::Fn(_)))
+            .or_else(|| rs.first())
+            .cloned()
+    } else {
+        rs.iter()
+            .find(|r| matches!(r, Res::Mod(_) | Res::Type(_) | Res::Trait(_) | Res::Ext(_)))
+            .cloned()
+    }
+}
+
+/// Lower-case names are crates or modules; an unknown one is an outside crate rather than
+/// something a glob brought in.
+fn is_known_crate_like(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_lowercase())
+}
+
+/// The name a method path uses for an impl's self type (`impl Foo<T>` → `Foo`).
+fn ty_display_name(t: &TyExpr) -> String {
+    match t {
+        TyExpr::Path(p) => p.segs.last().map(|(n, _)| n.clone()).unwrap_or_default(),
+        TyExpr::Ref(inner) | TyExpr::Slice(inner) => ty_display_name(inner),
+        TyExpr::Traits(ps) => ps
+            .first()
+            .and_then(|p| p.segs.last())
+            .map(|(n, _)| format!("dyn {n}"))
+            .unwrap_or_else(|| "_".into()),
+        TyExpr::Unknown => "_".into(),
+    }
+}

@@ -1,0 +1,769 @@
+//! Lowering one parsed file into an owned skeleton: its items, `use` declarations, impls,
+//! signatures and `mod` declarations, with line numbers already taken from spans.
+//!
+//! Skeletons are what crosses threads: syn trees hold `proc_macro2` values, which are neither
+//! `Send` nor meaningful outside the thread whose source map produced their spans. Bodies stay
+//! in the parsing thread and are walked there once the whole workspace is indexed.
+
+use proc_macro2::TokenStream;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+
+/// A path as written, e.g. `crate::llm::Client<T>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathExpr {
+    /// Starts with `::` (2015-style global path).
+    pub global: bool,
+    /// Segments with their generic type arguments.
+    pub segs: Vec<(String, Vec<TyExpr>)>,
+}
+
+impl PathExpr {
+    pub fn names(&self) -> Vec<String> {
+        self.segs.iter().map(|(n, _)| n.clone()).collect()
+    }
+}
+
+/// A type as written, reduced to what method resolution needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TyExpr {
+    Path(PathExpr),
+    /// `&T`, `&mut T`, `*const T`: method calls see through them.
+    Ref(Box<TyExpr>),
+    /// `dyn A + B` or `impl A + B`.
+    Traits(Vec<PathExpr>),
+    /// `[T]` or `[T; N]`.
+    Slice(Box<TyExpr>),
+    Unknown,
+}
+
+/// Type parameters and their trait bounds (inline and `where`).
+pub type Bounds = Vec<(String, Vec<PathExpr>)>;
+
+#[derive(Debug, Clone)]
+pub struct Sig {
+    pub name: String,
+    pub line: usize,
+    pub has_self: bool,
+    pub params: Vec<(Option<String>, TyExpr)>,
+    pub ret: Option<TyExpr>,
+    pub generics: Bounds,
+}
+
+/// A fn with a body (or a trait method without one), numbered in file order.
+#[derive(Debug, Clone)]
+pub struct FnSkel {
+    pub local: usize,
+    pub sig: Sig,
+    pub has_body: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum TypeKind {
+    Struct(Vec<(String, TyExpr)>),
+    Enum,
+    Alias(TyExpr),
+}
+
+#[derive(Debug, Clone)]
+pub struct TypeSkel {
+    pub name: String,
+    pub kind: TypeKind,
+    pub generics: Bounds,
+}
+
+#[derive(Debug, Clone)]
+pub struct TraitSkel {
+    pub name: String,
+    pub supertraits: Vec<PathExpr>,
+    pub generics: Bounds,
+    pub methods: Vec<FnSkel>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImplSkel {
+    pub self_ty: TyExpr,
+    pub trait_: Option<PathExpr>,
+    pub generics: Bounds,
+    pub methods: Vec<FnSkel>,
+}
+
+/// One name brought in by a `use` item (`*` for a glob).
+#[derive(Debug, Clone)]
+pub struct UseSkel {
+    pub path: Vec<String>,
+    pub global: bool,
+    /// The name it is bound to, or `None` for a glob.
+    pub alias: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModDecl {
+    pub name: String,
+    pub path_attr: Option<String>,
+    pub line: usize,
+}
+
+/// The items of one module, inline modules nested.
+#[derive(Debug, Clone, Default)]
+pub struct ModSkel {
+    pub fns: Vec<FnSkel>,
+    pub types: Vec<TypeSkel>,
+    pub traits: Vec<TraitSkel>,
+    pub impls: Vec<ImplSkel>,
+    pub uses: Vec<UseSkel>,
+    /// Consts, statics, macros: names that shadow but are never called as fns.
+    pub values: Vec<String>,
+    pub inline_mods: Vec<(String, Option<String>, ModSkel)>,
+    pub mod_decls: Vec<ModDecl>,
+}
+
+/// A `// hotpath-lint: allow(...)` comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuppressionComment {
+    pub line: usize,
+    pub reason: Option<String>,
+    /// The comment follows code on its line (rather than standing alone above a statement).
+    pub trailing: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct FileSkel {
+    pub root: ModSkel,
+    pub fn_count: usize,
+}
+
+/// A fn body kept in the parsing thread, in the same order as the skeleton's `local` numbers.
+pub struct Body<'a> {
+    /// `None` for a trait method declared without a default body.
+    pub block: Option<&'a syn::Block>,
+}
+
+/// Lowers a file; the bodies come back in `local` order.
+pub fn lower_file(file: &syn::File) -> (FileSkel, Vec<Body<'_>>) {
+    let mut l = Lowerer { bodies: Vec::new() };
+    let root = l.items(&file.items);
+    let fn_count = l.bodies.len();
+    (FileSkel { root, fn_count }, l.bodies)
+}
+
+struct Lowerer<'a> {
+    bodies: Vec<Body<'a>>,
+}
+
+impl<'a> Lowerer<'a> {
+    fn push_fn(&mut self, sig: &syn::Signature, block: Option<&'a syn::Block>) -> FnSkel {
+        let local = self.bodies.len();
+        self.bodies.push(Body { block });
+        FnSkel {
+            local,
+            sig: lower_sig(sig),
+            has_body: block.is_some(),
+        }
+    }
+
+    fn items(&mut self, items: &'a [syn::Item]) -> ModSkel {
+        let mut m = ModSkel::default();
+        for item in items {
+            if is_out_of_scope(item_attrs(item)) {
+                continue;
+            }
+            match item {
+                syn::Item::Fn(f) => {
+                    let s = self.push_fn(&f.sig, Some(&f.block));
+                    m.fns.push(s);
+                }
+                syn::Item::Struct(s) => {
+                    let fields = s
+                        .fields
+                        .iter()
+                        .enumerate()
+                        .map(|(i, f)| {
+                            let name = f
+                                .ident
+                                .as_ref()
+                                .map(|i| i.to_string())
+                                .unwrap_or(i.to_string());
+                            (name, lower_ty(&f.ty))
+                        })
+                        .collect();
+                    m.types.push(TypeSkel {
+                        name: s.ident.to_string(),
+                        kind: TypeKind::Struct(fields),
+                        generics: lower_generics(&s.generics),
+                    });
+                }
+                syn::Item::Union(u) => {
+                    let fields = u
+                        .fields
+                        .named
+                        .iter()
+                        .map(|f| {
+                            (
+                                f.ident.as_ref().map(|i| i.to_string()).unwrap_or_default(),
+                                lower_ty(&f.ty),
+                            )
+                        })
+                        .collect();
+                    m.types.push(TypeSkel {
+                        name: u.ident.to_string(),
+                        kind: TypeKind::Struct(fields),
+                        generics: lower_generics(&u.generics),
+                    });
+                }
+                syn::Item::Enum(e) => m.types.push(TypeSkel {
+                    name: e.ident.to_string(),
+                    kind: TypeKind::Enum,
+                    generics: lower_generics(&e.generics),
+                }),
+                syn::Item::Type(t) => m.types.push(TypeSkel {
+                    name: t.ident.to_string(),
+                    kind: TypeKind::Alias(lower_ty(&t.ty)),
+                    generics: lower_generics(&t.generics),
+                }),
+                syn::Item::Trait(t) => {
+                    let mut methods = Vec::new();
+                    for ti in &t.items {
+                        if let syn::TraitItem::Fn(f) = ti {
+                            if is_out_of_scope(&f.attrs) {
+                                continue;
+                            }
+                            methods.push(self.push_fn(&f.sig, f.default.as_ref()));
+                        }
+                    }
+                    m.traits.push(TraitSkel {
+                        name: t.ident.to_string(),
+                        supertraits: bound_paths(&t.supertraits),
+                        generics: lower_generics(&t.generics),
+                        methods,
+                    });
+                }
+                syn::Item::Impl(i) => {
+                    let mut methods = Vec::new();
+                    for ii in &i.items {
+                        if let syn::ImplItem::Fn(f) = ii {
+                            if is_out_of_scope(&f.attrs) {
+                                continue;
+                            }
+                            methods.push(self.push_fn(&f.sig, Some(&f.block)));
+                        }
+                    }
+                    m.impls.push(ImplSkel {
+                        self_ty: lower_ty(&i.self_ty),
+                        trait_: i.trait_.as_ref().map(|(p, _)| lower_path(p)),
+                        generics: lower_generics(&i.generics),
+                        methods,
+                    });
+                }
+                syn::Item::Mod(md) => {
+                    let path_attr = path_attr(&md.attrs);
+                    match &md.content {
+                        Some((_, items)) => {
+                            let inner = self.items(items);
+                            m.inline_mods.push((md.ident.to_string(), path_attr, inner));
+                        }
+                        None => m.mod_decls.push(ModDecl {
+                            name: md.ident.to_string(),
+                            path_attr,
+                            line: md.ident.span().start().line,
+                        }),
+                    }
+                }
+                syn::Item::Use(u) => {
+                    let global = u.leading_colon.is_some();
+                    lower_use(&u.tree, &mut Vec::new(), global, &mut m.uses);
+                }
+                syn::Item::ExternCrate(e) => {
+                    let name = e
+                        .rename
+                        .as_ref()
+                        .map(|(_, i)| i.to_string())
+                        .unwrap_or(e.ident.to_string());
+                    m.uses.push(UseSkel {
+                        path: vec![e.ident.to_string()],
+                        global: true,
+                        alias: Some(name),
+                    });
+                }
+                syn::Item::Const(c) => m.values.push(c.ident.to_string()),
+                syn::Item::Static(s) => m.values.push(s.ident.to_string()),
+                _ => {}
+            }
+        }
+        m
+    }
+}
+
+fn item_attrs(item: &syn::Item) -> &[syn::Attribute] {
+    match item {
+        syn::Item::Const(i) => &i.attrs,
+        syn::Item::Enum(i) => &i.attrs,
+        syn::Item::ExternCrate(i) => &i.attrs,
+        syn::Item::Fn(i) => &i.attrs,
+        syn::Item::ForeignMod(i) => &i.attrs,
+        syn::Item::Impl(i) => &i.attrs,
+        syn::Item::Macro(i) => &i.attrs,
+        syn::Item::Mod(i) => &i.attrs,
+        syn::Item::Static(i) => &i.attrs,
+        syn::Item::Struct(i) => &i.attrs,
+        syn::Item::Trait(i) => &i.attrs,
+        syn::Item::TraitAlias(i) => &i.attrs,
+        syn::Item::Type(i) => &i.attrs,
+        syn::Item::Union(i) => &i.attrs,
+        syn::Item::Use(i) => &i.attrs,
+        _ => &[],
+    }
+}
+
+/// True for code that only exists in test builds: `#[cfg(test)]` (also inside `all(..)`) and
+/// `#[test]`-like attributes. Feature-gated code is in scope: some build enables it.
+pub fn is_out_of_scope(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        let path = a.path();
+        if path.is_ident("cfg") {
+            match &a.meta {
+                syn::Meta::List(l) => syn::parse2::<syn::Meta>(l.tokens.clone())
+                    .map(|m| requires_test(&m))
+                    .unwrap_or(false),
+                _ => false,
+            }
+        } else {
+            path.segments.last().is_some_and(|s| s.ident == "test")
+        }
+    })
+}
+
+fn requires_test(m: &syn::Meta) -> bool {
+    match m {
+        syn::Meta::Path(p) => p.is_ident("test"),
+        syn::Meta::List(l) => {
+            let parser = Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated;
+            let Ok(args) = syn::parse::Parser::parse2(parser, l.tokens.clone()) else {
+                return false;
+            };
+            if l.path.is_ident("all") {
+                args.iter().any(requires_test)
+            } else if l.path.is_ident("any") {
+                !args.is_empty() && args.iter().all(requires_test)
+            } else {
+                false
+            }
+        }
+        syn::Meta::NameValue(_) => false,
+    }
+}
+
+fn path_attr(attrs: &[syn::Attribute]) -> Option<String> {
+    attrs.iter().find_map(|a| match &a.meta {
+        syn::Meta::NameValue(nv) if nv.path.is_ident("path") => match &nv.value {
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            }) => Some(s.value()),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+fn lower_use(tree: &syn::UseTree, prefix: &mut Vec<String>, global: bool, out: &mut Vec<UseSkel>) {
+    match tree {
+        syn::UseTree::Path(p) => {
+            prefix.push(p.ident.to_string());
+            lower_use(&p.tree, prefix, global, out);
+            prefix.pop();
+        }
+        syn::UseTree::Name(n) => {
+            let name = n.ident.to_string();
+            if name == "self" {
+                // `use a::b::{self}` binds `b`.
+                if let Some(last) = prefix.last() {
+                    out.push(UseSkel {
+                        path: prefix.clone(),
+                        global,
+                        alias: Some(last.clone()),
+                    });
+                }
+            } else {
+                let mut path = prefix.clone();
+                path.push(name.clone());
+                out.push(UseSkel {
+                    path,
+                    global,
+                    alias: Some(name),
+                });
+            }
+        }
+        syn::UseTree::Rename(r) => {
+            let name = r.ident.to_string();
+            let path = if name == "self" {
+                prefix.clone()
+            } else {
+                let mut p = prefix.clone();
+                p.push(name);
+                p
+            };
+            let alias = r.rename.to_string();
+            if alias != "_" {
+                out.push(UseSkel {
+                    path,
+                    global,
+                    alias: Some(alias),
+                });
+            }
+        }
+        syn::UseTree::Glob(_) => out.push(UseSkel {
+            path: prefix.clone(),
+            global,
+            alias: None,
+        }),
+        syn::UseTree::Group(g) => {
+            for t in &g.items {
+                lower_use(t, prefix, global, out);
+            }
+        }
+    }
+}
+
+/// Lowers a `use` item met inside a fn body (same shape as a module-level one).
+pub fn lower_use_item(u: &syn::ItemUse) -> Vec<UseSkel> {
+    let mut out = Vec::new();
+    lower_use(
+        &u.tree,
+        &mut Vec::new(),
+        u.leading_colon.is_some(),
+        &mut out,
+    );
+    out
+}
+
+pub fn lower_sig(sig: &syn::Signature) -> Sig {
+    let mut has_self = false;
+    let mut params = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            syn::FnArg::Receiver(_) => has_self = true,
+            syn::FnArg::Typed(pt) => {
+                let name = match &*pt.pat {
+                    syn::Pat::Ident(pi) => Some(pi.ident.to_string()),
+                    _ => None,
+                };
+                params.push((name, lower_ty(&pt.ty)));
+            }
+        }
+    }
+    let ret = match &sig.output {
+        syn::ReturnType::Default => None,
+        syn::ReturnType::Type(_, t) => Some(lower_ty(t)),
+    };
+    Sig {
+        name: sig.ident.to_string(),
+        line: sig.ident.span().start().line,
+        has_self,
+        params,
+        ret,
+        generics: lower_generics(&sig.generics),
+    }
+}
+
+pub fn lower_generics(g: &syn::Generics) -> Bounds {
+    let mut out: Bounds = Vec::new();
+    for p in &g.params {
+        if let syn::GenericParam::Type(tp) = p {
+            out.push((tp.ident.to_string(), bound_paths(&tp.bounds)));
+        }
+    }
+    if let Some(wc) = &g.where_clause {
+        for pred in &wc.predicates {
+            if let syn::WherePredicate::Type(pt) = pred {
+                if let syn::Type::Path(tp) = &pt.bounded_ty {
+                    if tp.qself.is_none() && tp.path.segments.len() == 1 {
+                        let name = tp.path.segments[0].ident.to_string();
+                        let b = bound_paths(&pt.bounds);
+                        match out.iter_mut().find(|(n, _)| *n == name) {
+                            Some((_, v)) => v.extend(b),
+                            None => out.push((name, b)),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn bound_paths(bounds: &Punctuated<syn::TypeParamBound, syn::Token![+]>) -> Vec<PathExpr> {
+    bounds
+        .iter()
+        .filter_map(|b| match b {
+            syn::TypeParamBound::Trait(t) if t.maybe.is_none() => Some(lower_path(&t.path)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn lower_path(p: &syn::Path) -> PathExpr {
+    PathExpr {
+        global: p.leading_colon.is_some(),
+        segs: p
+            .segments
+            .iter()
+            .map(|s| {
+                let args = match &s.arguments {
+                    syn::PathArguments::AngleBracketed(a) => a
+                        .args
+                        .iter()
+                        .filter_map(|g| match g {
+                            syn::GenericArgument::Type(t) => Some(lower_ty(t)),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                (s.ident.to_string(), args)
+            })
+            .collect(),
+    }
+}
+
+pub fn lower_ty(t: &syn::Type) -> TyExpr {
+    match t {
+        syn::Type::Path(tp) if tp.qself.is_none() => TyExpr::Path(lower_path(&tp.path)),
+        syn::Type::Reference(r) => TyExpr::Ref(Box::new(lower_ty(&r.elem))),
+        syn::Type::Ptr(p) => TyExpr::Ref(Box::new(lower_ty(&p.elem))),
+        syn::Type::Paren(p) => lower_ty(&p.elem),
+        syn::Type::Group(g) => lower_ty(&g.elem),
+        syn::Type::TraitObject(o) => TyExpr::Traits(bound_paths(&o.bounds)),
+        syn::Type::ImplTrait(i) => TyExpr::Traits(bound_paths(&i.bounds)),
+        syn::Type::Slice(s) => TyExpr::Slice(Box::new(lower_ty(&s.elem))),
+        syn::Type::Array(a) => TyExpr::Slice(Box::new(lower_ty(&a.elem))),
+        _ => TyExpr::Unknown,
+    }
+}
+
+/// Finds `hotpath-lint: allow(...)` line comments. syn drops comments, so this is a small
+/// lexer of its own: it skips string, raw string and char literals and block comments, so a
+/// marker quoted in a string is not mistaken for a suppression.
+pub fn scan_suppressions(src: &str) -> Vec<SuppressionComment> {
+    let mut out = Vec::new();
+    for (line, start, text) in line_comments(src) {
+        if text.starts_with('/') || text.starts_with('!') {
+            continue; // doc comments describe, they do not suppress
+        }
+        let Some(rest) = text.trim_start().strip_prefix("hotpath-lint:") else {
+            continue;
+        };
+        let Some(args) = rest.trim().strip_prefix("allow") else {
+            continue;
+        };
+        let line_start = src[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        out.push(SuppressionComment {
+            line,
+            reason: parse_reason(args.trim()),
+            trailing: !src[line_start..start].trim().is_empty(),
+        });
+    }
+    out
+}
+
+/// `(line, byte offset of the "//", text after "//")` of every line comment.
+fn line_comments(src: &str) -> Vec<(usize, usize, &str)> {
+    let b = src.as_bytes();
+    let mut out = Vec::new();
+    let (mut i, mut line) = (0usize, 1usize);
+    let skip_to = |i: &mut usize, line: &mut usize, end: usize| {
+        *line += b[*i..end.min(b.len())]
+            .iter()
+            .filter(|c| **c == b'\n')
+            .count();
+        *i = end.min(b.len());
+    };
+    while i < b.len() {
+        match b[i] {
+            b'\n' => {
+                line += 1;
+                i += 1;
+            }
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                let end = src[i..].find('\n').map(|e| i + e).unwrap_or(b.len());
+                out.push((line, i, &src[i + 2..end]));
+                i = end;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let (mut depth, mut j) = (1, i + 2);
+                while j < b.len() && depth > 0 {
+                    if b[j] == b'/' && b.get(j + 1) == Some(&b'*') {
+                        depth += 1;
+                        j += 2;
+                    } else if b[j] == b'*' && b.get(j + 1) == Some(&b'/') {
+                        depth -= 1;
+                        j += 2;
+                    } else {
+                        j += 1;
+                    }
+                }
+                skip_to(&mut i, &mut line, j);
+            }
+            b'r' if matches!(b.get(i + 1), Some(b'"') | Some(b'#'))
+                && (i == 0 || !is_ident_byte(b[i - 1])) =>
+            {
+                let mut j = i + 1;
+                let mut hashes = 0;
+                while b.get(j) == Some(&b'#') {
+                    hashes += 1;
+                    j += 1;
+                }
+                if b.get(j) != Some(&b'"') {
+                    i += 1;
+                    continue;
+                }
+                let close = format!("\"{}", "#".repeat(hashes));
+                let end = src[j + 1..]
+                    .find(&close)
+                    .map(|e| j + 1 + e + close.len())
+                    .unwrap_or(b.len());
+                skip_to(&mut i, &mut line, end);
+            }
+            b'"' => {
+                let mut j = i + 1;
+                while j < b.len() && b[j] != b'"' {
+                    j += if b[j] == b'\\' { 2 } else { 1 };
+                }
+                skip_to(&mut i, &mut line, j + 1);
+            }
+            b'\'' => {
+                // A char literal ('x', '\n', '\u{..}') or a lifetime ('a).
+                let end = if b.get(i + 1) == Some(&b'\\') {
+                    src[i + 2..].find('\'').map(|e| i + 2 + e + 1)
+                } else {
+                    let ch_len = src[i + 1..].chars().next().map(char::len_utf8).unwrap_or(1);
+                    (b.get(i + 1 + ch_len) == Some(&b'\'')).then_some(i + 2 + ch_len)
+                };
+                match end {
+                    Some(e) => skip_to(&mut i, &mut line, e),
+                    None => i += 1,
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+fn is_ident_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// Extracts a non-empty `reason = "..."` from `(reason = "...")`.
+fn parse_reason(args: &str) -> Option<String> {
+    let inner = args.strip_prefix('(')?.trim_end().strip_suffix(')')?.trim();
+    let value = inner
+        .strip_prefix("reason")?
+        .trim_start()
+        .strip_prefix('=')?
+        .trim();
+    let value = value.strip_prefix('"')?.strip_suffix('"')?;
+    let value = value.trim();
+    (!value.is_empty()).then(|| value.to_string())
+}
+
+/// The line of a span's start.
+pub fn line_of<T: Spanned>(node: &T) -> usize {
+    node.span().start().line
+}
+
+/// Tries to read macro arguments as Rust: comma-separated expressions (`println!`, `vec!`,
+/// `tokio::join!`), else statements (`vec![x; n]`, block-like macros). Macros with their own
+/// grammar (`select!`) fall back to the nested groups that parse.
+pub fn macro_exprs(tokens: &TokenStream) -> Vec<syn::Expr> {
+    let parser = Punctuated::<syn::Expr, syn::Token![,]>::parse_terminated;
+    if let Ok(list) = syn::parse::Parser::parse2(parser, tokens.clone()) {
+        return list.into_iter().collect();
+    }
+    if let Ok(stmts) = syn::parse::Parser::parse2(syn::Block::parse_within, tokens.clone()) {
+        let block = syn::Block {
+            brace_token: Default::default(),
+            stmts,
+        };
+        return vec![syn::Expr::Block(syn::ExprBlock {
+            attrs: vec![],
+            label: None,
+            block,
+        })];
+    }
+    let mut out = Vec::new();
+    for tt in tokens.clone() {
+        if let proc_macro2::TokenTree::Group(g) = tt {
+            out.extend(macro_exprs(&g.stream()));
+        }
+    }
+    // Token runs between `=>`/`,`/`;` separators (e.g. `select!` arms) are tried as
+    // expressions too, so calls written directly in the arms are seen.
+    let mut run = TokenStream::new();
+    let flush = |run: &mut TokenStream, out: &mut Vec<syn::Expr>| {
+        if let Ok(e) = syn::parse2::<syn::Expr>(std::mem::take(run)) {
+            if !matches!(e, syn::Expr::Block(_)) {
+                out.push(e);
+            }
+        }
+    };
+    for tt in tokens.clone() {
+        let sep = matches!(&tt, proc_macro2::TokenTree::Punct(p) if matches!(p.as_char(), ',' | ';' | '=' | '>'));
+        if sep {
+            flush(&mut run, &mut out);
+        } else {
+            run.extend(std::iter::once(tt));
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suppression_comments() {
+        let s = scan_suppressions(concat!(
+            "a();\n// hotpath-lint: allow(reason = \"warm\")\nb(); // hotpath-lint: allow\n",
+            "/// hotpath-lint: allow(reason = \"doc\")\n",
+            "let s = \"// hotpath-lint: allow\"; let c = '\"'; let r = r#\"// hotpath-lint: allow\"#;\n",
+            "/* // hotpath-lint: allow */ fn f<'a>(x: &'a str) {} // hotpath-lint: allow(reason = \"x\")\n",
+        ));
+        assert_eq!(
+            s,
+            vec![
+                SuppressionComment {
+                    line: 2,
+                    reason: Some("warm".into()),
+                    trailing: false
+                },
+                SuppressionComment {
+                    line: 3,
+                    reason: None,
+                    trailing: true
+                },
+                SuppressionComment {
+                    line: 6,
+                    reason: Some("x".into()),
+                    trailing: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn cfg_test_detection() {
+        let f: syn::File = syn::parse_str(
+            "#[cfg(test)] fn a(){} #[cfg(all(test, unix))] fn b(){} #[cfg(any(test, feature=\"x\"))] fn c(){} #[cfg(feature=\"x\")] fn d(){} #[tokio::test] async fn e(){}",
+        )
+        .unwrap();
+        let out: Vec<bool> = f
+            .items
+            .iter()
+            .map(|i| is_out_of_scope(item_attrs(i)))
+            .collect();
+        assert_eq!(out, vec![true, true, false, false, true]);
+    }
+}
