@@ -217,10 +217,11 @@ pub fn analyze(ws: &Workspace, cfg: &Config) -> Result<Analysis> {
     // An edge is followed unless it leaves a sink (the chain ends there), touches a vetted fn,
     // or (when `respect_supp`) is a suppressed call.
     let passable = |e: &GEdge, respect_supp: bool| {
-        !(respect_supp && e.supp.is_some())
-            && sink_of[e.from].is_none()
-            && !allowed[e.from]
-            && !allowed[e.to]
+        let blocked = (respect_supp && e.supp.is_some())
+            || sink_of[e.from].is_some()
+            || allowed[e.from]
+            || allowed[e.to];
+        !blocked
     };
     let reaches_sink = |respect_supp: bool| -> Vec<bool> {
         let mut seen = vec![false; n];
@@ -272,6 +273,9 @@ pub fn analyze(ws: &Workspace, cfg: &Config) -> Result<Analysis> {
         if !can_reach[r] || allowed[r] || sink_of[r].is_some() {
             continue;
         }
+        // One violation per (entry, sink): a dyn call fanning out to every impl of a sink
+        // trait is one problem, reported with the first (shortest) chain.
+        let mut sinks_seen: Vec<&str> = Vec::new();
         let mut queue = VecDeque::from([r]);
         stamp[r] = r;
         parent[r] = usize::MAX;
@@ -282,7 +286,9 @@ pub fn analyze(ws: &Workspace, cfg: &Config) -> Result<Analysis> {
                 let via_other_entry = chain[..chain.len() - 1]
                     .iter()
                     .any(|ei| is_root[edges[*ei].to]);
-                if !via_other_entry {
+                let label = sink_of[v].as_deref().unwrap_or_default();
+                if !via_other_entry && !sinks_seen.contains(&label) {
+                    sinks_seen.push(label);
                     let def = &ix.fns[r];
                     violations.push(Violation {
                         entry: def.path.clone(),

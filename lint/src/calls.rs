@@ -91,6 +91,8 @@ pub fn walk_fn(ix: &Index, f: FnId, block: &syn::Block, supps: &SuppLines) -> Ve
 struct Scope {
     vars: HashMap<String, Ty>,
     uses: HashMap<String, Res>,
+    /// Modules glob-imported inside the block (`use crate::llm::*;`).
+    globs: Vec<ModId>,
 }
 
 struct Walker<'a> {
@@ -178,16 +180,24 @@ impl<'a> Walker<'a> {
 
     /// Resolves a path's first segment, honouring block-local `use`s.
     fn resolve_path(&self, segs: &[String], global: bool) -> Option<Res> {
-        if !global {
-            if let Some((first, rest)) = segs.split_first() {
-                if let Some(r) = self.scopes.iter().rev().find_map(|s| s.uses.get(first)) {
-                    return match (r, rest.is_empty()) {
-                        (r, true) => Some(r.clone()),
-                        (Res::Mod(m), false) => self.ix.resolve_path(*m, &with_self(rest), false),
-                        (Res::Ext(p), false) => Some(Res::Ext(format!("{p}::{}", rest.join("::")))),
-                        _ => None,
-                    };
-                }
+        if !global && let Some((first, rest)) = segs.split_first() {
+            let block_glob = |s: &Scope| {
+                s.globs
+                    .iter()
+                    .find_map(|m| self.ix.lookup(*m, first).and_then(|rs| rs.first()))
+            };
+            let found = self
+                .scopes
+                .iter()
+                .rev()
+                .find_map(|s| s.uses.get(first).or_else(|| block_glob(s)));
+            if let Some(r) = found {
+                return match (r, rest.is_empty()) {
+                    (r, true) => Some(r.clone()),
+                    (Res::Mod(m), false) => self.ix.resolve_path(*m, &with_self(rest), false),
+                    (Res::Ext(p), false) => Some(Res::Ext(format!("{p}::{}", rest.join("::")))),
+                    _ => None,
+                };
             }
         }
         self.ix.resolve_path(self.module, segs, global)
@@ -615,15 +625,16 @@ impl<'ast> Visit<'ast> for Walker<'_> {
         for s in &b.stmts {
             if let syn::Stmt::Item(syn::Item::Use(u)) = s {
                 for us in lower_use_item(u) {
-                    if let Some(alias) = us.alias {
-                        let r = self
-                            .resolve_path(&us.path, us.global)
-                            .unwrap_or(Res::Ext(us.path.join("::")));
-                        self.scopes
-                            .last_mut()
-                            .expect("a scope")
-                            .uses
-                            .insert(alias, r);
+                    let r = self
+                        .resolve_path(&us.path, us.global)
+                        .unwrap_or(Res::Ext(us.path.join("::")));
+                    let scope = self.scopes.last_mut().expect("a scope");
+                    match (us.alias, r) {
+                        (Some(alias), r) => {
+                            scope.uses.insert(alias, r);
+                        }
+                        (None, Res::Mod(m)) => scope.globs.push(m),
+                        (None, _) => {}
                     }
                 }
             }

@@ -108,6 +108,7 @@ pub fn run(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> Result<E
     let mut ctx = report::Context::default();
     let mut violations = analysis.violations.clone();
     if let Some(path) = &opts.baseline {
+        ctx.baseline = true;
         match baseline::read(path)? {
             None => {
                 baseline::write(path, &violations)?;

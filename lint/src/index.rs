@@ -301,6 +301,8 @@ impl Index {
             .collect();
         // Each round resolves what the previous rounds made visible; re-export chains are
         // short in practice, and the bound guards against pathological glob cycles.
+        // Indices, not iterators: each step reads other modules while updating this one.
+        #[allow(clippy::needless_range_loop)]
         for _round in 0..MAX_RESOLVE_DEPTH {
             let mut changed = false;
             for m in 0..self.modules.len() {
@@ -655,10 +657,10 @@ impl Index {
             .collect();
         if out.is_empty() {
             for i in impls {
-                if let Some(TraitRef::Ws(tr)) = &self.impls[*i].trait_ {
-                    if let Some((_, f)) = self.trait_method(*tr, name) {
-                        out.push(f);
-                    }
+                if let Some(TraitRef::Ws(tr)) = &self.impls[*i].trait_
+                    && let Some((_, f)) = self.trait_method(*tr, name)
+                {
+                    out.push(f);
                 }
             }
         }
@@ -737,26 +739,24 @@ impl Index {
         };
         let mut env = self.bounds_env(def.module, &def.generics, &HashMap::new());
         for (i, (name, _)) in def.generics.iter().enumerate() {
-            if let Some(a) = args.get(i) {
-                if *a != Ty::Unknown {
-                    env.insert(name.clone(), a.clone());
-                }
+            if let Some(a) = args.get(i)
+                && *a != Ty::Unknown
+            {
+                env.insert(name.clone(), a.clone());
             }
         }
         // Bounds written on impls rather than on the struct: a field of a bare generic type
         // takes the bounds any impl of the type puts on that parameter name.
         for (name, ty) in env.iter_mut() {
-            if matches!(ty, Ty::Traits(v) if v.is_empty()) {
-                if let Some(impls) = self.impls_of_type.get(&t) {
-                    for i in impls {
-                        let imp = &self.impls[*i];
-                        if let Some((_, b)) = imp.generics.iter().find(|(n, _)| n == name) {
-                            if let Ty::Traits(v) = ty {
-                                v.extend(
-                                    b.iter().filter_map(|p| self.resolve_trait(imp.module, p)),
-                                );
-                            }
-                        }
+            if matches!(ty, Ty::Traits(v) if v.is_empty())
+                && let Some(impls) = self.impls_of_type.get(&t)
+            {
+                for i in impls {
+                    let imp = &self.impls[*i];
+                    if let Some((_, b)) = imp.generics.iter().find(|(n, _)| n == name)
+                        && let Ty::Traits(v) = ty
+                    {
+                        v.extend(b.iter().filter_map(|p| self.resolve_trait(imp.module, p)));
                     }
                 }
             }

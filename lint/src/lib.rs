@@ -8,15 +8,15 @@
 //! workspace.
 //!
 //! Map, lowest first:
-//! - [`config`]: `hotpath.toml`.
-//! - [`workspace`]: members and crate targets.
-//! - [`syntax`]: syn trees lowered to owned skeletons; suppression comments.
-//! - [`index`]: the item index and name resolution.
-//! - [`calls`]: fn bodies to call edges.
-//! - [`load`]: parallel parsing, module trees, indexing, walking.
-//! - [`patterns`]: roots, sinks and allowed fns matched against the index.
-//! - [`analysis`]: reachability, chains, suppressions, audit sites.
-//! - [`report`], [`baseline`], [`cli`]: what users see and script against.
+//! - [`config`] — `hotpath.toml`.
+//! - [`workspace`] — members and crate targets.
+//! - [`syntax`] — syn trees lowered to owned skeletons; suppression comments.
+//! - [`index`] — the item index and name resolution.
+//! - [`calls`] — fn bodies to call edges.
+//! - [`load`] — parallel parsing, module trees, indexing, walking.
+//! - [`patterns`] — roots, sinks and allowed fns matched against the index.
+//! - [`analysis`] — reachability, chains, suppressions, audit sites.
+//! - [`report`], [`baseline`], [`cli`] — what users see and script against.
 
 pub mod analysis;
 pub mod baseline;

@@ -89,7 +89,7 @@ impl Pool {
             .into_iter()
             .map(|f| (std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0), f))
             .collect();
-        sized.sort_by(|a, b| b.0.cmp(&a.0));
+        sized.sort_by_key(|s| std::cmp::Reverse(s.0));
         let mut batches: Vec<Vec<PathBuf>> = vec![Vec::new(); self.job_txs.len()];
         for (size, f) in sized {
             let w = (0..self.load.len())

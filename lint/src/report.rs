@@ -25,6 +25,8 @@ pub enum Format {
 /// Extra context for rendering: violations already in the baseline are not reported.
 #[derive(Debug, Clone, Default)]
 pub struct Context {
+    /// `--baseline` was given.
+    pub baseline: bool,
     /// How many current violations the baseline accepted.
     pub baselined: usize,
     /// Baseline entries no current violation matches any more (fixed; can be removed).
@@ -96,7 +98,7 @@ fn text(a: &Analysis, violations: &[Violation], ctx: &Context) -> String {
         a.stats.fns,
         a.stats.files,
     );
-    if ctx.baselined > 0 || ctx.baseline_fixed > 0 {
+    if ctx.baseline {
         let _ = write!(
             s,
             "; baseline: {} known, {} fixed",
@@ -117,15 +119,18 @@ fn suppression_json(s: &Suppression) -> Value {
 
 /// `{"violations":[{"entry","sink","chain":[{"fn","file","line","via"}]}],"suppressions":[..]}`.
 pub fn json_value(a: &Analysis, violations: &[Violation], ctx: &Context) -> Value {
-    json!({
+    let mut v = json!({
         "violations": violations.iter().map(|v| json!({
             "entry": v.entry,
             "sink": v.sink,
             "chain": v.chain.iter().map(hop_json).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "suppressions": a.suppressions.iter().map(suppression_json).collect::<Vec<_>>(),
-        "baseline": {"known": ctx.baselined, "fixed": ctx.baseline_fixed},
-    })
+    });
+    if ctx.baseline {
+        v["baseline"] = json!({"known": ctx.baselined, "fixed": ctx.baseline_fixed});
+    }
+    v
 }
 
 fn location(file: &str, line: usize, message: Option<String>) -> Value {

@@ -475,16 +475,16 @@ pub fn lower_generics(g: &syn::Generics) -> Bounds {
     }
     if let Some(wc) = &g.where_clause {
         for pred in &wc.predicates {
-            if let syn::WherePredicate::Type(pt) = pred {
-                if let syn::Type::Path(tp) = &pt.bounded_ty {
-                    if tp.qself.is_none() && tp.path.segments.len() == 1 {
-                        let name = tp.path.segments[0].ident.to_string();
-                        let b = bound_paths(&pt.bounds);
-                        match out.iter_mut().find(|(n, _)| *n == name) {
-                            Some((_, v)) => v.extend(b),
-                            None => out.push((name, b)),
-                        }
-                    }
+            if let syn::WherePredicate::Type(pt) = pred
+                && let syn::Type::Path(tp) = &pt.bounded_ty
+                && tp.qself.is_none()
+                && tp.path.segments.len() == 1
+            {
+                let name = tp.path.segments[0].ident.to_string();
+                let b = bound_paths(&pt.bounds);
+                match out.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, v)) => v.extend(b),
+                    None => out.push((name, b)),
                 }
             }
         }
@@ -701,10 +701,10 @@ pub fn macro_exprs(tokens: &TokenStream) -> Vec<syn::Expr> {
     // expressions too, so calls written directly in the arms are seen.
     let mut run = TokenStream::new();
     let flush = |run: &mut TokenStream, out: &mut Vec<syn::Expr>| {
-        if let Ok(e) = syn::parse2::<syn::Expr>(std::mem::take(run)) {
-            if !matches!(e, syn::Expr::Block(_)) {
-                out.push(e);
-            }
+        if let Ok(e) = syn::parse2::<syn::Expr>(std::mem::take(run))
+            && !matches!(e, syn::Expr::Block(_))
+        {
+            out.push(e);
         }
     };
     for tt in tokens.clone() {

@@ -1,0 +1,326 @@
+//! One fixture workspace per resolution rule, each violating (`bad`) and clean, run through
+//! the real command line in-process. Violating fixtures have their JSON snapshotted.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Runs the CLI on a fixture; returns (exit code, stdout, stderr).
+fn run(name: &str, extra: &[&str]) -> (ExitCode, String, String) {
+    let root = fixture(name);
+    let mut args: Vec<String> = vec!["hotpath-lint".into()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(root.to_string_lossy().into_owned());
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = hotpath_lint::cli::main_with(args, &mut out, &mut err);
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+fn json(name: &str) -> (ExitCode, Value) {
+    let (code, out, err) = run(name, &["--format", "json"]);
+    let v = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("{name}: {e}\nstdout: {out}\nstderr: {err}"));
+    (code, v)
+}
+
+/// A violating fixture: exit 1, JSON snapshotted, and each listed entry reaches a sink with
+/// the expected `via` somewhere in its chain.
+fn check_bad(name: &str, expected: &[(&str, &str)]) -> Value {
+    let (code, v) = json(&format!("{name}/bad"));
+    assert_eq!(code, ExitCode::from(1), "{name}/bad must fail: {v:#}");
+    for (entry, via) in expected {
+        let hit = v["violations"].as_array().unwrap().iter().any(|x| {
+            x["entry"] == *entry
+                && x["chain"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|h| h["via"] == *via)
+        });
+        assert!(
+            hit,
+            "{name}/bad: no violation from {entry} via {via}: {v:#}"
+        );
+    }
+    insta::assert_json_snapshot!(name, v);
+    v
+}
+
+/// A clean fixture: exit 0 and no violation.
+fn check_clean(name: &str) -> Value {
+    let (code, v) = json(&format!("{name}/clean"));
+    assert_eq!(
+        v["violations"],
+        serde_json::json!([]),
+        "{name}/clean: {v:#}"
+    );
+    assert_eq!(code, ExitCode::from(0));
+    v
+}
+
+#[test]
+fn path_calls() {
+    check_bad(
+        "path_calls",
+        &[
+            ("app::hot::plain", "resolved"),
+            ("app::hot::qualified", "resolved"),
+        ],
+    );
+    check_clean("path_calls");
+}
+
+#[test]
+fn use_aliases_globs_groups_reexports() {
+    check_bad(
+        "use_forms",
+        &[
+            ("app::hot::alias", "resolved"),
+            ("app::hot::glob", "resolved"),
+            ("app::hot::nested", "resolved"),
+            ("app::hot::reexport", "resolved"),
+        ],
+    );
+    check_clean("use_forms");
+}
+
+#[test]
+fn crate_self_super() {
+    let v = check_bad(
+        "relative_paths",
+        &[
+            ("app::hot::via_super", "resolved"),
+            ("app::hot::via_self", "resolved"),
+        ],
+    );
+    // The chain through the helper names every hop, file and line.
+    let via_self = v["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["entry"] == "app::hot::via_self")
+        .unwrap();
+    assert_eq!(via_self["chain"][0]["fn"], "app::hot::inner::deep");
+    assert_eq!(via_self["chain"][1]["fn"], "app::llm::generate");
+    assert_eq!(via_self["chain"][1]["file"], "app/src/lib.rs");
+    check_clean("relative_paths");
+}
+
+#[test]
+fn self_type_and_qualified_trait_paths() {
+    check_bad(
+        "assoc_calls",
+        &[
+            ("app::hot::Handler::helper", "resolved"),
+            ("app::hot::via_qualified", "resolved"),
+        ],
+    );
+    check_clean("assoc_calls");
+}
+
+#[test]
+fn method_receivers_from_fields_params_lets_and_constructors() {
+    check_bad(
+        "receivers",
+        &[
+            ("app::hot::Engine::field", "resolved"),
+            ("app::hot::param", "resolved"),
+            ("app::hot::annotated", "resolved"),
+            ("app::hot::constructed", "resolved"),
+            ("app::hot::literal", "resolved"),
+        ],
+    );
+    check_clean("receivers");
+}
+
+#[test]
+fn unknown_receiver_falls_back_to_method_name() {
+    check_bad("name_fallback", &[("app::hot::unknown", "name")]);
+    check_clean("name_fallback");
+}
+
+#[test]
+fn dyn_and_generic_bounds_reach_every_impl() {
+    check_bad(
+        "dyn_generic",
+        &[
+            ("app::hot::by_dyn", "dyn"),
+            ("app::hot::by_bound", "dyn"),
+            ("app::hot::by_where", "dyn"),
+            ("app::hot::by_impl", "dyn"),
+            ("app::hot::concrete", "resolved"),
+        ],
+    );
+    check_clean("dyn_generic");
+}
+
+#[test]
+fn closures_async_blocks_and_spawned_tasks() {
+    check_bad(
+        "closures_spawn",
+        &[
+            ("app::hot::closure", "resolved"),
+            ("app::hot::async_block", "resolved"),
+            ("app::hot::tokio_task", "spawned"),
+            ("app::hot::thread", "spawned"),
+            ("app::hot::blocking", "spawned"),
+        ],
+    );
+    check_clean("closures_spawn");
+}
+
+#[test]
+fn macro_arguments() {
+    check_bad(
+        "macros",
+        &[
+            ("app::hot::printed", "resolved"),
+            ("app::hot::formatted", "resolved"),
+            ("app::hot::vector", "resolved"),
+            ("app::hot::joined", "resolved"),
+        ],
+    );
+    check_clean("macros");
+}
+
+#[test]
+fn fn_items_passed_as_values() {
+    check_bad(
+        "fn_values",
+        &[
+            ("app::hot::mapped", "resolved"),
+            ("app::hot::stored", "resolved"),
+        ],
+    );
+    check_clean("fn_values");
+}
+
+#[test]
+fn cross_crate_calls_and_dashed_crate_names() {
+    let v = check_bad("cross_crate", &[("game_engine::hot::handle", "resolved")]);
+    // The sink is a module prefix; the label extends it to what was called.
+    assert_eq!(v["violations"][0]["sink"], "llm-client::api::complete");
+    check_clean("cross_crate");
+}
+
+#[test]
+fn cycles_terminate() {
+    check_bad("cycles", &[("app::hot::pong", "resolved")]);
+    check_clean("cycles");
+}
+
+#[test]
+fn precision_same_method_name_on_known_type_and_type_named_only() {
+    check_clean("precision");
+    // The same method, now really calling the client, is found.
+    check_bad(
+        "precision",
+        &[("app::hot::Autocomplete::complete", "resolved")],
+    );
+}
+
+#[test]
+fn allowed_paths_cut_chains() {
+    let v = check_bad("allow", &[("app::hot::handle", "resolved")]);
+    assert_eq!(
+        v["violations"].as_array().unwrap().len(),
+        1,
+        "only the direct call remains"
+    );
+    check_clean("allow");
+}
+
+#[test]
+fn test_code_is_out_bins_and_features_are_in() {
+    check_bad(
+        "scope",
+        &[
+            ("app::hot::live", "resolved"),
+            ("app_tool::hot::run", "resolved"),
+        ],
+    );
+    check_clean("scope");
+}
+
+#[test]
+fn sinks_outside_the_workspace_by_path() {
+    let v = check_bad(
+        "external_sink",
+        &[
+            ("app::hot::handle", "resolved"),
+            ("app::hot::constructed", "resolved"),
+        ],
+    );
+    let callees: Vec<&str> = v["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            x["chain"].as_array().unwrap().last().unwrap()["fn"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert!(callees.contains(&"genai::Client::exec_chat"), "{callees:?}");
+    check_clean("external_sink");
+}
+
+#[test]
+fn module_files_mod_rs_path_attribute_and_inline() {
+    check_bad(
+        "module_files",
+        &[
+            ("app::hot::handlers::handle", "resolved"),
+            ("app::hot::routes::v1::route", "resolved"),
+        ],
+    );
+}
+
+#[test]
+fn suppressions_cut_chains_and_stale_ones_are_reported() {
+    let v = check_clean("suppression");
+    insta::assert_json_snapshot!("suppression", v);
+    let s = v["suppressions"].as_array().unwrap();
+    assert_eq!(s.len(), 3);
+    assert_eq!(s.iter().filter(|x| x["stale"] == true).count(), 1);
+    let (_, text, _) = run("suppression/clean", &[]);
+    assert!(text.contains("stale suppression"), "{text}");
+}
+
+#[test]
+fn suppression_without_reason_is_an_error() {
+    let (code, _, err) = run("suppression/no_reason", &[]);
+    assert_eq!(code, ExitCode::from(2));
+    assert!(
+        err.contains("app/src/lib.rs:10") && err.contains("without a reason"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_and_parse_errors_exit_2() {
+    for (name, needle) in [
+        ("errors/unmatched_root", "root `app::hott` matches nothing"),
+        ("errors/unmatched_sink", "sink `app::lm` matches nothing"),
+        ("errors/malformed_config", "hotpath.toml"),
+        ("errors/parse_error", "app/src/llm.rs:1"),
+    ] {
+        let (code, _, err) = run(name, &[]);
+        assert_eq!(code, ExitCode::from(2), "{name}: {err}");
+        assert!(err.contains(needle), "{name}: {err}");
+    }
+    let (code, _, err) = run("path_calls/bad", &["--format", "yaml"]);
+    assert_eq!(code, ExitCode::from(2), "{err}");
+    let (code, _, err) = run("path_calls/bad", &["--config", "/nonexistent/hotpath.toml"]);
+    assert_eq!(code, ExitCode::from(2), "{err}");
+}
