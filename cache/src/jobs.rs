@@ -92,14 +92,19 @@ macro_rules! job {
 }
 
 job!(GenerateStakeholderAction, GenerateStakeholderAction,
-|j| format!("action:{}:{}:{}:{}:{}", j.game_id, j.scene_id, j.stakeholder_id, j.context_hash, j.slot),
+|j| format!(
+    "action:{}:{}:{}:{}:{}:{}",
+    j.game_id, j.scene_id, j.stakeholder_id, j.context_hash, j.world_version, j.slot
+),
 {
     pub game_id: GameId,
     pub scene_id: SceneId,
     pub stakeholder_id: StakeholderId,
     pub context_hash: ContextHash,
     pub world_version: u64,
-    /// Which of the several actions kept ready for this context (0, 1, ...).
+    /// Which of the actions dispatched together at this world version (0, 1, ...): the
+    /// dedupe key includes both, so a refill at a later version writes new rows while a job
+    /// that runs twice still writes one.
     pub slot: u32,
 });
 

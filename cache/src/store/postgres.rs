@@ -2,12 +2,9 @@
 
 use std::time::Duration;
 
-use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::StoreError;
-
-static MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 
 /// For each stakeholder present (`$3`, a JSON array), lock the best ready row with
 /// `FOR UPDATE SKIP LOCKED` — concurrent claimers skip rows another claimer holds instead of
@@ -43,7 +40,11 @@ impl PostgresStore {
             .connect(url)
             .await
             .map_err(StoreError::from_sqlx)?;
-        MIGRATIONS
+        let mut migrations = sqlx::migrate!("../migrations/postgres");
+        // The job storage (apalis) may keep its own migrations in the same `_sqlx_migrations`
+        // table; versions we do not know are theirs, not a sign of a broken database.
+        migrations.set_ignore_missing(true);
+        migrations
             .run(&pool)
             .await
             .map_err(|e| StoreError::Database(format!("migrations: {e}")))?;

@@ -4,14 +4,11 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
 use super::StoreError;
-
-static MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 
 /// SQLite has no `SKIP LOCKED`, but it runs one writer at a time, so one `UPDATE … RETURNING`
 /// is atomic: two claimers can never both see a row as ready. One statement claims for every
@@ -60,7 +57,11 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(StoreError::from_sqlx)?;
-        MIGRATIONS
+        let mut migrations = sqlx::migrate!("../migrations/sqlite");
+        // The job storage (apalis) may keep its own migrations in the same `_sqlx_migrations`
+        // table; versions we do not know are theirs, not a sign of a broken database.
+        migrations.set_ignore_missing(true);
+        migrations
             .run(&pool)
             .await
             .map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
