@@ -1,1 +1,14 @@
-//! Placeholder until its issue lands.
+//! `hotpath-background` — the slow path of hotpath: apalis workers that do all LLM work and
+//! write the results where the hot path will find them (the cache, the planned-actions table,
+//! canon, the game's event stream).
+//!
+//! Map: [`queue`] (the job storage the hot path pushes to: SQLite or PostgreSQL).
+//!
+//! Invariant: nothing in this crate may be reached from the hot path. The engine's hot-path code
+//! only pushes [`hotpath_cache::jobs::Job`] messages through [`hotpath_cache::jobs::JobQueue`];
+//! `hotpath-lint` proves no call chain from a hot-path root reaches `llm` (the lint's sink),
+//! and every provider call first runs [`hotpath_cache::guard::assert_off_hot_path`].
+
+pub mod queue;
+
+pub use queue::{JobRecord, JobStorage};

@@ -1,0 +1,335 @@
+//! The job storage: one apalis queue carrying [`Job`] (the enum), so that priority orders every
+//! kind against every other, on SQLite (embedded: its own file, workers in-process woken by the
+//! SQLite update hook on push) or PostgreSQL (distributed: workers in other processes woken by
+//! LISTEN/NOTIFY). [`JobStorage`] is what the hot path pushes to ([`JobQueue`]) and what
+//! [`crate::worker::run`] consumes.
+//!
+//! Dead letters are apalis tasks in state `Killed` (a handler gave up: retries exhausted or the
+//! output never validated) or `Failed` with no attempt left; their `last_result` holds the reason.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use apalis::prelude::*;
+use apalis_postgres::PostgresStorage;
+use apalis_sqlite::SqliteStorage;
+use apalis_sqlite::callback::HookCallbackListener;
+use async_trait::async_trait;
+use hotpath_cache::jobs::{Job, JobQueue, QueueError};
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+/// The apalis queue name (`job_type` column) every hotpath job is stored under.
+pub const QUEUE: &str = "hotpath.jobs";
+
+/// The PostgreSQL schema that holds apalis' own migration history. apalis keeps its tables in
+/// the `apalis` schema, but sqlx records migrations in an unqualified `_sqlx_migrations`; sharing
+/// that table with the game store's migrator makes each fail on the other's versions. Putting
+/// this schema first on the job pool's `search_path` keeps the two histories apart, so the job
+/// storage may live in the game database.
+pub const PG_META_SCHEMA: &str = "hotpath_jobs";
+
+/// How many times a job may be delivered to a worker (the first run plus re-deliveries after a
+/// worker died holding it). The handler's own retries happen within one delivery.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 5;
+
+fn unavailable(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
+/// A job in the storage, as listed for dead letters and inspection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// The apalis task id (a ULID).
+    pub id: String,
+    /// The message; `None` if the stored bytes no longer decode as a [`Job`].
+    pub job: Option<Job>,
+    /// apalis status: `Pending`, `Queued`, `Running`, `Done`, `Failed` or `Killed`.
+    pub status: String,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    /// The last result apalis recorded (`{"Err": "reason"}` for failures), as JSON text.
+    pub last_result: Option<String>,
+    /// Which worker holds (or last held) it.
+    pub lock_by: Option<String>,
+}
+
+impl JobRecord {
+    /// Dead: given up by a handler, or failed with no attempt left.
+    pub fn is_dead(&self) -> bool {
+        self.status == "Killed" || (self.status == "Failed" && self.attempts >= self.max_attempts)
+    }
+
+    /// The reason recorded with the last failure (the `Err` text of `last_result`).
+    pub fn reason(&self) -> Option<String> {
+        let text = self.last_result.as_deref()?;
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) => match v.get("Err") {
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(other) => Some(other.to_string()),
+                None => Some(text.to_owned()),
+            },
+            Err(_) => Some(text.to_owned()),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) enum Backend {
+    Sqlite {
+        storage: SqliteStorage<Job>,
+        /// Fed by the SQLite update hook of every connection of the pool: an insert into the
+        /// jobs table wakes a worker of this process at once, without polling.
+        #[allow(dead_code)] // read by the worker module, which lands next
+        listener: HookCallbackListener,
+    },
+    Postgres {
+        storage: PostgresStorage<Job>,
+    },
+}
+
+/// The job storage of a deployment: push jobs, count them, list dead letters; hand it to
+/// [`crate::worker::run`] to consume them. Cheap to clone (a pool handle).
+#[derive(Clone)]
+pub struct JobStorage {
+    pub(crate) backend: Backend,
+    max_deliveries: u32,
+}
+
+impl std::fmt::Debug for JobStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.backend {
+            Backend::Sqlite { .. } => "sqlite",
+            Backend::Postgres { .. } => "postgres",
+        };
+        f.debug_struct("JobStorage")
+            .field("backend", &kind)
+            .field("max_deliveries", &self.max_deliveries)
+            .finish()
+    }
+}
+
+impl JobStorage {
+    /// Opens (creating if absent) the SQLite job file at `path` and runs apalis' migrations.
+    /// Use a file of its own, not the game database: apalis sets `synchronous = OFF` on it and
+    /// keeps its own migration history.
+    pub async fn sqlite(path: &Path) -> Result<JobStorage, QueueError> {
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let (pool, listener) = SqliteStorage::connect_with_callback(&url).map_err(unavailable)?;
+        SqliteStorage::setup(&pool).await.map_err(unavailable)?;
+        let storage = SqliteStorage::<Job>::new(&pool)
+            .with_config(apalis_sqlite::Config::default().queue(QUEUE));
+        Ok(JobStorage {
+            backend: Backend::Sqlite { storage, listener },
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
+        })
+    }
+
+    /// Connects to PostgreSQL at `url` and runs apalis' migrations (tables in schema `apalis`,
+    /// migration history in [`PG_META_SCHEMA`]); safe to point at the game database.
+    pub async fn postgres(url: &str) -> Result<JobStorage, QueueError> {
+        let options = PgConnectOptions::from_str(url).map_err(unavailable)?;
+        // One plain connection creates the schema the pool's search_path will name first.
+        let bootstrap = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(unavailable)?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS {PG_META_SCHEMA}"
+        )))
+        .execute(&bootstrap)
+        .await
+        .map_err(unavailable)?;
+        bootstrap.close().await;
+        let search_path = format!("{PG_META_SCHEMA},public");
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .connect_with(options.options([("search_path", search_path.as_str())]))
+            .await
+            .map_err(unavailable)?;
+        PostgresStorage::setup(&pool).await.map_err(unavailable)?;
+        let storage = PostgresStorage::<Job>::new(&pool)
+            .with_config(apalis_postgres::Config::default().queue(QUEUE));
+        Ok(JobStorage {
+            backend: Backend::Postgres { storage },
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
+        })
+    }
+
+    /// Sets how many deliveries a job gets (see [`DEFAULT_MAX_DELIVERIES`]).
+    pub fn with_max_deliveries(mut self, n: u32) -> JobStorage {
+        self.max_deliveries = n.max(1);
+        self
+    }
+
+    pub fn max_deliveries(&self) -> u32 {
+        self.max_deliveries
+    }
+
+    /// Which SQL engine holds the jobs: `sqlite` or `postgres`.
+    pub fn engine(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite { .. } => "sqlite",
+            Backend::Postgres { .. } => "postgres",
+        }
+    }
+
+    fn task(&self, job: Job, id: &TaskId) -> Task<Job> {
+        let priority = job.priority().max(0) as usize;
+        TaskBuilder::new(job)
+            .task_id(id.clone())
+            .priority(priority)
+            .max_attempts(self.max_deliveries as usize)
+            .build()
+    }
+
+    /// One job by id.
+    pub async fn job(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
+        let rows = self.select("id = ?", Some(id), 1).await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// Every job of the queue, newest first (for tests and inspection), at most `limit`.
+    pub async fn jobs(&self, limit: u32) -> Result<Vec<JobRecord>, QueueError> {
+        self.select("1 = 1", None, limit).await
+    }
+
+    /// The dead letters, newest first, at most `limit`: jobs a handler gave up on, or that
+    /// failed with no delivery left. Each carries its reason ([`JobRecord::reason`]).
+    pub async fn dead_letters(&self, limit: u32) -> Result<Vec<JobRecord>, QueueError> {
+        self.select(
+            "(status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))",
+            None,
+            limit,
+        )
+        .await
+    }
+
+    /// Runs `SELECT … WHERE job_type = queue AND <filter>` on either engine; `filter` may use one
+    /// `?` placeholder bound to `arg`.
+    async fn select(
+        &self,
+        filter: &str,
+        arg: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        match &self.backend {
+            Backend::Sqlite { storage, .. } => {
+                let sql = format!(
+                    "SELECT id, job, status, attempts, max_attempts, last_result, lock_by \
+                     FROM Jobs WHERE job_type = ? AND {filter} ORDER BY id DESC LIMIT {limit}"
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(QUEUE);
+                if let Some(arg) = arg {
+                    q = q.bind(arg);
+                }
+                let rows = q.fetch_all(storage.pool()).await.map_err(unavailable)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(JobRecord {
+                            id: r.try_get("id").map_err(unavailable)?,
+                            job: decode_job(r.try_get::<Vec<u8>, _>("job").ok()),
+                            status: r.try_get("status").map_err(unavailable)?,
+                            attempts: r.try_get::<i64, _>("attempts").map_err(unavailable)? as u32,
+                            max_attempts: r
+                                .try_get::<i64, _>("max_attempts")
+                                .map_err(unavailable)?
+                                as u32,
+                            last_result: r.try_get("last_result").map_err(unavailable)?,
+                            lock_by: r.try_get("lock_by").map_err(unavailable)?,
+                        })
+                    })
+                    .collect()
+            }
+            Backend::Postgres { storage } => {
+                let filter = filter.replace('?', "$2");
+                let sql = format!(
+                    "SELECT id, job, status, attempts, max_attempts, last_result::text AS last_result, lock_by \
+                     FROM apalis.jobs WHERE job_type = $1 AND {filter} ORDER BY id DESC LIMIT {limit}"
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(QUEUE);
+                if let Some(arg) = arg {
+                    q = q.bind(arg);
+                }
+                let rows = q.fetch_all(storage.pool()).await.map_err(unavailable)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(JobRecord {
+                            id: r.try_get("id").map_err(unavailable)?,
+                            job: decode_job(r.try_get::<Vec<u8>, _>("job").ok()),
+                            status: r.try_get("status").map_err(unavailable)?,
+                            attempts: r.try_get::<i32, _>("attempts").map_err(unavailable)? as u32,
+                            max_attempts: r
+                                .try_get::<i32, _>("max_attempts")
+                                .map_err(unavailable)?
+                                as u32,
+                            last_result: r.try_get("last_result").map_err(unavailable)?,
+                            lock_by: r.try_get("lock_by").map_err(unavailable)?,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+fn decode_job(bytes: Option<Vec<u8>>) -> Option<Job> {
+    serde_json::from_slice(&bytes?).ok()
+}
+
+#[async_trait]
+impl JobQueue for JobStorage {
+    async fn push(&self, job: Job) -> Result<String, QueueError> {
+        // apalis decodes ids with `Ulid::from_string` when it fetches; any other id format
+        // would be accepted here and then break every fetch of the row (STACK §5.1).
+        let id = TaskId::from_ulid(ulid::Ulid::generate());
+        let task = self.task(job, &id);
+        match &self.backend {
+            Backend::Sqlite { storage, .. } => {
+                let mut sink = storage.clone();
+                sink.push_task(task).await.map_err(unavailable)?;
+            }
+            Backend::Postgres { storage } => {
+                let mut sink = storage.clone();
+                sink.push_task(task).await.map_err(unavailable)?;
+            }
+        }
+        Ok(id.to_string())
+    }
+
+    async fn pending(&self) -> Result<u64, QueueError> {
+        let waiting = "(status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))";
+        let n: i64 = match &self.backend {
+            Backend::Sqlite { storage, .. } => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) FROM Jobs WHERE job_type = ? AND {waiting}"
+            )))
+            .bind(QUEUE)
+            .fetch_one(storage.pool())
+            .await
+            .map_err(unavailable)?,
+            Backend::Postgres { storage } => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) FROM apalis.jobs WHERE job_type = $1 AND {waiting}"
+            )))
+            .bind(QUEUE)
+            .fetch_one(storage.pool())
+            .await
+            .map_err(unavailable)?,
+        };
+        Ok(n.max(0) as u64)
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        match &self.backend {
+            Backend::Sqlite { storage, .. } => sqlx::query("SELECT 1")
+                .execute(storage.pool())
+                .await
+                .map(drop),
+            Backend::Postgres { storage } => sqlx::query("SELECT 1")
+                .execute(storage.pool())
+                .await
+                .map(drop),
+        }
+        .map_err(unavailable)
+    }
+}
