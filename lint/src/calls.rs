@@ -6,7 +6,7 @@
 //! workspace method (`Via::Name`): the lint prefers a visible false alarm to a silent miss.
 
 use crate::index::{FnId, Index, ModId, Owner, Res, TraitRef, Ty, TyCtx};
-use crate::syntax::{line_of, lower_ty, lower_use_item, macro_exprs};
+use crate::syntax::{lower_ty, lower_use_item, macro_exprs, stmt_line};
 use std::collections::HashMap;
 use syn::visit::{self, Visit};
 
@@ -640,7 +640,7 @@ impl<'ast> Visit<'ast> for Walker<'_> {
             }
         }
         for s in &b.stmts {
-            self.stmt_lines.push(line_of(s));
+            self.stmt_lines.push(stmt_line(s));
             self.visit_stmt(s);
             self.stmt_lines.pop();
         }
@@ -672,8 +672,8 @@ impl<'ast> Visit<'ast> for Walker<'_> {
                 .path
                 .segments
                 .last()
-                .map(line_of)
-                .unwrap_or_else(|| line_of(&p.path));
+                .map(|s| s.ident.span().start().line)
+                .unwrap_or(0);
             self.add(targets, line);
             spawner = p
                 .path
@@ -699,7 +699,7 @@ impl<'ast> Visit<'ast> for Walker<'_> {
         let recv = self.infer(&mc.receiver);
         let name = mc.method.to_string();
         let targets = self.method_targets(&recv, &name);
-        self.add(targets, line_of(&mc.method));
+        self.add(targets, mc.method.span().start().line);
         let spawner = SPAWNERS.contains(&name.as_str());
         if spawner {
             self.spawned += 1;
@@ -723,8 +723,8 @@ impl<'ast> Visit<'ast> for Walker<'_> {
             .path
             .segments
             .last()
-            .map(line_of)
-            .unwrap_or_else(|| line_of(&p.path));
+            .map(|s| s.ident.span().start().line)
+            .unwrap_or(0);
         self.add(targets, line);
     }
 

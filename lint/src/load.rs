@@ -9,7 +9,10 @@
 use crate::calls::{Edge, SuppLines, walk_fn};
 use crate::error::{Error, Result};
 use crate::index::{FileId, FileInfo, FnDef, Index, Instance, ModId};
-use crate::syntax::{FileSkel, ModSkel, SuppressionComment, lower_file, scan_suppressions};
+use crate::syntax::{
+    FileSkel, ModSkel, SuppressionComment, file_bodies, lower_file, scan_suppressions,
+    splice_item_macros,
+};
 use crate::workspace::{CrateTarget, rust_files};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -132,7 +135,8 @@ fn worker(rx: Receiver<Job>, tx: Sender<Reply>) {
                                 e.span().start().line,
                                 format!("syn cannot parse this file: {e}"),
                             )),
-                            Ok(file) => {
+                            Ok(mut file) => {
+                                splice_item_macros(&mut file.items);
                                 let (skel, _) = lower_file(&file);
                                 let supps = scan_suppressions(&src);
                                 let lines = supps.iter().map(|s| (s.line, s.trailing)).collect();
@@ -153,7 +157,7 @@ fn worker(rx: Receiver<Job>, tx: Sender<Reply>) {
                     let Some((file, supps)) = files.get(&path) else {
                         continue;
                     };
-                    let (_, bodies) = lower_file(file);
+                    let bodies = file_bodies(file);
                     for (i, body) in bodies.iter().enumerate() {
                         let f = inst.base + i;
                         let edges = match body.block {

@@ -139,6 +139,82 @@ pub struct Body<'a> {
     pub block: Option<&'a syn::Block>,
 }
 
+/// Splices the items of item-position macro calls into the surrounding module, when their
+/// tokens parse as items: `cfg_rt! { pub mod runtime; }`-style wrappers are common, and code
+/// inside them is as real as code outside. `macro_rules!` definitions are left alone.
+pub fn splice_item_macros(items: &mut Vec<syn::Item>) {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items.drain(..) {
+        match item {
+            syn::Item::Macro(m) if m.ident.is_none() && !is_out_of_scope(&m.attrs) => {
+                match syn::parse2::<syn::File>(m.mac.tokens.clone()) {
+                    Ok(mut f) if !f.items.is_empty() => {
+                        splice_item_macros(&mut f.items);
+                        out.extend(f.items);
+                    }
+                    _ => out.push(syn::Item::Macro(m)),
+                }
+            }
+            syn::Item::Mod(mut md) => {
+                if let Some((_, inner)) = &mut md.content {
+                    splice_item_macros(inner);
+                }
+                out.push(syn::Item::Mod(md));
+            }
+            other => out.push(other),
+        }
+    }
+    *items = out;
+}
+
+/// The bodies of a file in `local` order, without building the skeleton again: the same
+/// traversal as [`lower_file`], kept in step with it (see `bodies_match_skeleton_numbering`).
+pub fn file_bodies(file: &syn::File) -> Vec<Body<'_>> {
+    fn walk<'a>(items: &'a [syn::Item], out: &mut Vec<Body<'a>>) {
+        for item in items {
+            if is_out_of_scope(item_attrs(item)) {
+                continue;
+            }
+            match item {
+                syn::Item::Fn(f) => out.push(Body {
+                    block: Some(&f.block),
+                }),
+                syn::Item::Trait(t) => {
+                    for ti in &t.items {
+                        if let syn::TraitItem::Fn(f) = ti
+                            && !is_out_of_scope(&f.attrs)
+                        {
+                            out.push(Body {
+                                block: f.default.as_ref(),
+                            });
+                        }
+                    }
+                }
+                syn::Item::Impl(i) => {
+                    for ii in &i.items {
+                        if let syn::ImplItem::Fn(f) = ii
+                            && !is_out_of_scope(&f.attrs)
+                        {
+                            out.push(Body {
+                                block: Some(&f.block),
+                            });
+                        }
+                    }
+                }
+                syn::Item::Mod(m) => {
+                    if let Some((_, inner)) = &m.content {
+                        walk(inner, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&file.items, &mut out);
+    out
+}
+
 /// Lowers a file; the bodies come back in `local` order.
 pub fn lower_file(file: &syn::File) -> (FileSkel, Vec<Body<'_>>) {
     let mut l = Lowerer { bodies: Vec::new() };
@@ -667,9 +743,73 @@ fn parse_reason(args: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_string())
 }
 
-/// The line of a span's start.
-pub fn line_of<T: Spanned>(node: &T) -> usize {
-    node.span().start().line
+/// The first line of a statement (its attributes included). Computed from the leftmost
+/// token: `Spanned::span` would print the whole statement to find it, which is quadratic in
+/// nesting and dominated the run time.
+pub fn stmt_line(s: &syn::Stmt) -> usize {
+    match s {
+        syn::Stmt::Local(l) => match l.attrs.first() {
+            Some(a) => a.pound_token.span.start().line,
+            None => l.let_token.span.start().line,
+        },
+        syn::Stmt::Macro(m) => match m.attrs.first() {
+            Some(a) => a.pound_token.span.start().line,
+            None => path_line(&m.mac.path),
+        },
+        syn::Stmt::Expr(e, _) => expr_line(e),
+        syn::Stmt::Item(_) => 0,
+    }
+}
+
+fn path_line(p: &syn::Path) -> usize {
+    match (&p.leading_colon, p.segments.first()) {
+        (Some(c), _) => c.spans[0].start().line,
+        (None, Some(s)) => s.ident.span().start().line,
+        (None, None) => 0,
+    }
+}
+
+/// The line of an expression's leftmost token.
+pub fn expr_line(e: &syn::Expr) -> usize {
+    use syn::Expr as E;
+    let attr_line =
+        |attrs: &[syn::Attribute]| attrs.first().map(|a| a.pound_token.span.start().line);
+    match e {
+        E::Call(c) => attr_line(&c.attrs).unwrap_or_else(|| expr_line(&c.func)),
+        E::MethodCall(m) => attr_line(&m.attrs).unwrap_or_else(|| expr_line(&m.receiver)),
+        E::Field(f) => expr_line(&f.base),
+        E::Await(a) => expr_line(&a.base),
+        E::Try(t) => expr_line(&t.expr),
+        E::Index(i) => expr_line(&i.expr),
+        E::Cast(c) => expr_line(&c.expr),
+        E::Binary(b) => expr_line(&b.left),
+        E::Assign(a) => expr_line(&a.left),
+        E::Path(p) => attr_line(&p.attrs).unwrap_or_else(|| match &p.qself {
+            Some(q) => q.lt_token.span.start().line,
+            None => path_line(&p.path),
+        }),
+        E::Struct(s) => path_line(&s.path),
+        E::Macro(m) => attr_line(&m.attrs).unwrap_or_else(|| path_line(&m.mac.path)),
+        E::Lit(l) => l.lit.span().start().line,
+        E::If(i) => i.if_token.span.start().line,
+        E::Match(m) => m.match_token.span.start().line,
+        E::Block(b) => {
+            attr_line(&b.attrs).unwrap_or_else(|| b.block.brace_token.span.open().start().line)
+        }
+        E::Async(a) => a.async_token.span.start().line,
+        E::Unsafe(u) => u.unsafe_token.span.start().line,
+        E::Loop(l) => l.loop_token.span.start().line,
+        E::While(w) => w.while_token.span.start().line,
+        E::ForLoop(f) => f.for_token.span.start().line,
+        E::Return(r) => r.return_token.span.start().line,
+        E::Let(l) => l.let_token.span.start().line,
+        E::Reference(r) => r.and_token.span.start().line,
+        E::Paren(p) => p.paren_token.span.open().start().line,
+        E::Tuple(t) => t.paren_token.span.open().start().line,
+        E::Array(a) => a.bracket_token.span.open().start().line,
+        E::Closure(c) => attr_line(&c.attrs).unwrap_or_else(|| c.inputs_begin.span.start().line),
+        other => other.span().start().line,
+    }
 }
 
 /// Tries to read macro arguments as Rust: comma-separated expressions (`println!`, `vec!`,
@@ -751,6 +891,32 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn bodies_match_skeleton_numbering() {
+        let f: syn::File = syn::parse_str(
+            "fn a(){} trait T { fn b(); fn c(){} #[cfg(test)] fn t(){} } mod m { impl X { fn d(){} } #[test] fn e(){} } #[cfg(test)] mod tests { fn f(){} } fn g(){}",
+        )
+        .unwrap();
+        let (skel, bodies) = lower_file(&f);
+        let light = file_bodies(&f);
+        assert_eq!(skel.fn_count, 5);
+        assert_eq!(bodies.len(), light.len());
+        for (a, b) in bodies.iter().zip(&light) {
+            assert_eq!(
+                a.block.map(|x| x as *const _),
+                b.block.map(|x| x as *const _)
+            );
+        }
+    }
+
+    #[test]
+    fn statement_lines_come_from_the_leftmost_token() {
+        let f: syn::Block =
+            syn::parse_str("{\n let a = 1;\n foo(\n 1);\n #[allow(x)]\n x.y().z();\n}").unwrap();
+        let lines: Vec<usize> = f.stmts.iter().map(stmt_line).collect();
+        assert_eq!(lines, vec![2, 3, 5]);
     }
 
     #[test]
