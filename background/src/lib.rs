@@ -2,13 +2,15 @@
 //! write the results where the hot path will find them (the cache, the planned-actions table,
 //! canon, the game's event stream).
 //!
-//! Map: [`queue`] (the job storage the hot path pushes to: SQLite or PostgreSQL).
+//! Map: [`queue`] (the job storage the hot path pushes to: SQLite or PostgreSQL), [`llm`]
+//! (providers and their wrappers; the only place a model is called).
 //!
 //! Invariant: nothing in this crate may be reached from the hot path. The engine's hot-path code
 //! only pushes [`hotpath_cache::jobs::Job`] messages through [`hotpath_cache::jobs::JobQueue`];
-//! `hotpath-lint` proves no call chain from a hot-path root reaches `llm` (the lint's sink),
+//! `hotpath-lint` proves no call chain from a hot-path root reaches [`llm`] (the lint's sink),
 //! and every provider call first runs [`hotpath_cache::guard::assert_off_hot_path`].
 
+pub mod llm;
 pub mod queue;
 
 pub use queue::{JobRecord, JobStorage};

@@ -1,0 +1,235 @@
+//! Every LLM call of hotpath lives under this module — it is the sink `hotpath-lint` looks for
+//! (`hotpath_background::llm`), so no hot-path code may reach it. Each provider call first runs
+//! [`hotpath_cache::guard::assert_off_hot_path`], so what the lint cannot see still fails.
+//!
+//! - [`Provider`]: complete a request, or stream its text.
+//! - Providers: [`http::HttpProvider`] (OpenAI-compatible chat completions and Anthropic
+//!   Messages, via genai), [`scripted::ScriptedProvider`] (offline, deterministic from a seed).
+//! - Wrappers: [`cassette::Cassette`] (record / replay), [`limit::Limited`] (one concurrency and
+//!   rate limit per provider, shared by every job kind), [`governor::Governor`] (token budgets,
+//!   cheaper model over the soft limit, no call over the hard one; tokens counted per job kind).
+//! - [`config::LlmConfig`] (from the environment) and [`build`], which stacks them.
+
+pub mod cassette;
+pub mod config;
+pub mod governor;
+pub mod http;
+pub mod limit;
+pub mod scripted;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use hotpath_cache::guard::OnHotPath;
+use hotpath_cache::jobs::JobKind;
+use hotpath_cache::{GameId, PlayerId};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use config::{LlmConfig, ProviderKind};
+pub use governor::{Budget, Budgets, Governor, KindUsage};
+
+/// What a job asks a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlmRequest {
+    /// The job kind asking: tokens are counted per kind, and the scripted provider writes the
+    /// shape this kind expects.
+    pub kind: JobKind,
+    /// Whose budget pays (`None` for maintenance work).
+    pub game_id: Option<GameId>,
+    pub player_id: Option<PlayerId>,
+    pub system: String,
+    pub prompt: String,
+    pub max_tokens: u32,
+    /// The answer must be one JSON object.
+    pub json: bool,
+    /// A model other than the provider's configured one (the governor sets the cheap model).
+    pub model: Option<String>,
+    /// 1 for the first try of a job, 2 for its first retry, ... Not part of the cassette key
+    /// (a replayed session replays answers, not failures); the scripted provider draws from it
+    /// so that a retry is a fresh draw.
+    pub attempt: u32,
+    /// Structured facts the prompt was rendered from. Real models read the prompt; the scripted
+    /// provider writes its content from these. Not part of the cassette key.
+    pub facts: serde_json::Value,
+}
+
+impl LlmRequest {
+    /// SHA-256 (hex) of the request's canonical form: kind, model override, system, prompt,
+    /// max tokens and JSON mode. Who pays and the scripted facts are left out, so the same
+    /// question asked for another game replays the same answer.
+    pub fn canonical_hash(&self) -> String {
+        let canonical = serde_json::json!({
+            "kind": self.kind,
+            "model": self.model,
+            "system": self.system,
+            "prompt": self.prompt,
+            "max_tokens": self.max_tokens,
+            "json": self.json,
+        });
+        hex(&Sha256::digest(canonical.to_string().as_bytes()))
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Tokens a call used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+
+    /// A rough count for providers that report none (streams): four characters a token.
+    pub fn estimate(prompt_chars: usize, output_chars: usize) -> Usage {
+        Usage {
+            input_tokens: prompt_chars.div_ceil(4) as u64,
+            output_tokens: output_chars.div_ceil(4) as u64,
+        }
+    }
+}
+
+/// A model's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    pub text: String,
+    pub usage: Usage,
+    /// The model that answered.
+    pub model: String,
+}
+
+/// Streamed text, chunk by chunk.
+pub type TextStream = BoxStream<'static, Result<String, LlmError>>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LlmError {
+    #[error(transparent)]
+    OnHotPath(#[from] OnHotPath),
+    /// 429: slow down; retry after the delay the provider asked for, if it said.
+    #[error("rate limited by the provider{}", .retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default())]
+    RateLimited { retry_after: Option<Duration> },
+    /// 5xx or a simulated provider failure: worth retrying.
+    #[error("provider error {status}: {message}")]
+    Server { status: u16, message: String },
+    /// Another 4xx (bad key, bad request): retrying will not help.
+    #[error("request rejected with {status}: {message}")]
+    Rejected { status: u16, message: String },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The answer did not have the provider's wire format.
+    #[error("malformed provider response: {0}")]
+    Malformed(String),
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// The token budget is spent: no call was made.
+    #[error("token budget exhausted: {0}")]
+    OverBudget(String),
+    /// Replay mode and the cassette has no answer for this request.
+    #[error("cassette {path} has no recording for request {hash} ({kind}); record it first")]
+    CassetteMiss {
+        path: String,
+        hash: String,
+        kind: String,
+    },
+    #[error("LLM configuration: {0}")]
+    Config(String),
+}
+
+impl LlmError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            LlmError::RateLimited { .. }
+                | LlmError::Server { .. }
+                | LlmError::Timeout(_)
+                | LlmError::Malformed(_)
+                | LlmError::Transport(_)
+        )
+    }
+
+    /// The delay the provider asked for before a retry.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LlmError::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// A language model. Implementations call [`hotpath_cache::guard::assert_off_hot_path`] first.
+#[async_trait]
+pub trait Provider: Send + Sync + fmt::Debug {
+    /// The model used when the request names none.
+    fn model(&self) -> &str;
+
+    async fn complete(&self, request: &LlmRequest) -> Result<Completion, LlmError>;
+
+    /// Streams the answer's text. Errors before the first chunk come back as `Err`; later ones
+    /// as an `Err` item.
+    async fn stream(&self, request: &LlmRequest) -> Result<TextStream, LlmError>;
+
+    /// Tokens counted per job kind, if this provider (a [`Governor`]) counts them.
+    fn token_usage(&self) -> Option<Vec<KindUsage>> {
+        None
+    }
+}
+
+#[async_trait]
+impl<P: Provider + ?Sized> Provider for Arc<P> {
+    fn model(&self) -> &str {
+        (**self).model()
+    }
+    async fn complete(&self, request: &LlmRequest) -> Result<Completion, LlmError> {
+        (**self).complete(request).await
+    }
+    async fn stream(&self, request: &LlmRequest) -> Result<TextStream, LlmError> {
+        (**self).stream(request).await
+    }
+    fn token_usage(&self) -> Option<Vec<KindUsage>> {
+        (**self).token_usage()
+    }
+}
+
+/// The configured provider stack: base provider (scripted, OpenAI-compatible or Anthropic),
+/// then the cassette if one is configured, then the per-provider concurrency and rate limit,
+/// then the cost governor outermost (so a call it refuses never waits for a slot).
+pub fn build(config: &LlmConfig) -> Result<Arc<dyn Provider>, LlmError> {
+    Ok(build_governor(config)?)
+}
+
+/// [`build`], keeping the concrete [`Governor`] (for its counters).
+pub fn build_governor(config: &LlmConfig) -> Result<Arc<Governor>, LlmError> {
+    let base: Arc<dyn Provider> = match config.provider {
+        ProviderKind::Scripted => Arc::new(scripted::ScriptedProvider::new(
+            scripted::ScriptedConfig::from(config),
+        )),
+        ProviderKind::OpenAi | ProviderKind::Anthropic => {
+            Arc::new(http::HttpProvider::new(config)?)
+        }
+    };
+    let recorded: Arc<dyn Provider> = match &config.cassette {
+        Some(path) => Arc::new(cassette::Cassette::open(path, config.cassette_mode, base)?),
+        None => base,
+    };
+    let limited = Arc::new(limit::Limited::new(
+        recorded,
+        config.max_concurrent,
+        config.requests_per_second,
+    ));
+    Ok(Arc::new(Governor::new(
+        limited,
+        config.budgets.clone(),
+        config.cheap_model.clone(),
+    )))
+}
