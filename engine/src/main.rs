@@ -1,1 +1,212 @@
-fn main() {}
+//! `hotpath` — the engine binary: `serve`, `worker`, `migrate`, `scenario check`.
+//!
+//! Exit codes: 0 success, 1 runtime failure (a backend could not be reached, a bind failed),
+//! 2 bad usage or an invalid scenario file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use hotpath_engine::api::{ApiConfig, AppState};
+use hotpath_engine::compose::{self, BackendConfig, Backends};
+use hotpath_engine::hot::HotConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "hotpath",
+    version,
+    about = "An engine for LLM-driven narrative games that never waits for an LLM"
+)]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "HOTPATH_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Backend {
+    /// Directory of the embedded deployment's SQLite files.
+    #[arg(long, env = "HOTPATH_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Redis for the cache and event streams (distributed deployment).
+    #[arg(long, env = "HOTPATH_REDIS_URL")]
+    redis_url: Option<String>,
+    /// PostgreSQL for games, events, planned actions and the job storage (distributed).
+    #[arg(long, env = "HOTPATH_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+impl Backend {
+    fn config(&self) -> BackendConfig {
+        BackendConfig {
+            data_dir: self.data_dir.clone(),
+            redis_url: self.redis_url.clone(),
+            database_url: self.database_url.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API. With no backend flags: the embedded deployment (SQLite under
+    /// --data-dir, in-process cache, stream and workers).
+    Serve {
+        #[arg(long, env = "HOTPATH_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        backend: Backend,
+        /// Run job workers in this process (default: yes when embedded, no when distributed).
+        #[arg(long, env = "HOTPATH_WORKERS")]
+        workers: Option<bool>,
+        /// Extra scenario files (`*.toml`) to offer, besides the built-in ones.
+        #[arg(long = "scenarios", env = "HOTPATH_SCENARIOS")]
+        scenario_dirs: Vec<PathBuf>,
+        /// The hot path's answer budget, in milliseconds.
+        #[arg(long, env = "HOTPATH_BUDGET_MS", default_value_t = 200)]
+        budget_ms: u64,
+        /// Sustained actions per second per player.
+        #[arg(long, env = "HOTPATH_RATE_PER_SECOND", default_value_t = 10)]
+        rate_per_second: u32,
+    },
+    /// Run job workers only (distributed deployment).
+    Worker {
+        #[command(flatten)]
+        backend: Backend,
+        /// Jobs run at once by this process.
+        #[arg(long, env = "HOTPATH_WORKER_CONCURRENCY", default_value_t = 4)]
+        concurrency: usize,
+        /// Also schedule the periodic cleanup (run it in exactly one process).
+        #[arg(long, env = "HOTPATH_CRON")]
+        cron: bool,
+    },
+    /// Create or upgrade the database schema, then exit.
+    Migrate {
+        #[command(flatten)]
+        backend: Backend,
+    },
+    /// Scenario tools.
+    Scenario {
+        #[command(subcommand)]
+        command: ScenarioCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScenarioCommand {
+    /// Check a scenario file; errors name the file, the field and what was expected.
+    Check { file: PathBuf },
+}
+
+fn init_logs(json: bool) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_json);
+    if let Command::Scenario {
+        command: ScenarioCommand::Check { file },
+    } = &cli.command
+    {
+        return match compose::check_scenario(file) {
+            Ok(s) => {
+                println!(
+                    "{}: ok — `{}`: {} scenes, {} stakeholders, {} conflicts",
+                    file.display(),
+                    s.name,
+                    s.scenes.len(),
+                    s.stakeholders.len(),
+                    s.conflicts.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve {
+            listen,
+            backend,
+            workers,
+            scenario_dirs,
+            budget_ms,
+            rate_per_second,
+        } => {
+            let scenarios = compose::load_scenarios(&scenario_dirs)?;
+            let backends = Backends::connect(&backend.config()).await?;
+            let admin_token = match std::env::var("HOTPATH_ADMIN_TOKEN") {
+                Ok(t) if !t.is_empty() => t,
+                _ => {
+                    let t = format!("hpa_{}", uuid::Uuid::new_v4().simple());
+                    println!("admin token (set HOTPATH_ADMIN_TOKEN to choose one): {t}");
+                    t
+                }
+            };
+            let hot_config = HotConfig {
+                budget: Duration::from_millis(budget_ms),
+                ..HotConfig::default()
+            };
+            let api_config = ApiConfig {
+                rate_per_second: std::num::NonZeroU32::new(rate_per_second.max(1)).expect("max(1)"),
+                burst: std::num::NonZeroU32::new(rate_per_second.max(1) * 2).expect("max(1)"),
+                ..ApiConfig::default()
+            };
+            let hot = backends.hot_path(scenarios, hot_config);
+            let state = AppState::new(hot, &admin_token, &api_config);
+            let run_workers = workers.unwrap_or(backends.mode == "embedded");
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            tracing::info!(mode = backends.mode, %listen, workers = run_workers, "hotpath serving");
+            println!("hotpath listening on http://{}", listener.local_addr()?);
+            compose::serve(listener, state, &api_config, compose::shutdown_signal()).await?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Command::Worker { .. } => {
+            anyhow::bail!("`hotpath worker` is not wired yet")
+        }
+        Command::Migrate { backend } => {
+            let b = Backends::connect(&backend.config()).await?;
+            println!("migrations applied ({} deployment)", b.mode);
+            Ok(())
+        }
+        Command::Scenario { .. } => unreachable!("handled before the runtime starts"),
+    }
+}

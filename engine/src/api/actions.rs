@@ -1,0 +1,79 @@
+//! `POST /v1/games/{game_id}/actions`: the hot path's front door.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ApiJson, ErrorBody};
+use super::games::parse_game;
+use crate::hot::answer::ActionAnswer;
+use crate::hot::resolve::{self, ActionInput};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    /// Where the player acts.
+    pub scene_id: String,
+    /// `say`, `ask`, `persuade`, `threaten`, `help`, `investigate`, `trade` or `observe`;
+    /// classified from `text` when absent.
+    pub kind: Option<String>,
+    /// What the player does or says (at most 2000 characters).
+    pub text: String,
+    /// A stakeholder present in the scene the action is aimed at. `say` with a target also
+    /// streams that stakeholder's reply as `dialogue.*` events.
+    pub target: Option<String>,
+}
+
+/// Resolves a player's action from caches, precomputed actions and rules (player token). Send
+/// an `Idempotency-Key` to make retries safe: the same key and body replay the stored answer.
+#[utoipa::path(post, path = "/v1/games/{game_id}/actions", tag = "actions", request_body = ActionRequest,
+    security(("bearer" = [])),
+    params(("game_id" = String, Path, description = "The game"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry replay the first answer")),
+    responses((status = 200, body = ActionAnswer, description = "The answer; `Idempotent-Replayed: true` on a replay"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn act(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(game): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ActionRequest>,
+) -> Result<Response, ApiError> {
+    let game = parse_game(&game)?;
+    let player = caller.player_of(game)?;
+    if let Err(not_until) = state.limiter.check_key(&player.id) {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        return Err(ApiError::TooManyRequests(wait));
+    }
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?
+                .to_owned(),
+        ),
+    };
+    let input = ActionInput {
+        scene_id: body.scene_id,
+        kind: body.kind,
+        text: body.text,
+        target: body.target,
+    };
+    let resolved = resolve::resolve(&state.hot, player, game, input, key).await?;
+    let mut response = Json(resolved.answer).into_response();
+    if resolved.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}

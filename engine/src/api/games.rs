@@ -1,0 +1,267 @@
+//! Scenarios, games, players and a game's state.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use hotpath_cache::GameId;
+use hotpath_cache::cache::{CacheExt, keys};
+use hotpath_cache::events::LoggedEvent;
+use hotpath_cache::state::GameState;
+use hotpath_cache::store::hash_token;
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiJson, ErrorBody};
+use crate::hot::{HotError, HotPath, resolve};
+
+/// Longest accepted player name, in characters.
+const MAX_NAME_CHARS: usize = 64;
+
+pub(super) fn parse_game(raw: &str) -> Result<GameId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(format!("no game `{raw}`")))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ScenarioList {
+    pub scenarios: Vec<String>,
+}
+
+/// Names of the scenarios this engine can start games of.
+#[utoipa::path(get, path = "/v1/scenarios", tag = "games", responses((status = 200, body = ScenarioList)))]
+pub async fn list_scenarios(State(hot): State<HotPath>) -> Json<ScenarioList> {
+    Json(ScenarioList {
+        scenarios: hot.scenario_names(),
+    })
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGame {
+    /// A name from `GET /v1/scenarios`.
+    pub scenario: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GameCreated {
+    pub game_id: String,
+}
+
+/// Starts a game of a scenario (admin token).
+#[utoipa::path(post, path = "/v1/games", tag = "games", request_body = CreateGame,
+    security(("bearer" = [])),
+    responses((status = 201, body = GameCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn create_game(
+    State(hot): State<HotPath>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateGame>,
+) -> Result<(StatusCode, Json<GameCreated>), ApiError> {
+    caller.require_admin()?;
+    let scenario = hot.scenario_named(&body.scenario).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no scenario `{}`; see GET /v1/scenarios",
+            body.scenario
+        ))
+    })?;
+    let game = GameId::generate();
+    tokio::time::timeout(
+        hot.config.write_timeout,
+        hot.store.create_game(game, &scenario),
+    )
+    .await
+    .map_err(|_| ApiError::Unavailable("database timed out".into()))?
+    .map_err(HotError::from)?;
+    // Warm the cache so the first action costs no rebuild; a failure only costs that rebuild.
+    let state = GameState::new(game, &scenario);
+    let _ = tokio::time::timeout(
+        hot.config.budget,
+        hot.cache
+            .set_typed(&keys::snapshot(game), &state, hot.config.snapshot_ttl),
+    )
+    .await;
+    tracing::info!(%game, scenario = %scenario.name, "game created");
+    Ok((
+        StatusCode::CREATED,
+        Json(GameCreated {
+            game_id: game.to_string(),
+        }),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddPlayer {
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PlayerAdded {
+    pub player_id: String,
+    /// The player's bearer token. Shown once; only its hash is stored.
+    pub token: String,
+}
+
+/// A new bearer token: 256 random bits (two v4 UUIDs' worth of OS randomness).
+fn new_token() -> String {
+    format!(
+        "hp_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Adds a player to a game and returns their token (admin token).
+#[utoipa::path(post, path = "/v1/games/{game_id}/players", tag = "games", request_body = AddPlayer,
+    security(("bearer" = [])),
+    params(("game_id" = String, Path, description = "The game")),
+    responses((status = 201, body = PlayerAdded), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn add_player(
+    State(hot): State<HotPath>,
+    caller: Caller,
+    Path(game): Path<String>,
+    ApiJson(body): ApiJson<AddPlayer>,
+) -> Result<(StatusCode, Json<PlayerAdded>), ApiError> {
+    caller.require_admin()?;
+    let game = parse_game(&game)?;
+    hot.scenario_of(game).await?;
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::Unprocessable(format!(
+            "`name` must be 1 to {MAX_NAME_CHARS} characters"
+        )));
+    }
+    let token = new_token();
+    let player = tokio::time::timeout(
+        hot.config.write_timeout,
+        hot.store.add_player(game, name, &hash_token(&token)),
+    )
+    .await
+    .map_err(|_| ApiError::Unavailable("database timed out".into()))?
+    .map_err(HotError::from)?;
+    let joined = LoggedEvent::PlayerJoined {
+        player_id: player.id,
+        name: player.name.clone(),
+    };
+    resolve::append_outside_action(&hot, game, &joined).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(PlayerAdded {
+            player_id: player.id.to_string(),
+            token,
+        }),
+    ))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StakeholderView {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SceneView {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub stakeholders: Vec<StakeholderView>,
+    pub conflicts: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConflictView {
+    pub id: String,
+    pub name: String,
+    pub phase: String,
+    pub phase_name: String,
+    pub intensity: u32,
+    pub resolve_at: u32,
+    pub resolved: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GameView {
+    pub game_id: String,
+    pub scenario: String,
+    pub title: String,
+    pub turn: u32,
+    /// Seq of the last event in the game's log.
+    pub seq: u64,
+    pub scenes: Vec<SceneView>,
+    pub conflicts: Vec<ConflictView>,
+    /// The cache could not be read; the state was rebuilt from the log.
+    pub degraded: bool,
+}
+
+/// A game's state: turn, scenes with their stakeholders, conflicts with phase and intensity
+/// (a player of the game, or the admin).
+#[utoipa::path(get, path = "/v1/games/{game_id}", tag = "games", security(("bearer" = [])),
+    params(("game_id" = String, Path, description = "The game")),
+    responses((status = 200, body = GameView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn get_game(
+    State(hot): State<HotPath>,
+    caller: Caller,
+    Path(game): Path<String>,
+) -> Result<Json<GameView>, ApiError> {
+    let game = parse_game(&game)?;
+    caller.require_game(game)?;
+    let scenario = hot.scenario_of(game).await?;
+    let (state, degraded) = hot.current_state(game, &scenario).await?;
+    let scenes = scenario
+        .scenes
+        .iter()
+        .map(|s| SceneView {
+            id: s.id.to_string(),
+            name: s.name.clone(),
+            description: s.description.clone(),
+            stakeholders: s
+                .stakeholders
+                .iter()
+                .filter_map(|id| scenario.stakeholder(id))
+                .map(|p| StakeholderView {
+                    id: p.id.to_string(),
+                    name: p.name.clone(),
+                    role: p.role.clone(),
+                })
+                .collect(),
+            conflicts: s.conflicts.iter().map(|c| c.to_string()).collect(),
+        })
+        .collect();
+    let conflicts = scenario
+        .conflicts
+        .iter()
+        .filter_map(|c| {
+            let s = state.conflicts.get(&c.id)?;
+            Some(ConflictView {
+                id: c.id.to_string(),
+                name: c.name.clone(),
+                phase: s.phase.to_string(),
+                phase_name: c
+                    .phases
+                    .iter()
+                    .find(|p| p.id == s.phase)
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default(),
+                intensity: s.intensity,
+                resolve_at: c.resolve_at,
+                resolved: s.resolved,
+            })
+        })
+        .collect();
+    Ok(Json(GameView {
+        game_id: game.to_string(),
+        scenario: scenario.name.clone(),
+        title: scenario.title.clone(),
+        turn: state.turn,
+        seq: state.seq,
+        scenes,
+        conflicts,
+        degraded,
+    }))
+}

@@ -1,0 +1,173 @@
+//! The HTTP API (axum 0.8, JSON). [`app`] builds the router from an [`AppState`]; `main` only
+//! binds it, so tests drive it with `oneshot` or a socket on port 0.
+//!
+//! Every handler runs inside the hot-path scope of the runtime guard. Layers: request ids,
+//! tracing, a body limit, a timeout to the response head, gzip (never on the event stream), and
+//! a per-player rate limit on actions.
+
+mod actions;
+mod auth;
+mod error;
+mod events;
+mod games;
+mod ops;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef, Request};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tower_http::compression::CompressionLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use self::error::{ApiError, ErrorBody};
+
+use hotpath_cache::PlayerId;
+use hotpath_cache::store::hash_token;
+
+use crate::hot::HotPath;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Knobs of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Actions per second a player may sustain.
+    pub rate_per_second: NonZeroU32,
+    /// Actions a player may send at once.
+    pub burst: NonZeroU32,
+    /// Whole-request timeout (not applied to the event stream).
+    pub request_timeout: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            rate_per_second: NonZeroU32::new(10).expect("non-zero"),
+            burst: NonZeroU32::new(20).expect("non-zero"),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What handlers share. Handlers extract only the part they need (`State<HotPath>`).
+#[derive(Clone)]
+pub struct AppState {
+    pub hot: HotPath,
+    /// SHA-256 of the admin token.
+    pub admin_token_hash: Arc<str>,
+    pub limiter: Arc<DefaultKeyedRateLimiter<PlayerId>>,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Flips to `true` when the server shuts down, ending event streams so that in-flight
+    /// requests can finish and connections close.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl FromRef<AppState> for HotPath {
+    fn from_ref(state: &AppState) -> HotPath {
+        state.hot.clone()
+    }
+}
+
+impl AppState {
+    pub fn new(hot: HotPath, admin_token: &str, config: &ApiConfig) -> AppState {
+        AppState {
+            hot,
+            admin_token_hash: hash_token(admin_token).into(),
+            limiter: Arc::new(RateLimiter::keyed(
+                Quota::per_second(config.rate_per_second).allow_burst(config.burst),
+            )),
+            metrics: Some(ops::metrics_handle()),
+            shutdown: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Ends every event stream of this server.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "hotpath",
+        description = "An engine for LLM-driven narrative games that answers every action from caches, precomputed actions and rules.",
+        version = env!("CARGO_PKG_VERSION")
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Runs the handler as hot-path code: an LLM call inside it fails (panics in strict mode).
+async fn hot_path_scope(request: Request, next: Next) -> Response {
+    hotpath_cache::guard::hot_path_scope("hotpath_engine::api", next.run(request)).await
+}
+
+/// The router and its OpenAPI document.
+pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(games::list_scenarios))
+        .routes(routes!(games::create_game))
+        .routes(routes!(games::add_player))
+        .routes(routes!(games::get_game))
+        .routes(routes!(actions::act))
+        .routes(routes!(events::events))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .split_for_parts()
+}
+
+/// The whole application: routes, `/openapi.json` and the layers.
+pub fn app(state: AppState, config: &ApiConfig) -> Router {
+    let (routes, api) = router();
+    let api = Arc::new(api);
+    let request_id = HeaderName::from_static("x-request-id");
+    routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let api = api.clone();
+                async move { axum::Json((*api).clone()) }
+            }),
+        )
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(middleware::from_fn(hot_path_scope))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CompressionLayer::new())
+        // Bounds the time to a response's head; an event stream answers at once and is not cut.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            config.request_timeout,
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}

@@ -1,0 +1,119 @@
+//! Operations: liveness, readiness (every backend answers), Prometheus metrics.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use crate::hot::HotPath;
+
+/// Latency buckets, in seconds: the hot path lives in the first few.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5,
+];
+
+/// The process's Prometheus recorder, installed on first use.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .expect("valid buckets");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (an embedding application's): then
+            // ours still renders, it just sees nothing recorded through the global macros.
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `unavailable`.
+    pub status: String,
+    /// `ok` or the error, per backend: cache, store, stream, queue.
+    pub checks: std::collections::BTreeMap<String, String>,
+}
+
+/// Every backend answers (cache, SQL store, event stream, job storage).
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+pub async fn readyz(State(hot): State<HotPath>) -> (StatusCode, Json<Readiness>) {
+    const T: Duration = Duration::from_secs(1);
+    async fn check<E: std::fmt::Display>(
+        f: impl std::future::Future<Output = Result<(), E>>,
+    ) -> String {
+        match tokio::time::timeout(T, f).await {
+            Ok(Ok(())) => "ok".into(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".into(),
+        }
+    }
+    let (cache, store, stream, queue) = tokio::join!(
+        check(hot.cache.ping()),
+        check(hot.store.ping()),
+        check(hot.stream.ping()),
+        check(hot.queue.ping()),
+    );
+    let checks: std::collections::BTreeMap<_, _> = [
+        ("cache", cache),
+        ("store", store),
+        ("stream", stream),
+        ("queue", queue),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let ready = checks.values().all(|v| v == "ok");
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Readiness {
+        status: if ready { "ready" } else { "unavailable" }.into(),
+        checks,
+    };
+    (status, Json(body))
+}
+
+/// Prometheus metrics: `hotpath_action_seconds` (histogram), `hotpath_answer_pieces_total`
+/// {piece, source}, `hotpath_degraded_answers_total`, `hotpath_dispatched_jobs_total` {kind},
+/// `hotpath_enqueue_seconds`, `hotpath_queue_depth`.
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> (StatusCode, String) {
+    if let Ok(Ok(depth)) =
+        tokio::time::timeout(Duration::from_millis(500), state.hot.queue.pending()).await
+    {
+        metrics::gauge!("hotpath_queue_depth").set(depth as f64);
+    }
+    match &state.metrics {
+        Some(handle) => (StatusCode::OK, handle.render()),
+        None => (StatusCode::OK, String::new()),
+    }
+}

@@ -1,0 +1,221 @@
+//! The composition root: turns command-line settings into a deployment — which backends, which
+//! job storage, whether workers run in this process — and serves it. The only module of the
+//! engine that uses `hotpath-background`; the hot path sees nothing but traits.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hotpath_background::JobStorage;
+use hotpath_cache::cache::{Cache, MemoryCache, RedisCache};
+use hotpath_cache::jobs::JobQueue;
+use hotpath_cache::scenario::{self, Scenario};
+use hotpath_cache::store::{PostgresStore, SqliteStore, Store};
+use hotpath_cache::stream::{DEFAULT_MAX_LEN, EventStream, MemoryStream, RedisStream};
+use tokio::net::TcpListener;
+
+use crate::api::{self, ApiConfig, AppState};
+use crate::hot::{HotConfig, HotPath};
+
+/// Where a deployment keeps its state.
+#[derive(Debug, Clone, Default)]
+pub struct BackendConfig {
+    /// Embedded mode keeps `hotpath.sqlite` (games) and `jobs.sqlite` (job storage) here.
+    pub data_dir: PathBuf,
+    /// Redis for the cache and event streams (distributed).
+    pub redis_url: Option<String>,
+    /// PostgreSQL for the store and the job storage (distributed).
+    pub database_url: Option<String>,
+}
+
+/// The backends of one deployment.
+pub struct Backends {
+    pub cache: Arc<dyn Cache>,
+    pub store: Arc<dyn Store>,
+    pub stream: Arc<dyn EventStream>,
+    pub jobs: JobStorage,
+    /// `embedded` or `distributed`, for logs.
+    pub mode: &'static str,
+}
+
+/// How long a backend may take to answer one command before the hot path stops waiting.
+const BACKEND_TIMEOUT: Duration = Duration::from_millis(500);
+
+impl Backends {
+    pub async fn connect(config: &BackendConfig) -> anyhow::Result<Backends> {
+        let (cache, stream): (Arc<dyn Cache>, Arc<dyn EventStream>) = match &config.redis_url {
+            Some(url) => (
+                Arc::new(
+                    RedisCache::connect(url, BACKEND_TIMEOUT)
+                        .await
+                        .with_context(|| format!("connecting to Redis at {url}"))?,
+                ),
+                Arc::new(
+                    RedisStream::connect(url, BACKEND_TIMEOUT, DEFAULT_MAX_LEN)
+                        .await
+                        .with_context(|| format!("connecting to Redis at {url}"))?,
+                ),
+            ),
+            None => (
+                Arc::new(MemoryCache::default()),
+                Arc::new(MemoryStream::default()),
+            ),
+        };
+        let (store, jobs): (Arc<dyn Store>, JobStorage) = match &config.database_url {
+            Some(url) => (
+                Arc::new(
+                    PostgresStore::connect(url)
+                        .await
+                        .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?,
+                ),
+                JobStorage::postgres(url)
+                    .await
+                    .with_context(|| format!("opening the job storage at {}", redact(url)))?,
+            ),
+            None => {
+                std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                    format!("creating the data directory {}", config.data_dir.display())
+                })?;
+                let games = config.data_dir.join("hotpath.sqlite");
+                let jobs = config.data_dir.join("jobs.sqlite");
+                (
+                    Arc::new(
+                        SqliteStore::open(&games)
+                            .await
+                            .with_context(|| format!("opening {}", games.display()))?,
+                    ),
+                    JobStorage::sqlite(&jobs)
+                        .await
+                        .with_context(|| format!("opening {}", jobs.display()))?,
+                )
+            }
+        };
+        let mode = if config.redis_url.is_some() || config.database_url.is_some() {
+            "distributed"
+        } else {
+            "embedded"
+        };
+        Ok(Backends {
+            cache,
+            store,
+            stream,
+            jobs,
+            mode,
+        })
+    }
+
+    pub fn hot_path(&self, scenarios: BTreeMap<String, Scenario>, config: HotConfig) -> HotPath {
+        let queue: Arc<dyn JobQueue> = Arc::new(self.jobs.clone());
+        HotPath::new(
+            self.cache.clone(),
+            self.store.clone(),
+            self.stream.clone(),
+            queue,
+            scenarios,
+            config,
+        )
+    }
+}
+
+/// A URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The built-in scenarios plus every `*.toml` in `dirs`.
+pub fn load_scenarios(dirs: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Scenario>> {
+    let mut all = scenario::builtin();
+    for dir in dirs {
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("reading scenario directory {}", dir.display()))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        for file in files {
+            let s = Scenario::load(&file)?;
+            if all.contains_key(&s.name) {
+                bail!(
+                    "{}: scenario name `{}` is already taken",
+                    file.display(),
+                    s.name
+                );
+            }
+            all.insert(s.name.clone(), s);
+        }
+    }
+    Ok(all)
+}
+
+/// Checks one scenario file; the error names the file, the field and what was expected.
+pub fn check_scenario(path: &Path) -> anyhow::Result<Scenario> {
+    Ok(Scenario::load(path)?)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, ends event
+/// streams, lets in-flight requests finish and returns.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    config: &ApiConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = api::app(state.clone(), config);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            state.begin_shutdown();
+        })
+        .await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("redis://h:6379/"), "redis://h:6379/");
+    }
+}

@@ -1,0 +1,226 @@
+//! The hot path: everything between a player's action and its answer, in one folder. It reads
+//! the cache (one round trip), the SQL store (one claim statement and one append, in one
+//! transaction) and the rules; it pushes job messages; it never waits for an LLM and cannot reach
+//! one — `hotpath-lint` checks that on every pull request, and the runtime guard
+//! ([`hotpath_cache::guard`]) checks it in production.
+//!
+//! - [`resolve`]: steps 1–6 of an action (ARCHITECTURE.md, "One player action").
+//! - [`rules`]: classification and effects (pure).
+//! - [`fallback`]: rule-based stakeholder moves, narration, social bundles (pure).
+//! - [`dispatch`]: which jobs to enqueue after an action (pure plan) and pushing them (bounded).
+//! - [`reads`]: the keys one action reads from the cache.
+//! - [`answer`]: the answer's shape.
+
+pub mod answer;
+pub mod dispatch;
+pub mod fallback;
+pub mod reads;
+pub mod resolve;
+pub mod rules;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hotpath_cache::GameId;
+use hotpath_cache::cache::{Cache, CacheExt, keys};
+use hotpath_cache::jobs::JobQueue;
+use hotpath_cache::scenario::Scenario;
+use hotpath_cache::state::GameState;
+use hotpath_cache::store::{PlayerRecord, Store, StoreError};
+use hotpath_cache::stream::EventStream;
+
+/// Knobs of the hot path.
+#[derive(Debug, Clone)]
+pub struct HotConfig {
+    /// The answer's budget: every read's deadline falls inside it.
+    pub budget: Duration,
+    /// How long the answer waits for job pushes; slower pushes finish in the background.
+    pub enqueue_timeout: Duration,
+    /// Bound on the one write (append + claim + idempotency record).
+    pub write_timeout: Duration,
+    /// Ready precomputed actions to keep per stakeholder and context.
+    pub ready_target: u32,
+    /// Refresh the social bundle when it is this many events behind.
+    pub social_refresh_after: u64,
+    /// Start narrating the next phase this many intensity points before it is reached.
+    pub narration_lookahead: u32,
+    /// How long a dispatch guard holds a job's dedupe key.
+    pub dispatch_guard_ttl: Duration,
+    /// How long a cached game snapshot lives.
+    pub snapshot_ttl: Duration,
+}
+
+impl Default for HotConfig {
+    fn default() -> Self {
+        HotConfig {
+            budget: Duration::from_millis(200),
+            enqueue_timeout: Duration::from_millis(25),
+            write_timeout: Duration::from_secs(2),
+            ready_target: 2,
+            social_refresh_after: 5,
+            narration_lookahead: 15,
+            dispatch_guard_ttl: Duration::from_secs(60),
+            snapshot_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What the hot path holds: backend traits, never a backend type and never an LLM client.
+#[derive(Clone)]
+pub struct HotPath {
+    pub cache: Arc<dyn Cache>,
+    pub store: Arc<dyn Store>,
+    pub stream: Arc<dyn EventStream>,
+    pub queue: Arc<dyn JobQueue>,
+    pub config: HotConfig,
+    scenarios: Arc<BTreeMap<String, Arc<Scenario>>>,
+    /// A game's scenario never changes once the game exists.
+    games: moka::future::Cache<GameId, Arc<Scenario>>,
+    /// Players never change either; this spares a SQL read per authenticated request.
+    players: moka::future::Cache<String, PlayerRecord>,
+    /// Owner token of this process's dispatch guards.
+    instance: Arc<str>,
+}
+
+/// Why an action (or a read) cannot be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum HotError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The store cannot record the action: retry (the idempotency key makes it safe).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for HotError {
+    fn from(e: StoreError) -> Self {
+        HotError::Unavailable(e.to_string())
+    }
+}
+
+impl HotPath {
+    pub fn new(
+        cache: Arc<dyn Cache>,
+        store: Arc<dyn Store>,
+        stream: Arc<dyn EventStream>,
+        queue: Arc<dyn JobQueue>,
+        scenarios: BTreeMap<String, Scenario>,
+        config: HotConfig,
+    ) -> HotPath {
+        HotPath {
+            cache,
+            store,
+            stream,
+            queue,
+            config,
+            scenarios: Arc::new(
+                scenarios
+                    .into_iter()
+                    .map(|(k, v)| (k, Arc::new(v)))
+                    .collect(),
+            ),
+            games: moka::future::Cache::new(10_000),
+            players: moka::future::Cache::new(100_000),
+            instance: uuid::Uuid::new_v4().to_string().into(),
+        }
+    }
+
+    /// Names of the scenarios new games can use.
+    pub fn scenario_names(&self) -> Vec<String> {
+        self.scenarios.keys().cloned().collect()
+    }
+
+    pub fn scenario_named(&self, name: &str) -> Option<Arc<Scenario>> {
+        self.scenarios.get(name).cloned()
+    }
+
+    /// The scenario of an existing game (`NotFound` if there is no such game).
+    pub async fn scenario_of(&self, game: GameId) -> Result<Arc<Scenario>, HotError> {
+        if let Some(s) = self.games.get(&game).await {
+            return Ok(s);
+        }
+        let record = tokio::time::timeout(self.config.write_timeout, self.store.game(game))
+            .await
+            .map_err(|_| HotError::Unavailable("database timed out".into()))??
+            .ok_or_else(|| HotError::NotFound(format!("no game {game}")))?;
+        let scenario = Arc::new(record.scenario);
+        self.games.insert(game, scenario.clone()).await;
+        Ok(scenario)
+    }
+
+    /// The player holding a token (by its hash), if any.
+    pub async fn player_by_token_hash(&self, hash: &str) -> Result<Option<PlayerRecord>, HotError> {
+        if let Some(p) = self.players.get(hash).await {
+            return Ok(Some(p));
+        }
+        let found = tokio::time::timeout(
+            self.config.write_timeout,
+            self.store.player_by_token_hash(hash),
+        )
+        .await
+        .map_err(|_| HotError::Unavailable("database timed out".into()))??;
+        if let Some(p) = &found {
+            self.players.insert(hash.to_owned(), p.clone()).await;
+        }
+        Ok(found)
+    }
+
+    /// The current state of a game: the cached snapshot brought up to date with the log, or a
+    /// rebuild from the log. Returns whether the cache could not be used.
+    pub async fn current_state(
+        &self,
+        game: GameId,
+        scenario: &Scenario,
+    ) -> Result<(GameState, bool), HotError> {
+        let cached = tokio::time::timeout(
+            self.config.budget,
+            self.cache.get_typed(&keys::snapshot(game)),
+        )
+        .await;
+        let (snapshot, degraded) = match cached {
+            Ok(Ok(s)) => (s, false),
+            Ok(Err(e)) => {
+                tracing::warn!(%game, error = %e, "snapshot read failed; rebuilding from the log");
+                (None, true)
+            }
+            Err(_) => (None, true),
+        };
+        let state = self.catch_up(game, scenario, snapshot).await?;
+        Ok((state, degraded))
+    }
+
+    /// Folds whatever the log holds after `from` (or all of it) into a state.
+    pub(crate) async fn catch_up(
+        &self,
+        game: GameId,
+        scenario: &Scenario,
+        from: Option<GameState>,
+    ) -> Result<GameState, HotError> {
+        let mut state = from.unwrap_or_else(|| GameState::new(game, scenario));
+        let events = tokio::time::timeout(
+            self.config.write_timeout,
+            self.store.events(game, state.seq),
+        )
+        .await
+        .map_err(|_| HotError::Unavailable("database timed out".into()))??;
+        for (seq, event) in &events {
+            state.apply(scenario, *seq, event);
+        }
+        Ok(state)
+    }
+
+    /// Writes a snapshot without holding anyone: failures only cost a rebuild later.
+    pub(crate) fn store_snapshot(&self, state: GameState) {
+        let cache = self.cache.clone();
+        let ttl = self.config.snapshot_ttl;
+        tokio::spawn(async move {
+            let key = keys::snapshot(state.game_id);
+            if let Err(e) = cache.set_typed(&key, &state, ttl).await {
+                tracing::debug!(error = %e, "snapshot write failed");
+            }
+        });
+    }
+}
