@@ -56,7 +56,13 @@ pub struct Edge {
 pub type SuppLines = HashMap<usize, bool>;
 
 /// Walks a fn body and returns its call edges (deduplicated per target and suppression).
-pub fn walk_fn(ix: &Index, f: FnId, block: &syn::Block, supps: &SuppLines) -> Vec<Edge> {
+pub fn walk_fn(
+    ix: &Index,
+    f: FnId,
+    block: &syn::Block,
+    sig: &syn::Signature,
+    supps: &SuppLines,
+) -> Vec<Edge> {
     let (module, self_ty, generics) = ix.fn_ctx(f);
     let mut w = Walker {
         ix,
@@ -69,12 +75,12 @@ pub fn walk_fn(ix: &Index, f: FnId, block: &syn::Block, supps: &SuppLines) -> Ve
         supps,
         edges: Vec::new(),
         ret_cache: HashMap::new(),
+        closure_param: None,
     };
     let def = &ix.fns[f];
-    for (name, ty) in &def.sig.params {
-        if let Some(name) = name {
-            let t = w.resolve_written(ty);
-            w.scopes[0].vars.insert(name.clone(), t);
+    for input in &sig.inputs {
+        if let syn::FnArg::Typed(pt) = input {
+            w.bind_param(&pt.pat, &pt.ty);
         }
     }
     if def.sig.has_self {
@@ -106,6 +112,8 @@ struct Walker<'a> {
     supps: &'a SuppLines,
     edges: Vec<Edge>,
     ret_cache: HashMap<FnId, Ty>,
+    /// The type of the next closure's first parameter (set for iterator/`Option` adapters).
+    closure_param: Option<Ty>,
 }
 
 const SPAWNERS: &[&str] = &["spawn", "spawn_blocking", "spawn_local", "block_in_place"];
@@ -278,6 +286,30 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// The declared type of a const or static named by a path.
+    fn const_ty(&self, segs: &[String]) -> Ty {
+        let (module, name) = match segs {
+            [name] => (self.module, name),
+            [prefix @ .., name] => match self.resolve_path(prefix, false) {
+                Some(Res::Mod(m)) => (m, name),
+                _ => return Ty::Unknown,
+            },
+            [] => return Ty::Unknown,
+        };
+        match self.ix.const_types.get(&(module, name.clone())) {
+            Some(t) => {
+                let env = HashMap::new();
+                let ctx = TyCtx {
+                    module,
+                    self_ty: &Ty::Unknown,
+                    generics: &env,
+                };
+                self.ix.resolve_ty(&ctx, t)
+            }
+            None => Ty::Unknown,
+        }
+    }
+
     /// A type named in an expression path, following aliases.
     fn type_res_to_ty(&self, _t: usize, path: &syn::Path, seg_idx: usize) -> Ty {
         let mut p = crate::syntax::lower_path(path);
@@ -394,6 +426,7 @@ impl<'a> Walker<'a> {
                     Some(Res::Type(_)) => self.resolve_written(&crate::syntax::TyExpr::Path(
                         crate::syntax::lower_path(&p.path),
                     )),
+                    Some(Res::Value) => self.const_ty(&segs),
                     _ => Ty::Unknown,
                 }
             }
@@ -405,6 +438,7 @@ impl<'a> Walker<'a> {
                 };
                 match base {
                     Ty::Def(t, args) => self.ix.field_ty(t, &args, &member),
+                    Ty::Ext(p) => Ty::Ext(format!("{p}.{member}")),
                     _ => Ty::Unknown,
                 }
             }
@@ -484,16 +518,17 @@ impl<'a> Walker<'a> {
                             other => other,
                         };
                     }
-                    "first" | "last" | "get" | "get_mut" | "pop" | "next" | "front" | "back" => {
-                        if let Ty::Coll(inner) = recv {
-                            return Ty::Wrap(inner);
-                        }
-                    }
                     _ => {}
                 }
+                if let Some(t) = self.adapter_result(&recv, &name, mc) {
+                    return t;
+                }
                 let targets = self.method_targets(&recv, &name);
-                match targets.first() {
-                    Some((Target::Fn(f), Via::Resolved)) => self.ret_ty(*f, Some(&recv)),
+                match (targets.first(), &recv) {
+                    (Some((Target::Fn(f), Via::Resolved)), _) => self.ret_ty(*f, Some(&recv)),
+                    // What an outside method returns is outside too, unless type arguments
+                    // chosen at the call could make it a workspace type.
+                    (_, Ty::Ext(p)) if mc.turbofish.is_none() => Ty::Ext(format!("{p}::{name}()")),
                     _ => Ty::Unknown,
                 }
             }
@@ -512,6 +547,7 @@ impl<'a> Walker<'a> {
             syn::Expr::Unary(u) if matches!(u.op, syn::UnOp::Deref(_)) => self.infer(&u.expr),
             syn::Expr::Try(t) => match self.infer(&t.expr) {
                 Ty::Wrap(inner) => *inner,
+                Ty::Ext(p) => Ty::Ext(format!("{p}?")),
                 _ => Ty::Unknown,
             },
             syn::Expr::Index(i) => match self.infer(&i.expr) {
@@ -532,6 +568,172 @@ impl<'a> Walker<'a> {
             ),
             syn::Expr::Macro(m) if m.mac.path.is_ident("format") => Ty::Ext("String".into()),
             _ => Ty::Unknown,
+        }
+    }
+
+    /// Result types of `Option`/`Result` and iterator adapters, inferring closure results
+    /// with the closure's parameter bound to the element type.
+    fn adapter_result(&mut self, recv: &Ty, name: &str, mc: &syn::ExprMethodCall) -> Option<Ty> {
+        let closure = mc.args.iter().find_map(|a| match a {
+            syn::Expr::Closure(c) => Some(c),
+            _ => None,
+        });
+        let bool_ty = || Ty::Ext("bool".into());
+        match recv {
+            Ty::Coll(t) => Some(match name {
+                "filter" | "skip" | "take" | "rev" | "cloned" | "copied" | "peekable" | "chain"
+                | "collect" | "skip_while" | "take_while" | "inspect" | "to_vec" => recv.clone(),
+                "first" | "last" | "get" | "get_mut" | "pop" | "next" | "front" | "back"
+                | "find" | "max_by_key" | "min_by_key" | "max_by" | "min_by" | "max" | "min"
+                | "next_back" => Ty::Wrap(t.clone()),
+                "map" => Ty::Coll(Box::new(self.closure_result(closure, t))),
+                "filter_map" => Ty::Coll(Box::new(unwrap(self.closure_result(closure, t)))),
+                "find_map" => self.closure_result(closure, t),
+                "any" | "all" | "is_empty" | "contains" => bool_ty(),
+                "len" | "count" | "position" => Ty::Ext("usize".into()),
+                _ => return None,
+            }),
+            Ty::Wrap(t) => Some(match name {
+                "filter" | "as_ref" | "as_mut" | "cloned" | "copied" | "ok" | "ok_or"
+                | "ok_or_else" | "or" | "or_else" | "take" | "as_deref" | "inspect" | "map_err"
+                | "context" | "with_context" => recv.clone(),
+                "map" => Ty::Wrap(Box::new(self.closure_result(closure, t))),
+                "and_then" => self.closure_result(closure, t),
+                "map_or" | "map_or_else" => self.closure_result(closure, t),
+                "is_some" | "is_none" | "is_ok" | "is_err" | "is_some_and" | "is_ok_and" => {
+                    bool_ty()
+                }
+                _ => return None,
+            }),
+            _ => None,
+        }
+    }
+
+    fn closure_result(&mut self, closure: Option<&syn::ExprClosure>, param: &Ty) -> Ty {
+        let Some(c) = closure else { return Ty::Unknown };
+        self.scopes.push(Scope::default());
+        if let Some(p) = c.inputs.first() {
+            self.bind_pat(p, param.clone());
+        }
+        let body = match &*c.body {
+            syn::Expr::Block(b) => match b.block.stmts.last() {
+                Some(syn::Stmt::Expr(e, None)) => Some(e),
+                _ => None,
+            },
+            e => Some(e),
+        };
+        let t = body.map(|e| self.infer(e)).unwrap_or(Ty::Unknown);
+        self.scopes.pop();
+        t
+    }
+
+    /// The type of a field bound by a struct or tuple-struct pattern: from the variant's or
+    /// struct's declaration, whatever the scrutinee's inferred type.
+    fn pattern_field_ty(&self, path: &syn::Path, scrutinee: &Ty, member: &str) -> Ty {
+        let segs: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+        let global = path.leading_colon.is_some();
+        let args = match scrutinee {
+            Ty::Def(_, a) => a.clone(),
+            _ => Vec::new(),
+        };
+        if segs.len() == 1
+            && segs[0] == "Self"
+            && let Ty::Def(t, a) = &self.self_ty
+        {
+            return self.ix.member_ty(*t, a, None, member);
+        }
+        if let Some(Res::Type(t)) = self.resolve_path(&segs, global) {
+            return self.ix.member_ty(t, &args, None, member);
+        }
+        if segs.len() >= 2 {
+            let prefix = &segs[..segs.len() - 1];
+            let t = if prefix.len() == 1 && prefix[0] == "Self" {
+                match &self.self_ty {
+                    Ty::Def(t, _) => Some(*t),
+                    _ => None,
+                }
+            } else {
+                match self.resolve_path(prefix, global) {
+                    Some(Res::Type(t)) => Some(t),
+                    _ => None,
+                }
+            };
+            if let Some(t) = t {
+                return self
+                    .ix
+                    .member_ty(t, &args, segs.last().map(String::as_str), member);
+            }
+        }
+        Ty::Unknown
+    }
+
+    /// Binds a parameter pattern. Newtype extractors (`Json(body): Json<Req>`,
+    /// `State(app): State<App>`) bind their inner value to the type argument.
+    fn bind_param(&mut self, pat: &syn::Pat, ty: &syn::Type) {
+        let written = lower_ty(ty);
+        if let (syn::Pat::TupleStruct(ts), crate::syntax::TyExpr::Path(p)) = (pat, &written) {
+            let resolved = self.resolve_written(&written);
+            let args = p.segs.last().map(|(_, a)| a.clone()).unwrap_or_default();
+            for (i, elem) in ts.elems.iter().enumerate() {
+                let t = match &resolved {
+                    Ty::Def(t, targs) => self.ix.field_ty(*t, targs, &i.to_string()),
+                    _ if args.len() == ts.elems.len() => self.resolve_written(&args[i]),
+                    _ => Ty::Unknown,
+                };
+                self.bind_pat(elem, t);
+            }
+            return;
+        }
+        let t = self.resolve_written(&written);
+        self.bind_pat(pat, t);
+    }
+
+    /// The type a closure passed to `recv.name(..)` gets for its first parameter.
+    fn closure_param(recv: &Ty, name: &str) -> Option<Ty> {
+        match recv {
+            Ty::Coll(t)
+                if matches!(
+                    name,
+                    "map"
+                        | "filter"
+                        | "filter_map"
+                        | "find"
+                        | "find_map"
+                        | "any"
+                        | "all"
+                        | "position"
+                        | "for_each"
+                        | "flat_map"
+                        | "take_while"
+                        | "skip_while"
+                        | "inspect"
+                        | "max_by_key"
+                        | "min_by_key"
+                        | "partition"
+                        | "retain"
+                        | "sort_by_key"
+                ) =>
+            {
+                Some((**t).clone())
+            }
+            Ty::Wrap(t)
+                if matches!(
+                    name,
+                    "map"
+                        | "and_then"
+                        | "filter"
+                        | "map_or"
+                        | "map_or_else"
+                        | "is_some_and"
+                        | "is_ok_and"
+                        | "inspect"
+                ) =>
+            {
+                Some((**t).clone())
+            }
+            // The contents of an outside value are outside values.
+            Ty::Ext(p) => Some(Ty::Ext(format!("{p}::{name}::0"))),
+            _ => None,
         }
     }
 
@@ -558,6 +760,11 @@ impl<'a> Walker<'a> {
                 for (i, p) in ts.elems.iter().enumerate() {
                     let t = match (&ty, wrapper, i) {
                         (Ty::Wrap(inner), true, 0) => (**inner).clone(),
+                        (_, false, i) if !matches!(ty, Ty::Ext(_)) => {
+                            self.pattern_field_ty(&ts.path, &ty, &i.to_string())
+                        }
+                        // Destructuring an outside value yields outside values.
+                        (Ty::Ext(p), _, i) => Ty::Ext(format!("{p}::{i}")),
                         _ => Ty::Unknown,
                     };
                     self.bind_pat(p, t);
@@ -584,7 +791,12 @@ impl<'a> Walker<'a> {
             }
             syn::Pat::Struct(s) => {
                 for f in &s.fields {
-                    self.bind_pat(&f.pat, Ty::Unknown);
+                    let member = match &f.member {
+                        syn::Member::Named(i) => i.to_string(),
+                        syn::Member::Unnamed(i) => i.index.to_string(),
+                    };
+                    let t = self.pattern_field_ty(&s.path, &ty, &member);
+                    self.bind_pat(&f.pat, t);
                 }
             }
             _ => {}
@@ -610,6 +822,13 @@ fn with_self(rest: &[String]) -> Vec<String> {
     v
 }
 
+fn unwrap(t: Ty) -> Ty {
+    match t {
+        Ty::Wrap(inner) => *inner,
+        other => other,
+    }
+}
+
 /// `Self` in a method's return type means the receiver's concrete type when it is known.
 fn substitute_self(t: &Ty, recv: Option<&Ty>) -> Ty {
     match (t, recv) {
@@ -623,6 +842,16 @@ impl<'ast> Visit<'ast> for Walker<'_> {
         self.scopes.push(Scope::default());
         // `use` items apply to the whole block, wherever they stand in it.
         for s in &b.stmts {
+            // Consts and statics declared in the block type their uses (`TEMPLATES.len()`).
+            let local_const = match s {
+                syn::Stmt::Item(syn::Item::Const(c)) => Some((&c.ident, &c.ty)),
+                syn::Stmt::Item(syn::Item::Static(c)) => Some((&c.ident, &c.ty)),
+                _ => None,
+            };
+            if let Some((ident, ty)) = local_const {
+                let t = self.resolve_written(&lower_ty(ty));
+                self.bind(ident.to_string(), t);
+            }
             if let syn::Stmt::Item(syn::Item::Use(u)) = s {
                 for us in lower_use_item(u) {
                     let r = self
@@ -704,8 +933,13 @@ impl<'ast> Visit<'ast> for Walker<'_> {
         if spawner {
             self.spawned += 1;
         }
+        let param = Self::closure_param(&recv, &name);
         for a in &mc.args {
+            if let (syn::Expr::Closure(_), Some(p)) = (a, &param) {
+                self.closure_param = Some(p.clone());
+            }
             self.visit_expr(a);
+            self.closure_param = None;
         }
         if spawner {
             self.spawned -= 1;
@@ -729,9 +963,11 @@ impl<'ast> Visit<'ast> for Walker<'_> {
     }
 
     fn visit_expr_closure(&mut self, c: &'ast syn::ExprClosure) {
+        let first = self.closure_param.take();
         self.with_scope(|w| {
-            for p in &c.inputs {
-                w.bind_pat(p, Ty::Unknown);
+            for (i, p) in c.inputs.iter().enumerate() {
+                let t = if i == 0 { first.clone() } else { None };
+                w.bind_pat(p, t.unwrap_or(Ty::Unknown));
             }
             w.visit_expr(&c.body);
         });

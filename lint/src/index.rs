@@ -151,6 +151,8 @@ pub struct Index {
     pub methods_by_name: HashMap<String, Vec<FnId>>,
     /// Impls of workspace traits on outside types, by the outside type's path.
     pub ext_impls: HashMap<String, Vec<ImplId>>,
+    /// Declared types of consts and statics, by defining module and name.
+    pub const_types: HashMap<(ModId, String), TyExpr>,
 }
 
 const MAX_RESOLVE_DEPTH: usize = 64;
@@ -241,6 +243,9 @@ impl Index {
         }
         for v in &skel.values {
             names.push((v.clone(), Res::Value));
+        }
+        for (n, t) in &skel.const_types {
+            self.const_types.insert((m, n.clone()), t.clone());
         }
         let mut children = Vec::new();
         for (name, _, inner) in &skel.inline_mods {
@@ -621,7 +626,14 @@ impl Index {
                         Ty::Def(t, args)
                     }
                     Some(Res::Trait(t)) => Ty::Traits(vec![TraitRef::Ws(t)]),
-                    Some(Res::Ext(s)) => Ty::Ext(s),
+                    // An outside type generic over workspace types (`Json<Req>`, `State<App>`)
+                    // may hand those back: unknown, so its methods fall back by name.
+                    Some(Res::Ext(s)) => {
+                        let all_outside = args.iter().all(|a| {
+                            matches!(self.resolve_ty_depth(ctx, a, depth + 1), Ty::Ext(_))
+                        });
+                        if all_outside { Ty::Ext(s) } else { Ty::Unknown }
+                    }
                     _ => Ty::Unknown,
                 }
             }
@@ -730,9 +742,19 @@ impl Index {
 
     /// The type of a field of a workspace struct, with its generic arguments substituted.
     pub fn field_ty(&self, t: TypeId, args: &[Ty], field: &str) -> Ty {
+        self.member_ty(t, args, None, field)
+    }
+
+    /// The type of a field of a struct, or of an enum variant's field (`variant`).
+    pub fn member_ty(&self, t: TypeId, args: &[Ty], variant: Option<&str>, field: &str) -> Ty {
         let def = &self.types[t];
-        let TypeKind::Struct(fields) = &def.kind else {
-            return Ty::Unknown;
+        let fields = match (&def.kind, variant) {
+            (TypeKind::Struct(fields), None) => fields,
+            (TypeKind::Enum(vs), Some(v)) => match vs.iter().find(|(n, _)| n == v) {
+                Some((_, fields)) => fields,
+                None => return Ty::Unknown,
+            },
+            _ => return Ty::Unknown,
         };
         let Some((_, fty)) = fields.iter().find(|(n, _)| n == field) else {
             return Ty::Unknown;

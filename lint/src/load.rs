@@ -161,7 +161,7 @@ fn worker(rx: Receiver<Job>, tx: Sender<Reply>) {
                     for (i, body) in bodies.iter().enumerate() {
                         let f = inst.base + i;
                         let edges = match body.block {
-                            Some(b) => walk_fn(&index, f, b, supps),
+                            Some(b) => walk_fn(&index, f, b, body.sig, supps),
                             None => Vec::new(),
                         };
                         out.push((f, edges));

@@ -61,7 +61,8 @@ pub struct FnSkel {
 #[derive(Debug, Clone)]
 pub enum TypeKind {
     Struct(Vec<(String, TyExpr)>),
-    Enum,
+    /// Variants with their fields (`0`, `1`, … for tuple variants).
+    Enum(Vec<(String, Vec<(String, TyExpr)>)>),
     Alias(TyExpr),
 }
 
@@ -114,6 +115,8 @@ pub struct ModSkel {
     pub uses: Vec<UseSkel>,
     /// Consts, statics, macros: names that shadow but are never called as fns.
     pub values: Vec<String>,
+    /// Declared types of consts and statics (receivers such as `TEMPLATES.len()`).
+    pub const_types: Vec<(String, TyExpr)>,
     pub inline_mods: Vec<(String, Option<String>, ModSkel)>,
     pub mod_decls: Vec<ModDecl>,
 }
@@ -137,6 +140,8 @@ pub struct FileSkel {
 pub struct Body<'a> {
     /// `None` for a trait method declared without a default body.
     pub block: Option<&'a syn::Block>,
+    /// The signature, whose parameter patterns (`Json(body): Json<T>`) bind locals.
+    pub sig: &'a syn::Signature,
 }
 
 /// Splices the items of item-position macro calls into the surrounding module, when their
@@ -178,6 +183,7 @@ pub fn file_bodies(file: &syn::File) -> Vec<Body<'_>> {
             match item {
                 syn::Item::Fn(f) => out.push(Body {
                     block: Some(&f.block),
+                    sig: &f.sig,
                 }),
                 syn::Item::Trait(t) => {
                     for ti in &t.items {
@@ -186,6 +192,7 @@ pub fn file_bodies(file: &syn::File) -> Vec<Body<'_>> {
                         {
                             out.push(Body {
                                 block: f.default.as_ref(),
+                                sig: &f.sig,
                             });
                         }
                     }
@@ -197,6 +204,7 @@ pub fn file_bodies(file: &syn::File) -> Vec<Body<'_>> {
                         {
                             out.push(Body {
                                 block: Some(&f.block),
+                                sig: &f.sig,
                             });
                         }
                     }
@@ -228,9 +236,9 @@ struct Lowerer<'a> {
 }
 
 impl<'a> Lowerer<'a> {
-    fn push_fn(&mut self, sig: &syn::Signature, block: Option<&'a syn::Block>) -> FnSkel {
+    fn push_fn(&mut self, sig: &'a syn::Signature, block: Option<&'a syn::Block>) -> FnSkel {
         let local = self.bodies.len();
-        self.bodies.push(Body { block });
+        self.bodies.push(Body { block, sig });
         FnSkel {
             local,
             sig: lower_sig(sig),
@@ -289,7 +297,27 @@ impl<'a> Lowerer<'a> {
                 }
                 syn::Item::Enum(e) => m.types.push(TypeSkel {
                     name: e.ident.to_string(),
-                    kind: TypeKind::Enum,
+                    kind: TypeKind::Enum(
+                        e.variants
+                            .iter()
+                            .map(|v| {
+                                let fields = v
+                                    .fields
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, f)| {
+                                        let name = f
+                                            .ident
+                                            .as_ref()
+                                            .map(|i| i.to_string())
+                                            .unwrap_or(i.to_string());
+                                        (name, lower_ty(&f.ty))
+                                    })
+                                    .collect();
+                                (v.ident.to_string(), fields)
+                            })
+                            .collect(),
+                    ),
                     generics: lower_generics(&e.generics),
                 }),
                 syn::Item::Type(t) => m.types.push(TypeSkel {
@@ -361,8 +389,14 @@ impl<'a> Lowerer<'a> {
                         alias: Some(name),
                     });
                 }
-                syn::Item::Const(c) => m.values.push(c.ident.to_string()),
-                syn::Item::Static(s) => m.values.push(s.ident.to_string()),
+                syn::Item::Const(c) => {
+                    m.values.push(c.ident.to_string());
+                    m.const_types.push((c.ident.to_string(), lower_ty(&c.ty)));
+                }
+                syn::Item::Static(s) => {
+                    m.values.push(s.ident.to_string());
+                    m.const_types.push((s.ident.to_string(), lower_ty(&s.ty)));
+                }
                 _ => {}
             }
         }

@@ -324,3 +324,12 @@ fn config_and_parse_errors_exit_2() {
     let (code, _, err) = run("path_calls/bad", &["--config", "/nonexistent/hotpath.toml"]);
     assert_eq!(code, ExitCode::from(2), "{err}");
 }
+
+#[test]
+fn receivers_inferred_through_variants_extractors_adapters_and_consts() {
+    // Every `.len()`/`.is_empty()` here is on a known type, so the sink type's `len` is not
+    // matched by name.
+    check_clean("inference");
+    // With the receiver's type truly unknown, the name fallback still reports it.
+    check_bad("inference", &[("app::hot::unknown", "name")]);
+}
