@@ -136,6 +136,13 @@ mod suite {
                 .unwrap()
                 .is_none()
         );
+
+        s.close().await;
+        let err = s.game(game).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Unavailable(_)),
+            "a closed store is unavailable: {err}"
+        );
     }
 
     pub async fn event_log_seq_is_unique(f: Fixture) {

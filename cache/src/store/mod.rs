@@ -132,6 +132,8 @@ pub struct Committed {
 pub trait Store: Send + Sync {
     /// Checks the database answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Closes the connections; every later call fails with [`StoreError::Unavailable`].
+    async fn close(&self);
 
     async fn create_game(&self, id: GameId, scenario: &Scenario) -> Result<(), StoreError>;
     async fn game(&self, id: GameId) -> Result<Option<GameRecord>, StoreError>;

@@ -158,6 +158,10 @@ macro_rules! impl_store {
                     .map_err($crate::store::StoreError::from_sqlx)
             }
 
+            async fn close(&self) {
+                self.pool.close().await;
+            }
+
             async fn create_game(
                 &self,
                 id: $crate::ids::GameId,

@@ -1,0 +1,139 @@
+//! Backends failing under a running deployment: a dead Redis degrades answers (never fails
+//! them) and they recover when it returns; a database that cannot record the action answers
+//! 503 with Retry-After, and the idempotency key makes the retry safe.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+
+use common::{TestApp, api_config};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_redis_degrades_answers_and_they_recover() {
+    let mut app = TestApp::distributed_with(api_config(1000), true).await;
+    let (game, token) = app.new_game().await;
+    let body = json!({"scene_id": "docks", "text": "Hello"});
+    let r = app.act(&game, &token, body.clone()).await;
+    assert_eq!(
+        (r.status, &r.json["degraded"]),
+        (StatusCode::OK, &json!(false)),
+        "{}",
+        r.text
+    );
+
+    app.redis.as_mut().unwrap().stop();
+    for i in 0..3 {
+        let started = Instant::now();
+        let r = app.act(&game, &token, body.clone()).await;
+        let took = started.elapsed();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json["degraded"], true);
+        assert_eq!(r.json["turn"], 2 + i, "still recorded, in order");
+        assert!(
+            r.json["reactions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|x| x["source"] == "fallback")
+        );
+        // Not a latency measurement (the benches hold those): a guard against hanging on the
+        // dead connection instead of degrading.
+        assert!(took < Duration::from_secs(2), "answered in {took:?}");
+    }
+    let ready = app.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_ne!(ready.json["checks"]["cache"], "ok");
+
+    app.redis.as_mut().unwrap().restart();
+    let mut recovered = false;
+    for _ in 0..50 {
+        let r = app.act(&game, &token, body.clone()).await;
+        assert_eq!(r.status, StatusCode::OK);
+        if r.json["degraded"] == false {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        recovered,
+        "answers are no longer degraded once Redis is back"
+    );
+    let r = app
+        .call(
+            Method::GET,
+            &format!("/v1/games/{game}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(r.json["degraded"], false);
+}
+
+fn set_connections(database_url: &str, allow: bool) {
+    let db = database_url.rsplit('/').next().unwrap();
+    let pg = hotpath_testkit::shared_postgres();
+    pg.psql(
+        "postgres",
+        &format!("ALTER DATABASE {db} ALLOW_CONNECTIONS {allow}"),
+    );
+    if !allow {
+        pg.psql(
+            "postgres",
+            &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}' AND pid <> pg_backend_pid()"),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_is_503_and_the_idempotent_retry_records_once() {
+    let app = TestApp::distributed().await;
+    let (game, token) = app.new_game().await;
+    let url = app.database.clone().unwrap();
+    let uri = format!("/v1/games/{game}/actions");
+    let body = json!({"scene_id": "docks", "text": "I search the quay for the ledger"});
+    let key = [("idempotency-key", "retry-me")];
+
+    set_connections(&url, false);
+    let r = app
+        .call_with(Method::POST, &uri, Some(&token), Some(body.clone()), &key)
+        .await;
+    r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(r.headers.contains_key("retry-after"));
+
+    set_connections(&url, true);
+    let first = app
+        .call_with(Method::POST, &uri, Some(&token), Some(body.clone()), &key)
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let again = app
+        .call_with(Method::POST, &uri, Some(&token), Some(body), &key)
+        .await;
+    assert_eq!(again.json["action_id"], first.json["action_id"]);
+    let r = app
+        .call(
+            Method::GET,
+            &format!("/v1/games/{game}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(r.json["turn"], 1, "the action is in the log exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_down_is_503() {
+    let app = TestApp::embedded().await;
+    let (game, token) = app.new_game().await;
+    app.backends.store.close().await;
+    let r = app
+        .act(&game, &token, json!({"scene_id": "docks", "text": "Hello"}))
+        .await;
+    r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(r.headers.contains_key("retry-after"));
+    let ready = app.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+}
