@@ -10,7 +10,11 @@
 //! `hotpath-lint` proves no call chain from a hot-path root reaches [`llm`] (the lint's sink),
 //! and every provider call first runs [`hotpath_cache::guard::assert_off_hot_path`].
 
+pub mod jobs;
 pub mod llm;
+pub mod output;
+pub mod prompts;
 pub mod queue;
+pub mod worker;
 
 pub use queue::{JobRecord, JobStorage};

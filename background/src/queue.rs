@@ -80,7 +80,6 @@ pub(crate) enum Backend {
         storage: SqliteStorage<Job>,
         /// Fed by the SQLite update hook of every connection of the pool: an insert into the
         /// jobs table wakes a worker of this process at once, without polling.
-        #[allow(dead_code)] // read by the worker module, which lands next
         listener: HookCallbackListener,
     },
     Postgres {

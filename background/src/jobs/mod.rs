@@ -1,0 +1,349 @@
+//! The job handlers: one per [`JobKind`] (in [`kinds`]), run by [`execute`], which owns what
+//! they share — retries with exponential backoff and jitter, the per-try timeout, the
+//! validation error fed back into the next prompt, the `job.*` and `content.ready` events, and
+//! the decision to dead-letter.
+//!
+//! A job ends in one of three ways: written (or already written: every write is idempotent),
+//! skipped (nothing to do: the context moved on, the content exists, the token budget is
+//! spent — the game keeps its fallbacks), or dead (retries exhausted, or a failure no retry can
+//! fix), which the worker records as a dead letter with the reason.
+
+pub mod context;
+pub mod kinds;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hotpath_cache::cache::Cache;
+use hotpath_cache::events::GameEvent;
+use hotpath_cache::jobs::{Job, JobKind, JobQueue};
+use hotpath_cache::store::Store;
+use hotpath_cache::stream::EventStream;
+use hotpath_cache::{GameId, PlayerId};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sha2::{Digest, Sha256};
+
+use crate::llm::{Completion, LlmError, LlmRequest, Provider};
+use crate::output::Invalid;
+use crate::prompts;
+
+/// What the handlers work with.
+#[derive(Clone)]
+pub struct Deps {
+    pub cache: Arc<dyn Cache>,
+    pub store: Arc<dyn Store>,
+    pub stream: Arc<dyn EventStream>,
+    /// The model (normally the governed stack from [`crate::llm::build`]).
+    pub provider: Arc<dyn Provider>,
+    /// Where follow-up work goes (canon references after a canonization). `None`: no chaining.
+    pub queue: Option<Arc<dyn JobQueue>>,
+}
+
+impl std::fmt::Debug for Deps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deps")
+            .field("provider", &self.provider)
+            .field("queue", &self.queue.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How jobs behave; part of [`crate::worker::WorkerConfig`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSettings {
+    /// Tries per delivery, the first included.
+    pub max_attempts: u32,
+    /// Per try (a streamed reply must finish within it).
+    pub timeout: Duration,
+    /// The first retry waits about this long; each next one twice as long (with jitter).
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// How long a planned action or reaction stays ready.
+    pub planned_ttl: Duration,
+    /// How long cached content lives.
+    pub cache_ttl: Duration,
+    /// Output tokens asked for (dialogue replies get this too).
+    pub max_tokens: u32,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings {
+            max_attempts: 3,
+            timeout: Duration::from_secs(60),
+            retry_base: Duration::from_millis(500),
+            retry_max: Duration::from_secs(30),
+            planned_ttl: Duration::from_secs(30 * 60),
+            cache_ttl: Duration::from_secs(24 * 3600),
+            max_tokens: 400,
+        }
+    }
+}
+
+/// Why one try failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TryError {
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    /// The model's answer did not validate; the next prompt says why.
+    #[error("invalid output: {0}")]
+    Invalid(#[from] Invalid),
+    /// The cache, store or stream failed; worth retrying.
+    #[error("{0}")]
+    Infra(String),
+    /// Nothing a retry can change (unknown game or stakeholder, a broken template).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl TryError {
+    pub fn infra(e: impl std::fmt::Display) -> TryError {
+        TryError::Infra(e.to_string())
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            TryError::Llm(e) => e.is_retryable(),
+            TryError::Invalid(_) | TryError::Infra(_) => true,
+            TryError::Fatal(_) => false,
+        }
+    }
+}
+
+/// What a successful try did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Wrote these (what, location) pairs.
+    Written(Vec<(String, String)>),
+    /// Nothing to write, and why.
+    Skipped(String),
+}
+
+/// A job given up on: the reason goes to the dead-letter record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Dead {
+    pub reason: String,
+}
+
+/// One try's context: which try, and the feedback from the previous one.
+pub struct Try<'a> {
+    pub job_id: &'a str,
+    pub attempt: u32,
+    pub feedback: Option<String>,
+}
+
+impl Try<'_> {
+    /// Renders `kind`'s prompt from `facts`, asks the model, and returns its answer with the
+    /// prompt version.
+    pub async fn ask(
+        &self,
+        deps: &Deps,
+        settings: &JobSettings,
+        kind: JobKind,
+        payer: (Option<GameId>, Option<PlayerId>),
+        facts: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(Completion, String), TryError> {
+        let request = self.request(settings, kind, payer, facts, true)?;
+        let version = prompts::version(kind);
+        Ok((deps.provider.complete(&request).await?, version))
+    }
+
+    pub fn request(
+        &self,
+        settings: &JobSettings,
+        kind: JobKind,
+        (game_id, player_id): (Option<GameId>, Option<PlayerId>),
+        facts: serde_json::Map<String, serde_json::Value>,
+        json: bool,
+    ) -> Result<LlmRequest, TryError> {
+        let facts = serde_json::Value::Object(facts);
+        let prompt = prompts::render(kind, &facts, json, self.feedback.as_deref())
+            .map_err(|e| TryError::Fatal(e.to_string()))?;
+        Ok(LlmRequest {
+            kind,
+            game_id,
+            player_id,
+            system: prompt.system,
+            prompt: prompt.user,
+            max_tokens: settings.max_tokens,
+            json,
+            model: None,
+            attempt: self.attempt,
+            facts,
+        })
+    }
+}
+
+/// The wait before try `attempt + 1`: `base · 2^(attempt-1)`, capped, then jittered into its
+/// upper half so that jobs failing together do not retry together. The jitter is drawn from a
+/// generator seeded by the job id: no unseeded randomness, the same job waits the same.
+pub fn backoff(settings: &JobSettings, job_id: &str, attempt: u32) -> Duration {
+    let exp = settings
+        .retry_base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+        .min(settings.retry_max);
+    let mut seed = [0u8; 32];
+    seed.copy_from_slice(&Sha256::digest(format!("{job_id}:{attempt}").as_bytes()));
+    let factor: f64 = ChaCha8Rng::from_seed(seed).random_range(0.5..=1.0);
+    exp.mul_f64(factor)
+}
+
+async fn publish(deps: &Deps, game: Option<GameId>, event: GameEvent) {
+    let Some(game) = game else { return };
+    if let Err(e) = deps.stream.publish(game, &event).await {
+        // Progress events are a courtesy to clients; the job's result is in the cache/store.
+        tracing::warn!(%game, kind = event.kind(), error = %e, "could not publish a job event");
+    }
+}
+
+/// Runs `job` (delivery `delivery`, 1 for the first) with its retries. `Ok` when it wrote or
+/// had nothing to write; `Err(Dead)` when it must be dead-lettered.
+pub async fn execute(
+    job: &Job,
+    job_id: &str,
+    delivery: u32,
+    deps: &Deps,
+    settings: &JobSettings,
+) -> Result<Outcome, Dead> {
+    let kind = job.kind();
+    let game = job.game_id();
+    let max = settings.max_attempts.max(1);
+    let mut feedback: Option<String> = None;
+    for n in 1..=max {
+        // Attempts keep counting across deliveries, so a job redelivered after a crash does
+        // not report "attempt 1" again.
+        let attempt = (delivery.max(1) - 1) * max + n;
+        publish(
+            deps,
+            game,
+            GameEvent::JobStarted {
+                job_id: job_id.to_owned(),
+                kind,
+                attempt,
+            },
+        )
+        .await;
+        let t = Try {
+            job_id,
+            attempt,
+            feedback: feedback.take(),
+        };
+        let result =
+            match tokio::time::timeout(settings.timeout, kinds::run(job, &t, deps, settings)).await
+            {
+                Ok(r) => r,
+                Err(_) => Err(TryError::Llm(LlmError::Timeout(settings.timeout))),
+            };
+        match result {
+            Ok(outcome) => {
+                if let Outcome::Written(items) = &outcome {
+                    for (what, location) in items {
+                        publish(
+                            deps,
+                            game,
+                            GameEvent::ContentReady {
+                                what: what.clone(),
+                                location: location.clone(),
+                            },
+                        )
+                        .await;
+                    }
+                }
+                publish(
+                    deps,
+                    game,
+                    GameEvent::JobCompleted {
+                        job_id: job_id.to_owned(),
+                        kind,
+                    },
+                )
+                .await;
+                tracing::debug!(job_id, kind = kind.as_str(), ?outcome, "job done");
+                return Ok(outcome);
+            }
+            Err(TryError::Llm(LlmError::OverBudget(why))) => {
+                // Not an error to investigate: the game runs on fallbacks until the budget
+                // renews. The job ends here, without writing and without a dead letter.
+                let error = format!("token budget exhausted: {why}");
+                publish(
+                    deps,
+                    game,
+                    GameEvent::JobFailed {
+                        job_id: job_id.to_owned(),
+                        kind,
+                        attempt,
+                        error: error.clone(),
+                        dead: false,
+                    },
+                )
+                .await;
+                return Ok(Outcome::Skipped(error));
+            }
+            Err(e) => {
+                let dead = n == max || !e.retryable();
+                let error = e.to_string();
+                tracing::warn!(job_id, kind = kind.as_str(), attempt, dead, %error, "job try failed");
+                publish(
+                    deps,
+                    game,
+                    GameEvent::JobFailed {
+                        job_id: job_id.to_owned(),
+                        kind,
+                        attempt,
+                        error: error.clone(),
+                        dead,
+                    },
+                )
+                .await;
+                if dead {
+                    return Err(Dead {
+                        reason: format!("{}: attempt {attempt}: {error}", kind.as_str()),
+                    });
+                }
+                let wait = match &e {
+                    TryError::Llm(l) => l
+                        .retry_after()
+                        .unwrap_or_else(|| backoff(settings, job_id, n)),
+                    _ => backoff(settings, job_id, n),
+                };
+                if let TryError::Invalid(invalid) = e {
+                    feedback = Some(invalid.0);
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    unreachable!("the last try returns")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered_deterministically() {
+        let s = JobSettings {
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_secs(1),
+            ..JobSettings::default()
+        };
+        let d1 = backoff(&s, "job", 1);
+        let d3 = backoff(&s, "job", 3);
+        assert!(
+            d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100),
+            "{d1:?}"
+        );
+        assert!(
+            d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400),
+            "{d3:?}"
+        );
+        assert!(backoff(&s, "job", 30) <= Duration::from_secs(1));
+        assert_eq!(backoff(&s, "job", 2), backoff(&s, "job", 2));
+        let spread: std::collections::BTreeSet<_> = (0..20)
+            .map(|i| backoff(&s, &format!("job-{i}"), 2))
+            .collect();
+        assert!(spread.len() > 10, "jobs failing together spread out");
+    }
+}

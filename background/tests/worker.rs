@@ -1,0 +1,955 @@
+//! Real workers on real storage with the scripted provider, on both deployments:
+//! embedded (SQLite jobs, SQLite store, in-process cache and stream) and distributed
+//! (PostgreSQL jobs and store, Redis cache and stream). Every job kind writes what the hot path
+//! reads; writes are idempotent; malformed output is dead-lettered with its reason and writes
+//! nothing; dialogue streams in order, then `done`, then the log; a job whose worker died is
+//! finished by another worker, once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hotpath_background::jobs::{Deps, JobSettings};
+use hotpath_background::llm::scripted::{ScriptedConfig, ScriptedProvider};
+use hotpath_background::llm::{Budget, Budgets, Governor, Provider};
+use hotpath_background::worker::{self, WorkerConfig};
+use hotpath_background::{JobRecord, JobStorage};
+use hotpath_cache::cache::{Cache, CacheExt, MemoryCache, RedisCache, keys};
+use hotpath_cache::events::{AppliedAction, Effect, GameEvent, LoggedEvent};
+use hotpath_cache::jobs::*;
+use hotpath_cache::model::ActionKind;
+use hotpath_cache::scenario::{Scenario, builtin};
+use hotpath_cache::state::{ContextHash, GameState};
+use hotpath_cache::store::{ClaimQuery, PostgresStore, SqliteStore, Store};
+use hotpath_cache::stream::{EventStream, MemoryStream, Position, RedisStream, StreamItem};
+use hotpath_cache::time::now_ms;
+use hotpath_cache::*;
+use tokio::sync::oneshot;
+
+struct Env {
+    storage: JobStorage,
+    cache: Arc<dyn Cache>,
+    store: Arc<dyn Store>,
+    stream: Arc<dyn EventStream>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn embedded() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    Env {
+        storage: JobStorage::sqlite(&dir.path().join("jobs.sqlite"))
+            .await
+            .unwrap(),
+        store: Arc::new(
+            SqliteStore::open(&dir.path().join("game.sqlite"))
+                .await
+                .unwrap(),
+        ),
+        cache: Arc::new(MemoryCache::new(10_000)),
+        stream: Arc::new(MemoryStream::new(10_000)),
+        _dir: Some(dir),
+    }
+}
+
+async fn distributed() -> Env {
+    let pg = hotpath_testkit::fresh_postgres_database();
+    let redis = hotpath_testkit::shared_redis().url();
+    Env {
+        // The job storage shares the game database, as a deployment may.
+        storage: JobStorage::postgres(&pg).await.unwrap(),
+        store: Arc::new(PostgresStore::connect(&pg).await.unwrap()),
+        cache: Arc::new(
+            RedisCache::connect(&redis, Duration::from_secs(2))
+                .await
+                .unwrap(),
+        ),
+        stream: Arc::new(RedisStream::connect_default(&redis).await.unwrap()),
+        _dir: None,
+    }
+}
+
+fn scripted(seed: u64, malformed_rate: f64, latency: Duration) -> Arc<dyn Provider> {
+    Arc::new(ScriptedProvider::new(ScriptedConfig {
+        seed,
+        latency,
+        error_rate: 0.0,
+        malformed_rate,
+    }))
+}
+
+fn scenario() -> Scenario {
+    builtin()["harbor-strike"].clone()
+}
+
+fn sid(s: &str) -> StakeholderId {
+    StakeholderId::new(s).unwrap()
+}
+
+fn fast_config(name: &str) -> WorkerConfig {
+    WorkerConfig {
+        name: name.into(),
+        concurrency: 4,
+        heartbeat: Duration::from_secs(1),
+        missed_heartbeats: 2,
+        shutdown_timeout: Duration::from_secs(5),
+        jobs: JobSettings {
+            max_attempts: 3,
+            timeout: Duration::from_secs(20),
+            retry_base: Duration::from_millis(20),
+            retry_max: Duration::from_millis(100),
+            ..JobSettings::default()
+        },
+        ..WorkerConfig::default()
+    }
+}
+
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<Result<(), worker::WorkerError>>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(20), self.handle)
+            .await
+            .expect("the worker stops on shutdown")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn start(env: &Env, provider: Arc<dyn Provider>, config: WorkerConfig) -> Running {
+    let deps = Deps {
+        cache: env.cache.clone(),
+        store: env.store.clone(),
+        stream: env.stream.clone(),
+        provider,
+        queue: Some(Arc::new(env.storage.clone())),
+    };
+    let (tx, rx) = oneshot::channel();
+    let storage = env.storage.clone();
+    let handle = tokio::spawn(worker::run(storage, deps, config, async move {
+        let _ = rx.await;
+    }));
+    Running {
+        stop: Some(tx),
+        handle,
+    }
+}
+
+async fn wait_finished(storage: &JobStorage, id: &str) -> JobRecord {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(rec) = storage.job(id).await.unwrap()
+            && (rec.status == "Done" || rec.status == "Killed")
+        {
+            return rec;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} did not finish: {:?}",
+            storage.job(id).await
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A game with one player and one applied action (seq 2) in the docks.
+async fn game(env: &Env) -> (GameId, PlayerId, u64) {
+    let game = GameId::generate();
+    let s = scenario();
+    env.store.create_game(game, &s).await.unwrap();
+    let player = PlayerId::generate();
+    env.store
+        .append_event_next(
+            game,
+            &LoggedEvent::PlayerJoined {
+                player_id: player,
+                name: "Ada".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let seq = env
+        .store
+        .append_event_next(
+            game,
+            &LoggedEvent::ActionApplied(AppliedAction {
+                action_id: ActionId::generate(),
+                player_id: player,
+                scene_id: SceneId::new("docks").unwrap(),
+                kind: ActionKind::Threaten,
+                text: "Open the warehouse or else.".into(),
+                target: Some(sid("mara")),
+                turn: 1,
+                effects: vec![Effect::Standing {
+                    stakeholder_id: sid("mara"),
+                    delta: -5,
+                }],
+            }),
+        )
+        .await
+        .unwrap();
+    (game, player, seq)
+}
+
+async fn state(env: &Env, game: GameId) -> GameState {
+    let s = scenario();
+    let mut st = GameState::new(game, &s);
+    for (seq, e) in env.store.events(game, 0).await.unwrap() {
+        st.apply(&s, seq, &e);
+    }
+    st
+}
+
+fn docks() -> SceneId {
+    SceneId::new("docks").unwrap()
+}
+
+async fn context(env: &Env, game: GameId) -> ContextHash {
+    state(env, game).await.context_hash(&scenario(), &docks())
+}
+
+fn claim(game: GameId, who: &str, context: ContextHash) -> ClaimQuery {
+    ClaimQuery {
+        game_id: game,
+        scene_id: docks(),
+        stakeholders: vec![sid(who)],
+        context_hash: context,
+        now: now_ms(),
+    }
+}
+
+async fn events(env: &Env, game: GameId) -> Vec<GameEvent> {
+    let mut sub = env.stream.subscribe(game, Position::Start).await.unwrap();
+    let mut out = Vec::new();
+    while let Ok(Some(item)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+        if let StreamItem::Event { event, .. } = item {
+            out.push(event);
+        }
+    }
+    out
+}
+
+// ---- cases --------------------------------------------------------------------------------
+
+async fn every_kind_writes_what_the_hot_path_reads(env: Env) {
+    let (game, player, seq) = game(&env).await;
+    let ctx = context(&env, game).await;
+    let strike = ConflictId::new("strike").unwrap();
+    let s = scenario();
+    let conflict = s.conflict(&strike).unwrap();
+    let phase = conflict.phases[1].id.clone();
+    let running = start(
+        &env,
+        scripted(1, 0.0, Duration::ZERO),
+        fast_config("embedded-test-1"),
+    );
+    let jobs: Vec<Job> = vec![
+        GenerateStakeholderAction {
+            game_id: game,
+            scene_id: docks(),
+            stakeholder_id: sid("brann"),
+            context_hash: ctx.clone(),
+            world_version: seq,
+            slot: 0,
+        }
+        .into(),
+        GenerateStakeholderReaction {
+            game_id: game,
+            scene_id: docks(),
+            stakeholder_id: sid("mara"),
+            event_seq: seq,
+            context_hash: ctx.clone(),
+            world_version: seq,
+        }
+        .into(),
+        PopulateStakeholderDetails {
+            game_id: game,
+            stakeholder_id: sid("iris"),
+        }
+        .into(),
+        NarratePhaseTransition {
+            game_id: game,
+            conflict_id: strike.clone(),
+            phase_id: phase.clone(),
+            world_version: seq,
+        }
+        .into(),
+        GenerateBeatDescription {
+            game_id: game,
+            conflict_id: strike.clone(),
+            phase_id: phase.clone(),
+            beat: 0,
+            world_version: seq,
+        }
+        .into(),
+        GenerateSocialBundle {
+            game_id: game,
+            world_version: seq,
+        }
+        .into(),
+        CanonizeConflict {
+            game_id: game,
+            conflict_id: strike.clone(),
+            world_version: seq,
+        }
+        .into(),
+        StreamDialogueReply {
+            game_id: game,
+            request_id: RequestId::generate(),
+            player_id: player,
+            scene_id: docks(),
+            stakeholder_id: sid("mara"),
+            text: "Who runs the docks?".into(),
+            world_version: seq,
+        }
+        .into(),
+        CleanupExpiredActions { retain_secs: 3600 }.into(),
+    ];
+    let mut ids = Vec::new();
+    for job in jobs {
+        ids.push(env.storage.push(job).await.unwrap());
+    }
+    for id in &ids {
+        let rec = wait_finished(&env.storage, id).await;
+        assert_eq!(rec.status, "Done", "{rec:?} {:?}", rec.reason());
+    }
+
+    // Action and reaction: claimable rows with provenance.
+    let action = env
+        .store
+        .claim(&claim(game, "brann", ctx.clone()))
+        .await
+        .unwrap();
+    assert_eq!(action.len(), 1);
+    assert_eq!(action[0].kind, hotpath_cache::model::PlannedKind::Action);
+    assert_eq!(action[0].provenance.model, "scripted");
+    assert_eq!(action[0].provenance.context_hash, ctx);
+    assert!(
+        action[0]
+            .provenance
+            .prompt_version
+            .starts_with("generate_stakeholder_action@")
+    );
+    let reaction = env
+        .store
+        .claim(&claim(game, "mara", ContextHash("other".into())))
+        .await
+        .unwrap();
+    assert_eq!(reaction.len(), 1, "reactions are served in any context");
+    assert_eq!(reaction[0].reacts_to, Some(seq));
+    assert!(reaction[0].priority > action[0].priority);
+    assert!(reaction[0].expires_at > now_ms() + 25 * 60 * 1000);
+
+    // Cache contents.
+    let details = env
+        .cache
+        .get_typed(&keys::stakeholder_details(game, &sid("iris")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!details.voice.is_empty());
+    let narration = env
+        .cache
+        .get_typed(&keys::narration(game, &strike, &phase))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(narration.provenance.world_version, seq);
+    assert!(
+        env.cache
+            .get_typed(&keys::beat(game, &strike, &phase, 0))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let social = env
+        .cache
+        .get_typed(&keys::social(game))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        social
+            .gossip
+            .iter()
+            .all(|g| s.stakeholder(&g.from).is_some() && s.stakeholder(&g.about).is_some())
+    );
+
+    // Canon: one row, logged, and the chained canon references job wrote the cache.
+    let canon = env.store.canon_events(game).await.unwrap();
+    assert_eq!(canon.len(), 1);
+    let log = env.store.events(game, 0).await.unwrap();
+    assert!(log.iter().any(|(_, e)| matches!(e, LoggedEvent::ConflictCanonized { canon_id, .. } if *canon_id == canon[0].id)));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refs = loop {
+        if let Some(r) = env
+            .cache
+            .get_typed(&keys::canon_references(game))
+            .await
+            .unwrap()
+        {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "canon references were not written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(refs.items.iter().all(|i| i.canon_id == canon[0].id));
+
+    // Dialogue: logged.
+    assert!(log.iter().any(
+        |(_, e)| matches!(e, LoggedEvent::DialogueReplied { player_id, .. } if *player_id == player)
+    ));
+
+    // Events: every job started and completed; writes announced.
+    let evs = events(&env, game).await;
+    let started = evs
+        .iter()
+        .filter(|e| matches!(e, GameEvent::JobStarted { .. }))
+        .count();
+    let completed = evs
+        .iter()
+        .filter(|e| matches!(e, GameEvent::JobCompleted { .. }))
+        .count();
+    assert!(
+        started >= 8 && completed >= 8,
+        "{started} started, {completed} completed"
+    );
+    for what in [
+        "planned_action",
+        "planned_reaction",
+        "stakeholder_details",
+        "narration",
+        "beat",
+        "social",
+        "canon",
+        "dialogue",
+    ] {
+        assert!(
+            evs.iter()
+                .any(|e| matches!(e, GameEvent::ContentReady { what: w, .. } if w == what)),
+            "no content.ready for {what}"
+        );
+    }
+    running.stop().await;
+}
+
+async fn same_job_twice_leaves_one_result(env: Env) {
+    let (game, _, seq) = game(&env).await;
+    let ctx = context(&env, game).await;
+    let running = start(
+        &env,
+        scripted(2, 0.0, Duration::ZERO),
+        fast_config("idem-test-1"),
+    );
+    let action: Job = GenerateStakeholderAction {
+        game_id: game,
+        scene_id: docks(),
+        stakeholder_id: sid("brann"),
+        context_hash: ctx.clone(),
+        world_version: seq,
+        slot: 0,
+    }
+    .into();
+    let reaction: Job = GenerateStakeholderReaction {
+        game_id: game,
+        scene_id: docks(),
+        stakeholder_id: sid("mara"),
+        event_seq: seq,
+        context_hash: ctx.clone(),
+        world_version: seq,
+    }
+    .into();
+    let canon: Job = CanonizeConflict {
+        game_id: game,
+        conflict_id: ConflictId::new("strike").unwrap(),
+        world_version: seq,
+    }
+    .into();
+    let mut ids = Vec::new();
+    for job in [&action, &action, &reaction, &reaction, &canon, &canon] {
+        ids.push(env.storage.push(job.clone()).await.unwrap());
+    }
+    for id in &ids {
+        assert_eq!(wait_finished(&env.storage, id).await.status, "Done");
+    }
+    let counts = env
+        .store
+        .ready_counts(game, &docks(), &ctx, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(counts.get(&sid("brann")), Some(&1));
+    assert_eq!(
+        env.store
+            .claim(&claim(game, "mara", ctx.clone()))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        env.store
+            .claim(&claim(game, "mara", ctx.clone()))
+            .await
+            .unwrap()
+            .is_empty(),
+        "one reaction row"
+    );
+    assert_eq!(env.store.canon_events(game).await.unwrap().len(), 1);
+    running.stop().await;
+}
+
+async fn malformed_output_is_dead_lettered_and_writes_nothing(env: Env) {
+    let (game, player, seq) = game(&env).await;
+    let ctx = context(&env, game).await;
+    let running = start(
+        &env,
+        scripted(3, 1.0, Duration::ZERO),
+        fast_config("malformed-test-1"),
+    );
+    let strike = ConflictId::new("strike").unwrap();
+    let phase = PhaseId::new("walkout").unwrap();
+    let jobs: Vec<Job> = vec![
+        GenerateStakeholderAction {
+            game_id: game,
+            scene_id: docks(),
+            stakeholder_id: sid("brann"),
+            context_hash: ctx.clone(),
+            world_version: seq,
+            slot: 0,
+        }
+        .into(),
+        NarratePhaseTransition {
+            game_id: game,
+            conflict_id: strike.clone(),
+            phase_id: phase.clone(),
+            world_version: seq,
+        }
+        .into(),
+        GenerateSocialBundle {
+            game_id: game,
+            world_version: seq,
+        }
+        .into(),
+        StreamDialogueReply {
+            game_id: game,
+            request_id: RequestId::generate(),
+            player_id: player,
+            scene_id: docks(),
+            stakeholder_id: sid("mara"),
+            text: "Hello?".into(),
+            world_version: seq,
+        }
+        .into(),
+    ];
+    let mut ids = Vec::new();
+    for job in jobs {
+        ids.push(env.storage.push(job).await.unwrap());
+    }
+    for id in &ids {
+        let rec = wait_finished(&env.storage, id).await;
+        assert_eq!(rec.status, "Killed", "{rec:?}");
+        assert!(rec.is_dead());
+        let reason = rec.reason().unwrap();
+        assert!(
+            reason.contains("attempt 3") && reason.contains("invalid output"),
+            "{reason}"
+        );
+    }
+    let dead = env.storage.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 4);
+    assert!(dead.iter().all(|d| d.reason().is_some() && d.job.is_some()));
+    // Nothing reached the table, the cache or the log.
+    assert!(
+        env.store
+            .ready_counts(game, &docks(), &ctx, now_ms())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        env.cache
+            .get_typed(&keys::narration(game, &strike, &phase))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        env.cache
+            .get_typed(&keys::social(game))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(env.store.events(game, 0).await.unwrap().len(), 2);
+    let evs = events(&env, game).await;
+    let failed: Vec<_> = evs
+        .iter()
+        .filter_map(|e| match e {
+            GameEvent::JobFailed { attempt, dead, .. } => Some((*attempt, *dead)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.iter().filter(|(_, dead)| *dead).count(), 4);
+    assert_eq!(
+        failed.iter().filter(|(a, dead)| !*dead && *a < 3).count(),
+        8,
+        "two retries each: {failed:?}"
+    );
+    assert!(!evs.iter().any(|e| matches!(
+        e,
+        GameEvent::ContentReady { .. } | GameEvent::DialogueChunk { .. }
+    )));
+    running.stop().await;
+}
+
+async fn dialogue_streams_in_order_then_done_then_log(env: Env) {
+    let (game, player, seq) = game(&env).await;
+    let mut sub = env.stream.subscribe(game, Position::Live).await.unwrap();
+    let running = start(
+        &env,
+        scripted(4, 0.0, Duration::from_millis(200)),
+        fast_config("dialogue-test-1"),
+    );
+    let request_id = RequestId::generate();
+    let id = env
+        .storage
+        .push(
+            StreamDialogueReply {
+                game_id: game,
+                request_id,
+                player_id: player,
+                scene_id: docks(),
+                stakeholder_id: sid("mara"),
+                text: "What about the strike?".into(),
+                world_version: seq,
+            }
+            .into(),
+        )
+        .await
+        .unwrap();
+    let mut chunks = Vec::new();
+    let done = loop {
+        let item = tokio::time::timeout(Duration::from_secs(20), sub.next())
+            .await
+            .expect("events flow")
+            .unwrap();
+        match item {
+            StreamItem::Event {
+                event:
+                    GameEvent::DialogueChunk {
+                        request_id: r,
+                        index,
+                        text,
+                        stakeholder_id,
+                    },
+                ..
+            } => {
+                assert_eq!((r, stakeholder_id.as_str()), (request_id, "mara"));
+                assert_eq!(index as usize, chunks.len(), "chunks arrive in order");
+                chunks.push(text);
+            }
+            StreamItem::Event {
+                event:
+                    GameEvent::DialogueDone {
+                        request_id: r,
+                        text,
+                        ..
+                    },
+                ..
+            } => {
+                assert_eq!(r, request_id);
+                break text;
+            }
+            _ => {}
+        }
+    };
+    assert!(chunks.len() > 3);
+    assert_eq!(chunks.concat(), done);
+    assert_eq!(wait_finished(&env.storage, &id).await.status, "Done");
+    let log = env.store.events(game, 0).await.unwrap();
+    let (_, last) = log.last().unwrap();
+    assert_eq!(
+        last,
+        &LoggedEvent::DialogueReplied {
+            request_id,
+            player_id: player,
+            stakeholder_id: sid("mara"),
+            text: done
+        }
+    );
+    running.stop().await;
+}
+
+async fn a_job_whose_worker_died_is_finished_by_another_once(env: Env) {
+    let (game, _, seq) = game(&env).await;
+    let ctx = context(&env, game).await;
+    // Worker A takes the job and dies in the middle of the model call.
+    let victim = start(
+        &env,
+        scripted(5, 0.0, Duration::from_secs(3)),
+        fast_config("victim-host-1"),
+    );
+    let id = env
+        .storage
+        .push(
+            GenerateStakeholderAction {
+                game_id: game,
+                scene_id: docks(),
+                stakeholder_id: sid("brann"),
+                context_hash: ctx.clone(),
+                world_version: seq,
+                slot: 0,
+            }
+            .into(),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rec = env.storage.job(&id).await.unwrap().unwrap();
+        if rec.lock_by.as_deref() == Some("victim-host-1")
+            && (rec.status == "Running" || rec.status == "Queued")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the victim never took the job: {rec:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    victim.handle.abort();
+    let _ = victim.handle.await;
+    drop(victim.stop);
+    // Worker B, another name, finds the orphan once A's heartbeats lapse.
+    let rescuer = start(
+        &env,
+        scripted(5, 0.0, Duration::from_millis(100)),
+        fast_config("rescuer-host-2"),
+    );
+    let rec = wait_finished(&env.storage, &id).await;
+    assert_eq!(rec.status, "Done", "{rec:?}");
+    assert_eq!(rec.lock_by.as_deref(), Some("rescuer-host-2"));
+    assert!(rec.attempts >= 2, "{rec:?}");
+    let counts = env
+        .store
+        .ready_counts(game, &docks(), &ctx, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(counts.get(&sid("brann")), Some(&1), "exactly one result");
+    rescuer.stop().await;
+}
+
+async fn a_restarted_worker_with_the_same_name_hands_back_its_jobs(env: Env) {
+    let (game, _, seq) = game(&env).await;
+    let ctx = context(&env, game).await;
+    let first = start(
+        &env,
+        scripted(6, 0.0, Duration::from_secs(3)),
+        fast_config("same-host-7"),
+    );
+    let id = env
+        .storage
+        .push(
+            GenerateStakeholderAction {
+                game_id: game,
+                scene_id: docks(),
+                stakeholder_id: sid("brann"),
+                context_hash: ctx.clone(),
+                world_version: seq,
+                slot: 1,
+            }
+            .into(),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env
+        .storage
+        .job(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .lock_by
+        .is_none()
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.handle.abort();
+    let _ = first.handle.await;
+    // Same name again (a container restarts with the same host and pid). SQLite refuses the
+    // name for one heartbeat; the monitor restarts the worker until it registers.
+    let second = start(
+        &env,
+        scripted(6, 0.0, Duration::from_millis(50)),
+        fast_config("same-host-7"),
+    );
+    assert_eq!(wait_finished(&env.storage, &id).await.status, "Done");
+    assert_eq!(
+        env.store
+            .ready_counts(game, &docks(), &ctx, now_ms())
+            .await
+            .unwrap()
+            .get(&sid("brann")),
+        Some(&1)
+    );
+    second.stop().await;
+}
+
+async fn over_the_hard_budget_nothing_is_called_or_written(env: Env) {
+    let (game, _, seq) = game(&env).await;
+    let governed: Arc<dyn Provider> = Arc::new(Governor::new(
+        scripted(7, 0.0, Duration::ZERO),
+        Budgets {
+            per_game: Some(Budget { soft: 0, hard: 0 }),
+            ..Budgets::default()
+        },
+        None,
+    ));
+    let running = start(&env, governed.clone(), fast_config("budget-test-1"));
+    let id = env
+        .storage
+        .push(
+            GenerateSocialBundle {
+                game_id: game,
+                world_version: seq,
+            }
+            .into(),
+        )
+        .await
+        .unwrap();
+    let rec = wait_finished(&env.storage, &id).await;
+    assert_eq!(
+        rec.status, "Done",
+        "not a dead letter: the game keeps its fallbacks"
+    );
+    assert!(
+        env.cache
+            .get_typed(&keys::social(game))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let usage = governed.token_usage().unwrap();
+    assert_eq!((usage[0].calls, usage[0].refused), (0, 1));
+    let evs = events(&env, game).await;
+    assert!(evs.iter().any(
+        |e| matches!(e, GameEvent::JobFailed { error, dead: false, .. } if error.contains("budget"))
+    ));
+    running.stop().await;
+}
+
+async fn reactions_run_before_narration(env: Env) {
+    let (game, _, seq) = game(&env).await;
+    let ctx = context(&env, game).await;
+    // Queue first, then start one worker that takes one job at a time.
+    let narration = env
+        .storage
+        .push(
+            NarratePhaseTransition {
+                game_id: game,
+                conflict_id: ConflictId::new("strike").unwrap(),
+                phase_id: PhaseId::new("walkout").unwrap(),
+                world_version: seq,
+            }
+            .into(),
+        )
+        .await
+        .unwrap();
+    let reaction = env
+        .storage
+        .push(
+            GenerateStakeholderReaction {
+                game_id: game,
+                scene_id: docks(),
+                stakeholder_id: sid("mara"),
+                event_seq: seq,
+                context_hash: ctx,
+                world_version: seq,
+            }
+            .into(),
+        )
+        .await
+        .unwrap();
+    let mut config = fast_config("priority-test-1");
+    config.concurrency = 1;
+    let running = start(&env, scripted(8, 0.0, Duration::ZERO), config);
+    wait_finished(&env.storage, &narration).await;
+    wait_finished(&env.storage, &reaction).await;
+    let order: Vec<String> = events(&env, game)
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            GameEvent::JobStarted { job_id, .. } => Some(job_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, [reaction, narration]);
+    running.stop().await;
+}
+
+async fn cron_is_opt_in_and_enqueues_cleanup(env: Env) {
+    let mut config = fast_config("cron-test-1");
+    config.run_cron = true;
+    config.cleanup_schedule = "* * * * * *".into();
+    let running = start(&env, scripted(9, 0.0, Duration::ZERO), config);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let jobs = env.storage.jobs(50).await.unwrap();
+        if jobs
+            .iter()
+            .any(|j| matches!(j.job, Some(Job::CleanupExpiredActions(_))) && j.status == "Done")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no cleanup ran: {jobs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.stop().await;
+    let without = start(
+        &env,
+        scripted(9, 0.0, Duration::ZERO),
+        fast_config("cron-test-2"),
+    );
+    let before = env.storage.jobs(1000).await.unwrap().len();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        env.storage.jobs(1000).await.unwrap().len(),
+        before,
+        "no scheduler without run_cron"
+    );
+    without.stop().await;
+}
+
+macro_rules! both_deployments {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $case() { super::$case(super::embedded().await).await })*
+        }
+        mod distributed {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $case() { super::$case(super::distributed().await).await })*
+        }
+    };
+}
+
+both_deployments!(
+    every_kind_writes_what_the_hot_path_reads,
+    same_job_twice_leaves_one_result,
+    malformed_output_is_dead_lettered_and_writes_nothing,
+    dialogue_streams_in_order_then_done_then_log,
+    a_job_whose_worker_died_is_finished_by_another_once,
+    a_restarted_worker_with_the_same_name_hands_back_its_jobs,
+    over_the_hard_budget_nothing_is_called_or_written,
+    reactions_run_before_narration,
+    cron_is_opt_in_and_enqueues_cleanup,
+);
