@@ -23,12 +23,12 @@ fn invalid<T>(msg: impl Into<String>) -> Result<T, Invalid> {
 /// The JSON object in `text`: models wrap it in code fences or a sentence despite being asked
 /// not to, so take the outermost `{ … }`.
 pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, Invalid> {
-    let (Some(start), Some(end)) = (text.find('{'), text.rfind('}')) else {
+    let Some(start) = text.find('{') else {
         return invalid("the answer contains no JSON object");
     };
-    if end < start {
-        return invalid("the answer contains no complete JSON object");
-    }
+    let Some(end) = text.rfind('}').filter(|end| *end > start) else {
+        return invalid("the answer contains no complete JSON object (it is cut off)");
+    };
     serde_json::from_str(&text[start..=end]).map_err(|e| {
         Invalid(format!(
             "the JSON object does not have the asked shape: {e}"
