@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hotpath_background::JobStorage;
+use hotpath_background::jobs::Deps;
+use hotpath_background::llm::{self, LlmConfig};
+use hotpath_background::worker::{self, WorkerConfig};
 use hotpath_cache::cache::{Cache, MemoryCache, RedisCache};
 use hotpath_cache::jobs::JobQueue;
 use hotpath_cache::scenario::{self, Scenario};
@@ -31,7 +34,8 @@ pub struct BackendConfig {
     pub database_url: Option<String>,
 }
 
-/// The backends of one deployment.
+/// The backends of one deployment. Cloning shares them.
+#[derive(Clone)]
 pub struct Backends {
     pub cache: Arc<dyn Cache>,
     pub store: Arc<dyn Store>,
@@ -120,6 +124,35 @@ impl Backends {
     }
 }
 
+impl Backends {
+    /// What the slow path's workers write through: the same backends, an LLM provider, and the
+    /// job storage for follow-up jobs.
+    pub fn worker_deps(&self, llm: &LlmConfig) -> anyhow::Result<Deps> {
+        let provider = llm::build(llm).context("configuring the LLM provider")?;
+        Ok(Deps {
+            cache: self.cache.clone(),
+            store: self.store.clone(),
+            stream: self.stream.clone(),
+            provider,
+            queue: Some(Arc::new(self.jobs.clone())),
+        })
+    }
+
+    /// Runs job workers on this deployment's storage until `shutdown` resolves.
+    pub async fn run_workers(
+        &self,
+        llm: &LlmConfig,
+        config: WorkerConfig,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let deps = self.worker_deps(llm)?;
+        tracing::info!(name = %config.name, concurrency = config.concurrency, provider = ?llm.provider, "workers starting");
+        worker::run(self.jobs.clone(), deps, config, shutdown)
+            .await
+            .context("running the workers")
+    }
+}
+
 /// A URL without its password, for messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -163,6 +196,30 @@ pub fn load_scenarios(dirs: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Scena
 /// Checks one scenario file; the error names the file, the field and what was expected.
 pub fn check_scenario(path: &Path) -> anyhow::Result<Scenario> {
     Ok(Scenario::load(path)?)
+}
+
+/// A shutdown signal several tasks can wait on: [`Shutdown::trigger`] once, every
+/// [`Shutdown::wait`] resolves.
+#[derive(Clone)]
+pub struct Shutdown(tokio::sync::watch::Sender<bool>);
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown(tokio::sync::watch::Sender::new(false))
+    }
+}
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, ends event

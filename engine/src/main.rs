@@ -12,8 +12,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use hotpath_background::llm::LlmConfig;
+use hotpath_background::worker::{WorkerConfig, default_name};
 use hotpath_engine::api::{ApiConfig, AppState};
-use hotpath_engine::compose::{self, BackendConfig, Backends};
+use hotpath_engine::compose::{self, BackendConfig, Backends, Shutdown};
 use hotpath_engine::hot::HotConfig;
 
 #[derive(Parser)]
@@ -190,17 +192,72 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let hot = backends.hot_path(scenarios, hot_config);
             let state = AppState::new(hot, &admin_token, &api_config);
             let run_workers = workers.unwrap_or(backends.mode == "embedded");
+            let llm = LlmConfig::from_env().context("reading HOTPATH_LLM_* settings")?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
             tracing::info!(mode = backends.mode, %listen, workers = run_workers, "hotpath serving");
             println!("hotpath listening on http://{}", listener.local_addr()?);
-            compose::serve(listener, state, &api_config, compose::shutdown_signal()).await?;
+
+            let shutdown = Shutdown::default();
+            let signal = shutdown.clone();
+            tokio::spawn(async move {
+                compose::shutdown_signal().await;
+                signal.trigger();
+            });
+            let workers_done = if run_workers {
+                let config = WorkerConfig {
+                    name: default_name("serve"),
+                    // Embedded: this process is the only one, so it also runs the cleanup.
+                    run_cron: backends.mode == "embedded",
+                    ..WorkerConfig::default()
+                };
+                let stop = shutdown.wait();
+                let backends = backends.clone();
+                Some(tokio::spawn(async move {
+                    backends.run_workers(&llm, config, stop).await
+                }))
+            } else {
+                None
+            };
+            let served = compose::serve(listener, state, &api_config, shutdown.wait()).await;
+            // The server stopped on its own (an accept error): take the workers down with it.
+            shutdown.trigger();
+            if let Some(w) = workers_done {
+                w.await.context("worker task")??;
+            }
+            served?;
             tracing::info!("stopped");
             Ok(())
         }
-        Command::Worker { .. } => {
-            anyhow::bail!("`hotpath worker` is not wired yet")
+        Command::Worker {
+            backend,
+            concurrency,
+            cron,
+        } => {
+            if backend.redis_url.is_none() || backend.database_url.is_none() {
+                anyhow::bail!(
+                    "`hotpath worker` serves the distributed deployment: give --redis-url and --database-url \
+                     (or HOTPATH_REDIS_URL and HOTPATH_DATABASE_URL); the embedded deployment runs its workers inside `hotpath serve`"
+                );
+            }
+            let llm = LlmConfig::from_env().context("reading HOTPATH_LLM_* settings")?;
+            let backends = Backends::connect(&backend.config()).await?;
+            let config = WorkerConfig {
+                name: default_name("worker"),
+                concurrency,
+                run_cron: cron,
+                ..WorkerConfig::default()
+            };
+            println!(
+                "hotpath worker {} running {} jobs at once",
+                config.name, config.concurrency
+            );
+            backends
+                .run_workers(&llm, config, compose::shutdown_signal())
+                .await?;
+            tracing::info!("worker stopped");
+            Ok(())
         }
         Command::Migrate { backend } => {
             let b = Backends::connect(&backend.config()).await?;
