@@ -46,6 +46,22 @@ async fn push_count_and_read_back(storage: JobStorage) {
     assert!(!rec.is_dead());
     assert_eq!(storage.jobs(10).await.unwrap().len(), 2);
     assert!(storage.dead_letters(10).await.unwrap().is_empty());
+
+    // Several jobs in one write: ids in order, each stored as pushed.
+    let batch = vec![
+        narration(game),
+        reaction(GameId::generate()),
+        narration(GameId::generate()),
+    ];
+    let ids = storage.push_many(batch.clone()).await.unwrap();
+    assert_eq!(ids.len(), 3);
+    for (id, job) in ids.iter().zip(&batch) {
+        assert_eq!(
+            storage.job(id).await.unwrap().expect("stored").job.as_ref(),
+            Some(job)
+        );
+    }
+    assert_eq!(storage.pending().await.unwrap(), 5);
 }
 
 #[tokio::test]

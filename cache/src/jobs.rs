@@ -290,6 +290,14 @@ pub enum QueueError {
 pub trait JobQueue: Send + Sync {
     /// Enqueues `job`; returns its job id.
     async fn push(&self, job: Job) -> Result<String, QueueError>;
+    /// Enqueues several jobs, in one write where the storage can; returns their ids in order.
+    async fn push_many(&self, jobs: Vec<Job>) -> Result<Vec<String>, QueueError> {
+        let mut ids = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            ids.push(self.push(job).await?);
+        }
+        Ok(ids)
+    }
     /// Jobs waiting to run (for the queue-depth metric).
     async fn pending(&self) -> Result<u64, QueueError>;
     /// Checks the storage answers (for `/readyz`).

@@ -15,7 +15,7 @@ use hotpath_cache::jobs::*;
 use hotpath_cache::model::{ActionKind, PlayerAction};
 use hotpath_cache::scenario::{Scenario, Scene};
 use hotpath_cache::state::GameState;
-use hotpath_cache::{RequestId, StakeholderId};
+use hotpath_cache::{GameId, RequestId, StakeholderId};
 
 use super::answer::Dispatched;
 use super::fallback::beat_index;
@@ -258,82 +258,128 @@ enum Outcome {
     Failed,
 }
 
-/// Pushes `jobs`, waiting at most `enqueue_timeout` for the storage to acknowledge them; the
-/// rest finish in the background and are reported as `pending`.
+/// Pushes `jobs`, waiting at most `enqueue_timeout` for the storage to acknowledge them; if the
+/// push takes longer it finishes in the background and the jobs are reported as `pending`.
 pub async fn push(hot: &HotPath, jobs: Vec<Job>) -> Vec<Dispatched> {
-    let deadline = tokio::time::Instant::now() + hot.config.enqueue_timeout;
-    let mut waiting = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let (kind, dedupe_key) = (job.kind().as_str().to_owned(), job.dedupe_key());
-        let hot = hot.clone();
-        tokio::spawn(async move {
-            let _ = tx.send(push_one(&hot, job).await);
-        });
-        waiting.push((kind, dedupe_key, rx));
+    if jobs.is_empty() {
+        return Vec::new();
     }
-    let mut out = Vec::new();
-    for (kind, dedupe_key, rx) in waiting {
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(Outcome::Queued(id))) => out.push(Dispatched {
-                kind,
-                dedupe_key,
-                job_id: Some(id),
-                status: "queued".into(),
-            }),
-            Ok(Ok(Outcome::AlreadyQueued | Outcome::Failed)) | Ok(Err(_)) => {}
-            Err(_) => out.push(Dispatched {
+    let deadline = tokio::time::Instant::now() + hot.config.enqueue_timeout;
+    let listed: Vec<(String, String)> = jobs
+        .iter()
+        .map(|j| (j.kind().as_str().to_owned(), j.dedupe_key()))
+        .collect();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let background = hot.clone();
+    tokio::spawn(async move {
+        let (outcomes, queued) = push_guarded(&background, jobs).await;
+        let _ = tx.send(outcomes);
+        // `job.queued` goes out after the answer is unblocked.
+        for (game, event) in queued {
+            if let Err(e) = background.stream.publish(game, &event).await {
+                tracing::debug!(error = %e, "job.queued not published");
+            }
+        }
+    });
+    match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(outcomes)) => listed
+            .into_iter()
+            .zip(outcomes)
+            .filter_map(|((kind, dedupe_key), outcome)| match outcome {
+                Outcome::Queued(id) => Some(Dispatched {
+                    kind,
+                    dedupe_key,
+                    job_id: Some(id),
+                    status: "queued".into(),
+                }),
+                Outcome::AlreadyQueued | Outcome::Failed => None,
+            })
+            .collect(),
+        // Still pushing (or the task died): say what is on its way.
+        _ => listed
+            .into_iter()
+            .map(|(kind, dedupe_key)| Dispatched {
                 kind,
                 dedupe_key,
                 job_id: None,
                 status: "pending".into(),
-            }),
-        }
+            })
+            .collect(),
     }
-    out
 }
 
-async fn push_one(hot: &HotPath, job: Job) -> Outcome {
-    let guard = keys::dispatch_guard(job.game_id(), &guard_key(&job));
-    let held = tokio::time::timeout(
-        Duration::from_millis(50),
-        hot.cache
-            .try_acquire(&guard, &hot.instance, hot.config.dispatch_guard_ttl),
-    )
+/// Takes each job's dispatch guard, then pushes the jobs that got one in one write. Returns
+/// each job's outcome and the `job.queued` events to publish.
+async fn push_guarded(hot: &HotPath, jobs: Vec<Job>) -> (Vec<Outcome>, Vec<(GameId, GameEvent)>) {
+    let guards: Vec<String> = jobs
+        .iter()
+        .map(|j| keys::dispatch_guard(j.game_id(), &guard_key(j)))
+        .collect();
+    let held = futures::future::join_all(guards.iter().map(|g| async move {
+        let acquire = hot
+            .cache
+            .try_acquire(g, &hot.instance, hot.config.dispatch_guard_ttl);
+        match tokio::time::timeout(Duration::from_millis(50), acquire).await {
+            Ok(Ok(took)) => took,
+            // No guard without a cache: push anyway; the job's writes are idempotent.
+            Ok(Err(_)) | Err(_) => true,
+        }
+    }))
     .await;
-    match held {
-        Ok(Ok(false)) => return Outcome::AlreadyQueued,
-        Ok(Ok(true)) => {}
-        // No guard without a cache: push anyway; the job's writes are idempotent.
-        Ok(Err(_)) | Err(_) => {}
-    }
-    let (kind, dedupe_key, game) = (job.kind(), job.dedupe_key(), job.game_id());
-    let started = Instant::now();
-    match hot.queue.push(job).await {
-        Ok(job_id) => {
-            metrics::histogram!("hotpath_enqueue_seconds").record(started.elapsed().as_secs_f64());
-            metrics::counter!("hotpath_dispatched_jobs_total", "kind" => kind.as_str())
-                .increment(1);
-            if let Some(game) = game {
-                let event = GameEvent::JobQueued {
-                    job_id: job_id.clone(),
-                    kind,
-                    dedupe_key,
-                };
-                if let Err(e) = hot.stream.publish(game, &event).await {
-                    tracing::debug!(error = %e, "job.queued not published");
-                }
+    let mut outcomes: Vec<Outcome> = held
+        .iter()
+        .map(|h| {
+            if *h {
+                Outcome::Failed
+            } else {
+                Outcome::AlreadyQueued
             }
-            Outcome::Queued(job_id)
+        })
+        .collect();
+    let to_push: Vec<(usize, Job)> = jobs
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| held[*i])
+        .collect();
+    let mut queued = Vec::new();
+    if to_push.is_empty() {
+        return (outcomes, queued);
+    }
+    let described: Vec<_> = to_push
+        .iter()
+        .map(|(i, j)| (*i, j.kind(), j.dedupe_key(), j.game_id()))
+        .collect();
+    let started = Instant::now();
+    match hot
+        .queue
+        .push_many(to_push.into_iter().map(|(_, j)| j).collect())
+        .await
+    {
+        Ok(ids) => {
+            metrics::histogram!("hotpath_enqueue_seconds").record(started.elapsed().as_secs_f64());
+            for ((i, kind, dedupe_key, game), job_id) in described.into_iter().zip(ids) {
+                metrics::counter!("hotpath_dispatched_jobs_total", "kind" => kind.as_str())
+                    .increment(1);
+                if let Some(game) = game {
+                    let event = GameEvent::JobQueued {
+                        job_id: job_id.clone(),
+                        kind,
+                        dedupe_key,
+                    };
+                    queued.push((game, event));
+                }
+                outcomes[i] = Outcome::Queued(job_id);
+            }
         }
         Err(e) => {
-            tracing::warn!(error = %e, kind = kind.as_str(), "job push failed");
-            metrics::counter!("hotpath_dispatch_failures_total", "kind" => kind.as_str())
-                .increment(1);
-            let _ = hot.cache.release(&guard, &hot.instance).await;
-            Outcome::Failed
+            tracing::warn!(error = %e, jobs = described.len(), "job push failed");
+            metrics::counter!("hotpath_dispatch_failures_total").increment(described.len() as u64);
+            for (i, ..) in described {
+                let _ = hot.cache.release(&guards[i], &hot.instance).await;
+            }
         }
     }
+    (outcomes, queued)
 }
 
 #[cfg(test)]
