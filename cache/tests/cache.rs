@@ -1,6 +1,8 @@
 //! The cache conformance suite: every case runs against the in-process cache and against a real
 //! redis-server started by the test harness.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,31 +179,14 @@ mod suite {
     }
 }
 
-macro_rules! conformance {
-    ($backend:ident: $($case:ident),* $(,)?) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::suite::$case(super::$backend().await).await;
-                }
-            )*
-        }
-    };
-}
-
-macro_rules! all_backends {
-    ($($case:ident),* $(,)?) => {
-        conformance!(memory: $($case),*);
-        conformance!(redis: $($case),*);
-    };
-}
-
-all_backends!(
-    typed_round_trip,
-    values_expire,
-    undecodable_value_is_an_error_not_a_panic,
-    batch_is_one_multi_get_in_order,
-    delete_game_removes_only_that_game,
-    guard_has_one_owner,
+conformance!(
+    [memory, redis],
+    [
+        typed_round_trip,
+        values_expire,
+        undecodable_value_is_an_error_not_a_panic,
+        batch_is_one_multi_get_in_order,
+        delete_game_removes_only_that_game,
+        guard_has_one_owner
+    ]
 );

@@ -1,6 +1,8 @@
 //! The store conformance suite: every case runs against SQLite and against a real PostgreSQL
 //! server started by the test harness.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -507,34 +509,17 @@ mod suite {
     }
 }
 
-macro_rules! conformance {
-    ($backend:ident: $($case:ident),* $(,)?) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::suite::$case(super::$backend().await).await;
-                }
-            )*
-        }
-    };
-}
-
-macro_rules! all_backends {
-    ($($case:ident),* $(,)?) => {
-        conformance!(sqlite: $($case),*);
-        conformance!(postgres: $($case),*);
-    };
-}
-
-all_backends!(
-    games_and_players,
-    event_log_seq_is_unique,
-    append_next_under_contention,
-    insert_planned_is_idempotent,
-    claim_takes_the_best_ready_action_per_stakeholder,
-    claim_race,
-    commit_action_is_one_transaction,
-    ready_counts_expiry_and_cleanup,
-    canon_is_idempotent,
+conformance!(
+    [sqlite, postgres],
+    [
+        games_and_players,
+        event_log_seq_is_unique,
+        append_next_under_contention,
+        insert_planned_is_idempotent,
+        claim_takes_the_best_ready_action_per_stakeholder,
+        claim_race,
+        commit_action_is_one_transaction,
+        ready_counts_expiry_and_cleanup,
+        canon_is_idempotent
+    ]
 );

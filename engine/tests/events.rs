@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::{Value, json};
 
-use common::{ADMIN, TestApp};
+use axum::http::StatusCode;
+use common::{ADMIN, SseReader, TestApp};
 
 struct Served {
     base: String,
@@ -17,107 +16,21 @@ struct Served {
 }
 
 async fn serve(app: TestApp) -> Served {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = app.state.clone();
-    tokio::spawn(async move {
-        hotpath_engine::compose::serve(
-            listener,
-            state,
-            &common::api_config(1000),
-            std::future::pending(),
-        )
-        .await
-    });
     Served {
-        base,
+        base: common::serve(&app).await,
         app,
         client: reqwest::Client::new(),
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-struct SseEvent {
-    id: Option<String>,
-    event: String,
-    data: Value,
-}
-
-/// A minimal SSE reader: enough of the format for these tests (id, event, data lines).
-struct SseReader {
-    body: futures::stream::BoxStream<'static, reqwest::Result<axum::body::Bytes>>,
-    buf: String,
-}
-
-impl SseReader {
-    async fn open(
-        s: &Served,
-        game: &str,
-        token: &str,
-        query: &str,
-        last_id: Option<&str>,
-    ) -> (reqwest::StatusCode, SseReader) {
-        let mut req = s
-            .client
-            .get(format!("{}/v1/games/{game}/events{query}", s.base))
-            .bearer_auth(token);
-        if let Some(id) = last_id {
-            req = req.header("last-event-id", id);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        (
-            status,
-            SseReader {
-                body: resp.bytes_stream().boxed(),
-                buf: String::new(),
-            },
-        )
-    }
-
-    async fn next(&mut self) -> SseEvent {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                if let Some(end) = self.buf.find("\n\n") {
-                    let block: String = self.buf.drain(..end + 2).collect();
-                    let mut ev = SseEvent {
-                        id: None,
-                        event: "message".into(),
-                        data: Value::Null,
-                    };
-                    let mut data = String::new();
-                    for line in block.lines() {
-                        if let Some(v) = line.strip_prefix("id:") {
-                            ev.id = Some(v.trim().to_owned());
-                        } else if let Some(v) = line.strip_prefix("event:") {
-                            ev.event = v.trim().to_owned();
-                        } else if let Some(v) = line.strip_prefix("data:") {
-                            data.push_str(v.trim());
-                        }
-                    }
-                    if data.is_empty() && ev.id.is_none() {
-                        continue; // a keep-alive comment
-                    }
-                    ev.data = serde_json::from_str(&data).unwrap_or(Value::Null);
-                    return ev;
-                }
-                let chunk = self.body.next().await.expect("stream open").expect("chunk");
-                self.buf.push_str(&String::from_utf8_lossy(&chunk));
-            }
-        })
-        .await
-        .expect("an event within 10 s")
-    }
-
-    /// The next event of one of `kinds`, skipping others (job.* events interleave).
-    async fn next_of(&mut self, kinds: &[&str]) -> SseEvent {
-        loop {
-            let e = self.next().await;
-            if kinds.contains(&e.event.as_str()) {
-                return e;
-            }
-        }
-    }
+async fn open(
+    s: &Served,
+    game: &str,
+    token: &str,
+    query: &str,
+    last_id: Option<&str>,
+) -> (StatusCode, SseReader) {
+    SseReader::open(&s.client, &s.base, game, token, query, last_id).await
 }
 
 async fn act(s: &Served, game: &str, token: &str, text: &str) -> Value {
@@ -139,7 +52,7 @@ mod suite {
     pub async fn live_resume_and_errors(app: TestApp) {
         let s = serve(app).await;
         let (game, token) = s.app.new_game().await;
-        let (status, mut live) = SseReader::open(&s, &game, &token, "", None).await;
+        let (status, mut live) = open(&s, &game, &token, "", None).await;
         assert_eq!(status, 200);
         let answer = act(&s, &game, &token, "Hello").await;
         let applied = live.next_of(&["action.applied"]).await;
@@ -154,18 +67,18 @@ mod suite {
         assert_eq!(second.data["turn"], 2);
 
         // A client that dropped after `resume_from` gets exactly what came after it.
-        let (_, mut resumed) = SseReader::open(&s, &game, ADMIN, "", Some(&resume_from)).await;
+        let (_, mut resumed) = open(&s, &game, ADMIN, "", Some(&resume_from)).await;
         let first_after = resumed.next_of(&["action.applied"]).await;
         assert_eq!(first_after.id, second.id);
         // And from the start: everything the stream holds, in order.
-        let (_, mut all) = SseReader::open(&s, &game, &token, "?from=start", None).await;
+        let (_, mut all) = open(&s, &game, &token, "?from=start", None).await;
         assert_eq!(all.next_of(&["action.applied"]).await.data["turn"], 1);
 
-        let (status, _) = SseReader::open(&s, &game, &token, "", Some("not-an-id")).await;
+        let (status, _) = open(&s, &game, &token, "", Some("not-an-id")).await;
         assert_eq!(status, 400);
-        let (status, _) = SseReader::open(&s, &game, "wrong", "", None).await;
+        let (status, _) = open(&s, &game, "wrong", "", None).await;
         assert_eq!(status, 401);
-        let (status, _) = SseReader::open(&s, &game, &token, "?from=yesterday", None).await;
+        let (status, _) = open(&s, &game, &token, "?from=yesterday", None).await;
         assert_eq!(status, 400);
     }
 
@@ -201,7 +114,7 @@ mod suite {
                 .await
                 .unwrap();
         }
-        let (_, mut old) = SseReader::open(&s, &game, &token, "", Some(&first.to_string())).await;
+        let (_, mut old) = open(&s, &game, &token, "", Some(&first.to_string())).await;
         assert_eq!(old.next().await.event, "reset");
         assert_eq!(
             old.next().await.data["location"],

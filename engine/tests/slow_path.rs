@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use serde_json::{Value, json};
 
 use hotpath_background::JobStorage;
@@ -33,7 +32,7 @@ use hotpath_engine::api::{self, AppState};
 use hotpath_engine::compose::Shutdown;
 use hotpath_engine::hot::HotConfig;
 
-use common::{ADMIN, TestApp};
+use common::{ADMIN, SseReader, TestApp};
 
 /// How long any awaited condition may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -186,85 +185,12 @@ async fn replies(app: &TestApp, game: GameId, request: RequestId) -> Vec<String>
 }
 
 // ---------------------------------------------------------------------------------------------
-// SSE over a real socket (the reader is the one of tests/events.rs, over a base URL).
+// SSE over a real socket, with the reader of tests/common.
 
-#[derive(Debug, Clone, PartialEq)]
-struct SseEvent {
-    id: Option<String>,
-    event: String,
-    data: Value,
-}
-
-struct SseReader {
-    body: futures::stream::BoxStream<'static, reqwest::Result<axum::body::Bytes>>,
-    buf: String,
-}
-
-impl SseReader {
-    async fn open(client: &reqwest::Client, base: &str, game: &str, token: &str) -> SseReader {
-        let resp = client
-            .get(format!("{base}/v1/games/{game}/events"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("events request");
-        assert_eq!(resp.status(), 200, "the event stream opens");
-        SseReader {
-            body: resp.bytes_stream().boxed(),
-            buf: String::new(),
-        }
-    }
-
-    async fn next(&mut self) -> SseEvent {
-        tokio::time::timeout(DEADLINE, async {
-            loop {
-                if let Some(end) = self.buf.find("\n\n") {
-                    let block: String = self.buf.drain(..end + 2).collect();
-                    let mut ev = SseEvent {
-                        id: None,
-                        event: "message".into(),
-                        data: Value::Null,
-                    };
-                    let mut data = String::new();
-                    for line in block.lines() {
-                        if let Some(v) = line.strip_prefix("id:") {
-                            ev.id = Some(v.trim().to_owned());
-                        } else if let Some(v) = line.strip_prefix("event:") {
-                            ev.event = v.trim().to_owned();
-                        } else if let Some(v) = line.strip_prefix("data:") {
-                            data.push_str(v.trim());
-                        }
-                    }
-                    if data.is_empty() && ev.id.is_none() {
-                        continue; // a keep-alive comment
-                    }
-                    ev.data = serde_json::from_str(&data).unwrap_or(Value::Null);
-                    return ev;
-                }
-                let chunk = self.body.next().await.expect("stream open").expect("chunk");
-                self.buf.push_str(&String::from_utf8_lossy(&chunk));
-            }
-        })
-        .await
-        .expect("an event within the deadline")
-    }
-}
-
-/// Serves `app` on a real socket; returns the base URL.
-async fn serve(app: &TestApp) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = app.state.clone();
-    tokio::spawn(async move {
-        hotpath_engine::compose::serve(
-            listener,
-            state,
-            &common::api_config(1000),
-            std::future::pending(),
-        )
-        .await
-    });
-    base
+async fn open_events(client: &reqwest::Client, base: &str, game: &str, token: &str) -> SseReader {
+    let (status, reader) = SseReader::open(client, base, game, token, "", None).await;
+    assert_eq!(status, 200, "the event stream opens");
+    reader
 }
 
 async fn http_new_game(client: &reqwest::Client, base: &str) -> (String, String) {
@@ -576,7 +502,7 @@ mod suite {
         let client = reqwest::Client::new();
         let (game, token) = http_new_game(&client, &base).await;
         let game_id: GameId = game.parse().unwrap();
-        let mut sse = SseReader::open(&client, &base, &game, &token).await;
+        let mut sse = open_events(&client, &base, &game, &token).await;
         let answer = http_act(
             &client,
             &base,
@@ -595,7 +521,7 @@ mod suite {
         // The reply job starts and streams its first words: it is in the middle of its work.
         let mut job_id: Option<String> = None;
         loop {
-            let e = sse.next().await;
+            let e = sse.next_within(DEADLINE).await;
             match e.event.as_str() {
                 "job.started" if e.data["kind"] == "stream_dialogue_reply" => {
                     job_id = Some(e.data["job_id"].as_str().unwrap().to_owned());
@@ -872,11 +798,11 @@ mod suite {
             ..LlmConfig::default()
         };
         let workers = Workers::start(&app, llm, "dialogue");
-        let base = serve(&app).await;
+        let base = common::serve(&app).await;
         let client = reqwest::Client::new();
         let (game, token) = app.new_game().await;
         let game_id: GameId = game.parse().unwrap();
-        let mut sse = SseReader::open(&client, &base, &game, &token).await;
+        let mut sse = open_events(&client, &base, &game, &token).await;
         let answer = http_act(
             &client,
             &base,
@@ -897,7 +823,7 @@ mod suite {
 
         let mut chunks: Vec<String> = Vec::new();
         let done = loop {
-            let e = sse.next().await;
+            let e = sse.next_within(DEADLINE).await;
             match e.event.as_str() {
                 "dialogue.chunk" => {
                     assert_eq!(e.data["request_id"], request.as_str(), "{e:?}");

@@ -206,3 +206,109 @@ impl Reply {
         );
     }
 }
+
+/// Serves `app` on a real socket of 127.0.0.1; returns the base URL.
+pub async fn serve(app: &TestApp) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = app.state.clone();
+    tokio::spawn(async move {
+        hotpath_engine::compose::serve(listener, state, &api_config(1000), std::future::pending())
+            .await
+    });
+    base
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: Value,
+}
+
+/// A minimal SSE reader: enough of the format for the tests (id, event and data lines).
+pub struct SseReader {
+    body: futures::stream::BoxStream<'static, reqwest::Result<axum::body::Bytes>>,
+    buf: String,
+}
+
+impl SseReader {
+    /// Opens `/v1/games/{game}/events{query}`, resuming after `last_id` if given.
+    pub async fn open(
+        client: &reqwest::Client,
+        base: &str,
+        game: &str,
+        token: &str,
+        query: &str,
+        last_id: Option<&str>,
+    ) -> (StatusCode, SseReader) {
+        let mut req = client
+            .get(format!("{base}/v1/games/{game}/events{query}"))
+            .bearer_auth(token);
+        if let Some(id) = last_id {
+            req = req.header("last-event-id", id);
+        }
+        let resp = req.send().await.expect("events request");
+        let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+        let body = futures::StreamExt::boxed(resp.bytes_stream());
+        (
+            status,
+            SseReader {
+                body,
+                buf: String::new(),
+            },
+        )
+    }
+
+    /// The next event (keep-alive comments skipped), within `deadline`.
+    pub async fn next_within(&mut self, deadline: std::time::Duration) -> SseEvent {
+        tokio::time::timeout(deadline, async {
+            loop {
+                if let Some(end) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..end + 2).collect();
+                    let mut ev = SseEvent {
+                        id: None,
+                        event: "message".into(),
+                        data: Value::Null,
+                    };
+                    let mut data = String::new();
+                    for line in block.lines() {
+                        if let Some(v) = line.strip_prefix("id:") {
+                            ev.id = Some(v.trim().to_owned());
+                        } else if let Some(v) = line.strip_prefix("event:") {
+                            ev.event = v.trim().to_owned();
+                        } else if let Some(v) = line.strip_prefix("data:") {
+                            data.push_str(v.trim());
+                        }
+                    }
+                    if data.is_empty() && ev.id.is_none() {
+                        continue; // a keep-alive comment
+                    }
+                    ev.data = serde_json::from_str(&data).unwrap_or(Value::Null);
+                    return ev;
+                }
+                let chunk = futures::StreamExt::next(&mut self.body)
+                    .await
+                    .expect("stream open")
+                    .expect("chunk");
+                self.buf.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("an event within {deadline:?}"))
+    }
+
+    pub async fn next(&mut self) -> SseEvent {
+        self.next_within(std::time::Duration::from_secs(10)).await
+    }
+
+    /// The next event of one of `kinds`, skipping others (job.* events interleave).
+    pub async fn next_of(&mut self, kinds: &[&str]) -> SseEvent {
+        loop {
+            let e = self.next().await;
+            if kinds.contains(&e.event.as_str()) {
+                return e;
+            }
+        }
+    }
+}
