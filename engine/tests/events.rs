@@ -3,7 +3,6 @@
 
 mod common;
 
-
 use serde_json::{Value, json};
 
 use axum::http::StatusCode;
