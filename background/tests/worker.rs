@@ -645,6 +645,7 @@ async fn dialogue_streams_in_order_then_done_then_log(env: Env) {
                     GameEvent::DialogueChunk {
                         request_id: r,
                         index,
+                        attempt,
                         text,
                         stakeholder_id,
                     },
@@ -652,6 +653,7 @@ async fn dialogue_streams_in_order_then_done_then_log(env: Env) {
             } => {
                 assert_eq!((r, stakeholder_id.as_str()), (request_id, "mara"));
                 assert_eq!(index as usize, chunks.len(), "chunks arrive in order");
+                assert_eq!(attempt, 1, "streamed by the first try");
                 chunks.push(text);
             }
             StreamItem::Event {

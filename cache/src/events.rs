@@ -132,8 +132,11 @@ pub enum GameEvent {
     DialogueChunk {
         request_id: RequestId,
         stakeholder_id: StakeholderId,
-        /// 0, 1, 2, ... in order.
+        /// 0, 1, 2, ... in order within an attempt.
         index: u32,
+        /// The try streaming it (1, 2, ...). A retried reply starts again at index 0 with a
+        /// higher attempt: a client drops the chunks of earlier attempts.
+        attempt: u32,
         text: String,
     },
     #[serde(rename = "dialogue.done")]

@@ -630,6 +630,7 @@ async fn dialogue(
                     request_id: j.request_id,
                     stakeholder_id: j.stakeholder_id.clone(),
                     index,
+                    attempt: t.attempt,
                     text: chunk,
                 },
             )
