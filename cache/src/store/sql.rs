@@ -31,6 +31,23 @@ pub(super) struct PlannedRow {
     created_at: i64,
 }
 
+/// The provenance columns every slow-path row carries.
+fn provenance(
+    context_hash: String,
+    world_version: i64,
+    produced_at: i64,
+    model: String,
+    prompt_version: String,
+) -> Provenance {
+    Provenance {
+        context_hash: ContextHash(context_hash),
+        world_version: world_version as u64,
+        produced_at,
+        model,
+        prompt_version,
+    }
+}
+
 fn bad(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Decode(format!("{what}: {e}"))
 }
@@ -51,13 +68,13 @@ impl TryFrom<PlannedRow> for PlannedAction {
             expires_at: r.expires_at,
             dedupe_key: r.dedupe_key,
             reacts_to: r.reacts_to.map(|s| s as u64),
-            provenance: Provenance {
-                context_hash: ContextHash(r.context_hash),
-                world_version: r.world_version as u64,
-                produced_at: r.produced_at,
-                model: r.model,
-                prompt_version: r.prompt_version,
-            },
+            provenance: provenance(
+                r.context_hash,
+                r.world_version,
+                r.produced_at,
+                r.model,
+                r.prompt_version,
+            ),
             created_at: r.created_at,
         })
     }
@@ -89,13 +106,13 @@ impl TryFrom<CanonRow> for CanonEvent {
             title: r.title,
             summary: r.summary,
             dedupe_key: r.dedupe_key,
-            provenance: Provenance {
-                context_hash: ContextHash(r.context_hash),
-                world_version: r.world_version as u64,
-                produced_at: r.produced_at,
-                model: r.model,
-                prompt_version: r.prompt_version,
-            },
+            provenance: provenance(
+                r.context_hash,
+                r.world_version,
+                r.produced_at,
+                r.model,
+                r.prompt_version,
+            ),
             created_at: r.created_at,
         })
     }
