@@ -231,13 +231,25 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = api::app(state.clone(), config);
-    axum::serve(listener, app)
+    // Forget players who stopped acting, so the rate limiter's memory follows the live players.
+    let limiter = state.limiter.clone();
+    let pruner = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    });
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
             state.begin_shutdown();
         })
-        .await
+        .await;
+    pruner.abort();
+    served
 }
 
 /// Resolves on SIGINT or SIGTERM.
