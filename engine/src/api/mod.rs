@@ -147,14 +147,22 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// The whole application: routes, `/openapi.json` and the layers.
 pub fn app(state: AppState, config: &ApiConfig) -> Router {
     let (routes, api) = router();
-    let api = Arc::new(api);
+    // The document never changes: render it once.
+    let document: Arc<str> = serde_json::to_string(&api)
+        .expect("the OpenAPI document serializes")
+        .into();
     let request_id = HeaderName::from_static("x-request-id");
     routes
         .route(
             "/openapi.json",
             axum::routing::get(move || {
-                let api = api.clone();
-                async move { axum::Json((*api).clone()) }
+                let document = document.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        document.to_string(),
+                    )
+                }
             }),
         )
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
