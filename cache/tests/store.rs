@@ -196,6 +196,56 @@ mod suite {
         assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
     }
 
+    pub async fn append_once_by_dedupe_key(f: Fixture) {
+        let s = &*f.store;
+        let game = new_game(s).await;
+        s.append_event(game, 1, &joined("a")).await.unwrap();
+        assert_eq!(
+            s.append_event_once(game, &joined("reply"), "dialogue:r1")
+                .await
+                .unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            s.append_event_once(game, &joined("reply again"), "dialogue:r1")
+                .await
+                .unwrap(),
+            None
+        );
+        // The same key in another game is another event.
+        let other = new_game(s).await;
+        assert_eq!(
+            s.append_event_once(other, &joined("reply"), "dialogue:r1")
+                .await
+                .unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            s.append_event_once(game, &joined("other"), "dialogue:r2")
+                .await
+                .unwrap(),
+            Some(3)
+        );
+        assert_eq!(s.events(game, 0).await.unwrap().len(), 3);
+        // Concurrent duplicates: one entry.
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let s = f.store.clone();
+                tokio::spawn(async move {
+                    s.append_event_once(game, &joined("race"), "dialogue:r3")
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut appended = 0;
+        for t in tasks {
+            appended += t.await.unwrap().is_some() as usize;
+        }
+        assert_eq!(appended, 1);
+        assert_eq!(s.events(game, 0).await.unwrap().len(), 4);
+    }
+
     pub async fn insert_planned_is_idempotent(f: Fixture) {
         let s = &*f.store;
         let game = new_game(s).await;
@@ -207,6 +257,8 @@ mod suite {
             !s.insert_planned(&again).await.unwrap(),
             "same dedupe key, no second row"
         );
+        assert!(s.planned_exists(&a.dedupe_key).await.unwrap());
+        assert!(!s.planned_exists("no-such-key").await.unwrap());
         assert_eq!(s.planned(a.id).await.unwrap().unwrap(), a);
         assert!(s.planned(again.id).await.unwrap().is_none());
     }
@@ -515,6 +567,7 @@ conformance!(
         games_and_players,
         event_log_seq_is_unique,
         append_next_under_contention,
+        append_once_by_dedupe_key,
         insert_planned_is_idempotent,
         claim_takes_the_best_ready_action_per_stakeholder,
         claim_race,

@@ -122,12 +122,30 @@ async fn planned(deps: &Deps, row: PlannedAction, what: &str) -> Result<Outcome,
     }
 }
 
+/// A job that ran before (a redelivery, a duplicate) finds its row and does not pay the model
+/// again; the unique dedupe key would drop its second row anyway.
+async fn already_planned(deps: &Deps, dedupe_key: &str) -> Result<Option<Outcome>, TryError> {
+    let exists = deps
+        .store
+        .planned_exists(dedupe_key)
+        .await
+        .map_err(TryError::infra)?;
+    Ok(exists.then(|| {
+        Outcome::Skipped(format!(
+            "a row with dedupe key `{dedupe_key}` already exists"
+        ))
+    }))
+}
+
 async fn action(
     j: &GenerateStakeholderAction,
     t: &Try<'_>,
     deps: &Deps,
     s: &JobSettings,
 ) -> Result<Outcome, TryError> {
+    if let Some(done) = already_planned(deps, &j.dedupe_key()).await? {
+        return Ok(done);
+    }
     let world = World::load(deps, j.game_id).await?;
     let who = world.stakeholder(&j.stakeholder_id)?;
     let now_context = world.state.context_hash(&world.scenario, &j.scene_id);
@@ -181,6 +199,9 @@ async fn reaction(
     deps: &Deps,
     s: &JobSettings,
 ) -> Result<Outcome, TryError> {
+    if let Some(done) = already_planned(deps, &j.dedupe_key()).await? {
+        return Ok(done);
+    }
     let world = World::load(deps, j.game_id).await?;
     let who = world.stakeholder(&j.stakeholder_id)?;
     let event = deps
@@ -650,9 +671,10 @@ async fn dialogue(
         )
         .await
         .map_err(TryError::infra)?;
+    // Keyed by the request: two copies of this job running at once log one reply.
     let seq = deps
         .store
-        .append_event_next(
+        .append_event_once(
             j.game_id,
             &LoggedEvent::DialogueReplied {
                 request_id: j.request_id,
@@ -660,13 +682,17 @@ async fn dialogue(
                 stakeholder_id: j.stakeholder_id.clone(),
                 text,
             },
+            &j.dedupe_key(),
         )
         .await
         .map_err(TryError::infra)?;
-    Ok(Outcome::Written(vec![(
-        "dialogue".into(),
-        format!("game_events/{}/{seq}", j.game_id),
-    )]))
+    match seq {
+        Some(seq) => Ok(Outcome::Written(vec![(
+            "dialogue".into(),
+            format!("game_events/{}/{seq}", j.game_id),
+        )])),
+        None => Ok(Outcome::Skipped("reply already logged".into())),
+    }
 }
 
 async fn cleanup(j: &CleanupExpiredActions, deps: &Deps) -> Result<Outcome, TryError> {

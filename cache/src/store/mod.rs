@@ -165,6 +165,14 @@ pub trait Store: Send + Sync {
     /// Appends `event` at whatever seq is next, retrying on races; returns that seq.
     async fn append_event_next(&self, game: GameId, event: &LoggedEvent)
     -> Result<u64, StoreError>;
+    /// Appends `event` at the next seq unless the game's log already holds an event with
+    /// `dedupe_key`: `Some(seq)` if appended, `None` if it was already there.
+    async fn append_event_once(
+        &self,
+        game: GameId,
+        event: &LoggedEvent,
+        dedupe_key: &str,
+    ) -> Result<Option<u64>, StoreError>;
     /// The log after `after_seq`, in order (`0` for all of it).
     async fn events(
         &self,
@@ -176,6 +184,9 @@ pub trait Store: Send + Sync {
 
     /// Inserts unless a row with the same dedupe key exists; `true` if inserted.
     async fn insert_planned(&self, action: &PlannedAction) -> Result<bool, StoreError>;
+    /// Whether a planned action with this dedupe key exists (whatever its status): lets a job
+    /// skip work whose result is already stored.
+    async fn planned_exists(&self, dedupe_key: &str) -> Result<bool, StoreError>;
     /// Atomically claims (marks consumed) at most one action per stakeholder; one statement.
     async fn claim(&self, query: &ClaimQuery) -> Result<Vec<PlannedAction>, StoreError>;
     /// Ready, unexpired `action`-kind rows per stakeholder for a context: what dispatch refills.

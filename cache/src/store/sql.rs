@@ -148,6 +148,12 @@ INSERT INTO game_events (game_id, seq, kind, payload, created_at)
 VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM game_events WHERE game_id = $1), $2, $3, $4)
 RETURNING seq";
 
+pub(super) const APPEND_EVENT_ONCE: &str = "
+INSERT INTO game_events (game_id, seq, kind, payload, created_at, dedupe_key)
+VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM game_events WHERE game_id = $1), $2, $3, $4, $5)
+ON CONFLICT (game_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
+RETURNING seq";
+
 pub(super) const READY_COUNTS: &str = "
 SELECT stakeholder_id, COUNT(*) FROM planned_stakeholder_actions
 WHERE game_id = $1 AND scene_id = $2 AND context_hash = $3 AND kind = 'action'
@@ -322,6 +328,34 @@ macro_rules! impl_store {
                 }
             }
 
+            async fn append_event_once(
+                &self,
+                game: $crate::ids::GameId,
+                event: &$crate::events::LoggedEvent,
+                dedupe_key: &str,
+            ) -> Result<Option<u64>, $crate::store::StoreError> {
+                let payload = $crate::store::sql::to_json(event)?;
+                let mut attempt = 0;
+                loop {
+                    let result: Result<Option<i64>, sqlx::Error> =
+                        sqlx::query_scalar($crate::store::sql::APPEND_EVENT_ONCE)
+                            .bind(game.to_string())
+                            .bind(event.kind())
+                            .bind(&payload)
+                            .bind($crate::time::now_ms())
+                            .bind(dedupe_key)
+                            .fetch_optional(&self.pool)
+                            .await;
+                    match result {
+                        Ok(seq) => return Ok(seq.map(|s| s as u64)),
+                        // The next seq was taken by another writer (the dedupe key conflict is
+                        // handled by DO NOTHING): read the max again.
+                        Err(e) if $crate::store::is_unique_violation(&e) && attempt < 20 => attempt += 1,
+                        Err(e) => return Err($crate::store::StoreError::from_sqlx(e)),
+                    }
+                }
+            }
+
             async fn events(
                 &self,
                 game: $crate::ids::GameId,
@@ -427,6 +461,16 @@ macro_rules! impl_store {
                     .await
                     .map_err($crate::store::StoreError::from_sqlx)?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn planned_exists(&self, dedupe_key: &str) -> Result<bool, $crate::store::StoreError> {
+                let found: Option<i32> =
+                    sqlx::query_scalar("SELECT 1 FROM planned_stakeholder_actions WHERE dedupe_key = $1")
+                        .bind(dedupe_key)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(found.is_some())
             }
 
             async fn claim(
