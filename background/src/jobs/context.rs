@@ -4,9 +4,9 @@
 
 use hotpath_cache::cache::{CacheExt, keys};
 use hotpath_cache::events::LoggedEvent;
-use hotpath_cache::scenario::{Scenario, Stakeholder};
+use hotpath_cache::scenario::{Conflict, Phase, Scenario, Stakeholder};
 use hotpath_cache::state::{ContextHash, GameState};
-use hotpath_cache::{GameId, SceneId, StakeholderId};
+use hotpath_cache::{ConflictId, GameId, PhaseId, SceneId, StakeholderId};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -51,6 +51,24 @@ impl World {
         self.scenario
             .stakeholder(id)
             .ok_or_else(|| TryError::Fatal(format!("unknown stakeholder `{id}`")))
+    }
+
+    /// A conflict of the scenario and one of its phases.
+    pub fn conflict_phase(
+        &self,
+        conflict: &ConflictId,
+        phase: &PhaseId,
+    ) -> Result<(&Conflict, &Phase), TryError> {
+        let c = self
+            .scenario
+            .conflict(conflict)
+            .ok_or_else(|| TryError::Fatal(format!("unknown conflict `{conflict}`")))?;
+        let p = c
+            .phases
+            .iter()
+            .find(|p| &p.id == phase)
+            .ok_or_else(|| TryError::Fatal(format!("unknown phase `{phase}`")))?;
+        Ok((c, p))
     }
 
     /// The facts every prompt may use: the scenario, its stakeholders with their standing, the

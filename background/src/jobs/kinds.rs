@@ -309,15 +309,7 @@ async fn narration(
         return Ok(Outcome::Skipped("narration already written".into()));
     }
     let world = World::load(deps, j.game_id).await?;
-    let conflict = world
-        .scenario
-        .conflict(&j.conflict_id)
-        .ok_or_else(|| TryError::Fatal(format!("unknown conflict `{}`", j.conflict_id)))?;
-    let phase = conflict
-        .phases
-        .iter()
-        .find(|p| p.id == j.phase_id)
-        .ok_or_else(|| TryError::Fatal(format!("unknown phase `{}`", j.phase_id)))?;
+    let (conflict, phase) = world.conflict_phase(&j.conflict_id, &j.phase_id)?;
     let mut facts = world.base_facts();
     facts.insert("conflict".into(), json!(conflict));
     facts.insert("phase".into(), json!(phase));
@@ -371,15 +363,7 @@ async fn beat(
         return Ok(Outcome::Skipped("beat already written".into()));
     }
     let world = World::load(deps, j.game_id).await?;
-    let conflict = world
-        .scenario
-        .conflict(&j.conflict_id)
-        .ok_or_else(|| TryError::Fatal(format!("unknown conflict `{}`", j.conflict_id)))?;
-    let phase = conflict
-        .phases
-        .iter()
-        .find(|p| p.id == j.phase_id)
-        .ok_or_else(|| TryError::Fatal(format!("unknown phase `{}`", j.phase_id)))?;
+    let (conflict, phase) = world.conflict_phase(&j.conflict_id, &j.phase_id)?;
     let mut facts = world.base_facts();
     facts.insert("conflict".into(), json!(conflict));
     facts.insert("phase".into(), json!(phase));
