@@ -1,7 +1,7 @@
 //! The job storage: one apalis queue carrying [`Job`] (the enum), so that priority orders every
-//! kind against every other, on SQLite (embedded: its own file, workers in-process woken by the
-//! SQLite update hook on push) or PostgreSQL (distributed: workers in other processes woken by
-//! LISTEN/NOTIFY). [`JobStorage`] is what the hot path pushes to ([`JobQueue`]) and what
+//! kind against every other, on SQLite (embedded: in the game database, whose single committer
+//! inserts an action's jobs in the action's own transaction and wakes the in-process workers
+//! after COMMIT) or PostgreSQL (distributed: workers in other processes woken by LISTEN/NOTIFY). [`JobStorage`] is what the hot path pushes to ([`JobQueue`]) and what
 //! [`crate::worker::run`] consumes.
 //!
 //! Dead letters are apalis tasks in state `Killed` (a handler gave up: retries exhausted or the
@@ -13,25 +13,20 @@ use std::str::FromStr;
 use apalis::prelude::*;
 use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
-use apalis_sqlite::callback::HookCallbackListener;
 use async_trait::async_trait;
 use hotpath_cache::jobs::{Job, JobQueue, QueueError};
+use hotpath_cache::store::{JobWakeups, SqliteStore};
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-/// The apalis queue name (`job_type` column) every hotpath job is stored under.
-pub const QUEUE: &str = "hotpath.jobs";
+pub use hotpath_cache::jobs::QUEUE;
 
-/// The PostgreSQL schema that holds apalis' own migration history. apalis keeps its tables in
-/// the `apalis` schema, but sqlx records migrations in an unqualified `_sqlx_migrations`; sharing
-/// that table with the game store's migrator makes each fail on the other's versions. Putting
-/// this schema first on the job pool's `search_path` keeps the two histories apart, so the job
-/// storage may live in the game database.
-pub const PG_META_SCHEMA: &str = "hotpath_jobs";
+pub use hotpath_cache::jobs::JOBS_META_SCHEMA as PG_META_SCHEMA;
 
 /// How many times a job may be delivered to a worker (the first run plus re-deliveries after a
-/// worker died holding it). The handler's own retries happen within one delivery.
-pub const DEFAULT_MAX_DELIVERIES: u32 = 5;
+/// worker died holding it). The handler's own retries happen within one delivery. The write
+/// path inserts an action's jobs with this bound too.
+pub const DEFAULT_MAX_DELIVERIES: u32 = hotpath_cache::jobs::MAX_DELIVERIES;
 
 fn unavailable(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())
@@ -78,9 +73,8 @@ impl JobRecord {
 pub(crate) enum Backend {
     Sqlite {
         storage: SqliteStorage<Job>,
-        /// Fed by the SQLite update hook of every connection of the pool: an insert into the
-        /// jobs table wakes a worker of this process at once, without polling.
-        listener: HookCallbackListener,
+        /// One wake-up per committed batch with jobs: a worker of this process fetches at once.
+        listener: JobWakeups,
     },
     Postgres {
         storage: PostgresStorage<Job>,
@@ -109,17 +103,29 @@ impl std::fmt::Debug for JobStorage {
 }
 
 impl JobStorage {
-    /// Opens (creating if absent) the SQLite job file at `path` and runs apalis' migrations.
-    /// Use a file of its own, not the game database: apalis sets `synchronous = OFF` on it and
-    /// keeps its own migration history.
+    /// Opens (creating if absent) the SQLite game database at `path` and keeps the jobs there
+    /// (see [`JobStorage::sqlite_in`]).
     pub async fn sqlite(path: &Path) -> Result<JobStorage, QueueError> {
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        let (pool, listener) = SqliteStorage::connect_with_callback(&url).map_err(unavailable)?;
-        SqliteStorage::setup(&pool).await.map_err(unavailable)?;
-        let storage = SqliteStorage::<Job>::new(&pool)
+        let store = SqliteStore::open(path).await.map_err(unavailable)?;
+        JobStorage::sqlite_in(&store).await
+    }
+
+    /// Keeps the jobs in the game database of `store`, so that its committer inserts an
+    /// action's jobs in the action's transaction. Runs apalis' migrations, but not its
+    /// `setup` pragmas: the game data keeps `synchronous = NORMAL` (apalis would set `OFF`).
+    pub async fn sqlite_in(store: &SqliteStore) -> Result<JobStorage, QueueError> {
+        let pool = store.pool();
+        let mut migrations = SqliteStorage::<()>::migrations();
+        // The game store's migrations share the `_sqlx_migrations` table.
+        migrations.set_ignore_missing(true);
+        migrations.run(pool).await.map_err(unavailable)?;
+        let storage = SqliteStorage::<Job>::new(pool)
             .with_config(apalis_sqlite::Config::default().queue(QUEUE));
         Ok(JobStorage {
-            backend: Backend::Sqlite { storage, listener },
+            backend: Backend::Sqlite {
+                storage,
+                listener: store.job_wakeups(),
+            },
             max_deliveries: DEFAULT_MAX_DELIVERIES,
         })
     }

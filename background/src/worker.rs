@@ -230,10 +230,11 @@ pub async fn run(
                 .missed_heartbeats(config.missed_heartbeats)
                 .batch_size(batch);
             let (s, listener) = (s.clone(), listener.clone());
+            let backstop = config.poll_backstop;
             monitor = monitor.register(worker!(
-                s.clone()
-                    .with_config(cfg.clone())
-                    .with_callback(listener.clone())
+                s.clone().with_config(cfg.clone()).poll_with_strategy(
+                    Strategy::new().stream(listener.clone()).interval(backstop)
+                )
             ));
         }
         Backend::Postgres { storage: s } => {

@@ -7,6 +7,24 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{ConflictId, GameId, PhaseId, PlayerId, RequestId, SceneId, StakeholderId};
 use crate::state::ContextHash;
 
+/// The apalis queue name (`job_type` column) every hotpath job is stored under.
+pub const QUEUE: &str = "hotpath.jobs";
+
+/// The PostgreSQL schema that holds the job storage's migration history (and the extensions its
+/// migrations create). apalis keeps its tables in the `apalis` schema, but sqlx records
+/// migrations in an unqualified `_sqlx_migrations`; a schema of its own, first on the job
+/// storage's `search_path`, keeps the two histories apart in one database.
+pub const JOBS_META_SCHEMA: &str = "hotpath_jobs";
+
+/// How many times a job may be delivered to a worker (the first run plus re-deliveries after a
+/// worker died holding it). A handler's own retries happen within one delivery.
+pub const MAX_DELIVERIES: u32 = 5;
+
+/// A new job id: a ULID, because apalis decodes task ids as ULIDs when it fetches them.
+pub fn new_job_id() -> String {
+    ulid::Ulid::generate().to_string()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {

@@ -393,39 +393,62 @@ mod suite {
         })
     }
 
-    pub async fn commit_action_is_one_transaction(f: Fixture) {
+    /// A batch item: `say` in the docks, claiming for mara in context `c1`, counting what is
+    /// ready for `c1` after, answering with what it claimed and publishing one stream event.
+    fn item(game: GameId, seq: u64, key: Option<&IdempotencyKey>) -> BatchItem {
+        BatchItem {
+            game_id: game,
+            seq,
+            event: applied("docks"),
+            claim: Some(claim_query(game, &["mara"], "c1")),
+            ready: Some(ReadyQuery {
+                scene_id: scene("docks"),
+                stakeholders: vec![sid("mara"), sid("brann")],
+                context_hash: ctx("c1"),
+            }),
+            idempotency: key.cloned(),
+            finish: Box::new(move |c: Claimed| Finished {
+                response: serde_json::json!({
+                    "seq": seq,
+                    "claimed": c.claimed.iter().map(|p| p.dedupe_key.clone()).collect::<Vec<_>>(),
+                    "ready": c.ready.map(|r| r.get(&sid("mara")).copied().unwrap_or(0)),
+                }),
+                jobs: Vec::new(),
+                events: vec![hotpath_cache::events::GameEvent::ContentReady {
+                    what: format!("answer {seq}"),
+                    location: "docks".into(),
+                }],
+            }),
+        }
+    }
+
+    fn key(player: PlayerId, k: &str) -> IdempotencyKey {
+        IdempotencyKey {
+            player_id: player,
+            key: k.into(),
+            request_hash: format!("hash-{k}"),
+        }
+    }
+
+    pub async fn commit_batch_is_one_transaction(f: Fixture) {
         let s = &*f.store;
         let game = new_game(s).await;
         let player = s.add_player(game, "Ada", &hash_token("t")).await.unwrap();
-        let a = planned(game, "docks", "mara", "c1", 1, "a");
-        s.insert_planned(&a).await.unwrap();
-        let event = applied("docks");
-        let query = claim_query(game, &["mara"], "c1");
-        let key = IdempotencyKey {
-            player_id: player.id,
-            key: "k1".into(),
-            request_hash: "h1".into(),
-        };
-        let respond = |claimed: &[PlannedAction]| serde_json::json!({ "claimed": claimed.len() });
+        let a = planned(game, "docks", "mara", "c1", 2, "a");
+        let b = planned(game, "docks", "mara", "c1", 1, "b");
+        let c = planned(game, "docks", "mara", "c1", 1, "c");
+        for p in [&a, &b, &c] {
+            s.insert_planned(p).await.unwrap();
+        }
 
-        // The seq is taken: nothing of the transaction survives.
+        // The seq is taken: nothing of the item survives.
         s.append_event(game, 1, &joined("first")).await.unwrap();
-        let err = s
-            .commit_action(ActionCommit {
-                game_id: game,
-                seq: 1,
-                event: &event,
-                claim: Some(&query),
-                idempotency: Some(&key),
-                respond: &respond,
-            })
-            .await
-            .unwrap_err();
-        assert!(matches!(err, StoreError::SeqTaken { .. }), "{err}");
+        let k1 = key(player.id, "k1");
+        let out = s.commit_batch(vec![item(game, 1, Some(&k1))]).await;
+        assert!(matches!(out[0], Err(ItemError::LostRace)), "{:?}", out[0]);
         assert_eq!(
             s.planned(a.id).await.unwrap().unwrap().status,
-            PlannedStatus::Ready,
-            "claim rolled back"
+            PlannedStatus::Ready
         );
         assert!(
             s.idempotent_response(player.id, "k1")
@@ -433,53 +456,90 @@ mod suite {
                 .unwrap()
                 .is_none()
         );
-
-        let done = s
-            .commit_action(ActionCommit {
-                game_id: game,
-                seq: 2,
-                event: &event,
-                claim: Some(&query),
-                idempotency: Some(&key),
-                respond: &respond,
-            })
+        let outbox = s
+            .stream_events_after(game, hotpath_cache::stream::StreamId { ms: 0, seq: 0 }, 100)
             .await
             .unwrap();
-        assert_eq!(done.claimed.len(), 1);
-        assert_eq!(done.response, serde_json::json!({ "claimed": 1 }));
+        assert!(outbox.events.is_empty());
+        assert_eq!(outbox.last_seq, 1);
+
+        // Two actions of one game in one batch: each takes its own row, best first, and the
+        // second counts what the first left.
+        let k2 = key(player.id, "k2");
+        let out = s
+            .commit_batch(vec![item(game, 2, Some(&k1)), item(game, 3, Some(&k2))])
+            .await;
+        let answers: Vec<serde_json::Value> =
+            out.into_iter().map(|o| o.unwrap().response).collect();
+        let claimed = |v: &serde_json::Value| v["claimed"][0].as_str().unwrap().to_owned();
+        assert_eq!(claimed(&answers[0]), a.dedupe_key);
+        assert!([&b.dedupe_key, &c.dedupe_key].contains(&&claimed(&answers[1])));
+        assert_eq!(answers[1]["ready"], 1, "one of three rows is still ready");
         let stored = s
-            .idempotent_response(player.id, "k1")
+            .idempotent_response(player.id, "k2")
             .await
             .unwrap()
             .unwrap();
         assert_eq!(
-            (stored.request_hash.as_str(), stored.response),
-            ("h1", done.response.clone())
+            (stored.request_hash.as_str(), &stored.response),
+            ("hash-k2", &answers[1])
         );
+        let seqs: Vec<u64> = s
+            .events(game, 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        let outbox = s
+            .stream_events_after(game, hotpath_cache::stream::StreamId { ms: 2, seq: 0 }, 100)
+            .await
+            .unwrap();
+        let ids: Vec<String> = outbox.events.iter().map(|(id, _)| id.to_string()).collect();
+        assert_eq!(ids, vec!["3-0"], "the outbox after 2-0 holds 3-0");
+        assert_eq!(outbox.last_seq, 3);
+
+        // The same key again, beside an innocent item of another game: only the duplicate
+        // fails, and its event is not appended.
+        let other = new_game(s).await;
+        let out = s
+            .commit_batch(vec![item(game, 4, Some(&k2)), item(other, 1, None)])
+            .await;
+        assert!(
+            matches!(out[0], Err(ItemError::IdempotencyKeyTaken)),
+            "{:?}",
+            out[0]
+        );
+        assert!(out[1].is_ok(), "{:?}", out[1]);
+        assert_eq!(s.events(game, 0).await.unwrap().len(), 3);
+        assert_eq!(s.events(other, 0).await.unwrap().len(), 1);
+
+        // A lost race in one game does not hold back another game of the same batch.
+        let out = s
+            .commit_batch(vec![
+                item(game, 3, None),
+                item(game, 4, None),
+                item(other, 2, None),
+            ])
+            .await;
+        assert!(matches!(out[0], Err(ItemError::LostRace)));
+        assert!(
+            matches!(out[1], Err(ItemError::LostRace)),
+            "later items of that game too"
+        );
+        assert!(out[2].is_ok());
         assert_eq!(
-            s.events(game, 0).await.unwrap().last().unwrap(),
-            &(2, event.clone())
+            s.events(game, 0).await.unwrap().len(),
+            3,
+            "no seq 4 without 3"
         );
 
-        // The same key again (a concurrent duplicate): rejected, and its event is not appended.
-        let b = planned(game, "docks", "mara", "c1", 1, "b");
-        s.insert_planned(&b).await.unwrap();
-        let err = s
-            .commit_action(ActionCommit {
-                game_id: game,
-                seq: 3,
-                event: &event,
-                claim: Some(&query),
-                idempotency: Some(&key),
-                respond: &respond,
-            })
-            .await
-            .unwrap_err();
-        assert!(matches!(err, StoreError::IdempotencyKeyTaken), "{err}");
-        assert_eq!(s.events(game, 0).await.unwrap().len(), 2);
+        let recent = s.stream_events_since(0, 100).await.unwrap();
+        assert!(recent.iter().any(|(g, id, _)| *g == other && id.ms == 2));
         assert_eq!(
-            s.planned(b.id).await.unwrap().unwrap().status,
-            PlannedStatus::Ready
+            s.delete_stream_events(now_ms() + 1).await.unwrap(),
+            recent.len() as u64
         );
     }
 
@@ -571,7 +631,7 @@ conformance!(
         insert_planned_is_idempotent,
         claim_takes_the_best_ready_action_per_stakeholder,
         claim_race,
-        commit_action_is_one_transaction,
+        commit_batch_is_one_transaction,
         ready_counts_expiry_and_cleanup,
         canon_is_idempotent
     ]

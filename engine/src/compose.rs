@@ -14,7 +14,6 @@ use hotpath_background::jobs::Deps;
 use hotpath_background::llm::{self, LlmConfig};
 use hotpath_background::worker::{self, WorkerConfig};
 use hotpath_cache::cache::{Cache, MemoryCache, RedisCache};
-use hotpath_cache::jobs::JobQueue;
 use hotpath_cache::scenario::{self, Scenario};
 use hotpath_cache::store::{PostgresStore, SqliteStore, Store};
 use hotpath_cache::stream::{DEFAULT_MAX_LEN, EventStream, MemoryStream, RedisStream};
@@ -26,7 +25,7 @@ use crate::hot::{HotConfig, HotPath};
 /// Where a deployment keeps its state.
 #[derive(Debug, Clone, Default)]
 pub struct BackendConfig {
-    /// Embedded mode keeps `hotpath.sqlite` (games) and `jobs.sqlite` (job storage) here.
+    /// Embedded mode keeps `hotpath.sqlite` here: games, their log and outbox, and the jobs.
     pub data_dir: PathBuf,
     /// Redis for the cache and event streams (distributed).
     pub redis_url: Option<String>,
@@ -43,6 +42,9 @@ pub struct Backends {
     pub jobs: JobStorage,
     /// `embedded` or `distributed`, for logs.
     pub mode: &'static str,
+    /// The event stream outlives this process (Redis): a starting relay republishes the recent
+    /// outbox into it.
+    pub durable_stream: bool,
 }
 
 /// How long a backend may take to answer one command before the hot path stops waiting.
@@ -84,17 +86,15 @@ impl Backends {
                     format!("creating the data directory {}", config.data_dir.display())
                 })?;
                 let games = config.data_dir.join("hotpath.sqlite");
-                let jobs = config.data_dir.join("jobs.sqlite");
-                (
-                    Arc::new(
-                        SqliteStore::open(&games)
-                            .await
-                            .with_context(|| format!("opening {}", games.display()))?,
-                    ),
-                    JobStorage::sqlite(&jobs)
-                        .await
-                        .with_context(|| format!("opening {}", jobs.display()))?,
-                )
+                let store = SqliteStore::open(&games)
+                    .await
+                    .with_context(|| format!("opening {}", games.display()))?;
+                // The jobs live in the game database: the committer inserts them in the
+                // action's own transaction.
+                let jobs = JobStorage::sqlite_in(&store)
+                    .await
+                    .with_context(|| format!("opening the job tables in {}", games.display()))?;
+                (Arc::new(store), jobs)
             }
         };
         let mode = if config.redis_url.is_some() || config.database_url.is_some() {
@@ -108,16 +108,20 @@ impl Backends {
             stream,
             jobs,
             mode,
+            durable_stream: config.redis_url.is_some(),
         })
     }
 
+    /// The hot path over these backends (it starts the write path's committer and relay).
     pub fn hot_path(&self, scenarios: BTreeMap<String, Scenario>, config: HotConfig) -> HotPath {
-        let queue: Arc<dyn JobQueue> = Arc::new(self.jobs.clone());
+        let config = HotConfig {
+            relay_recovery: self.durable_stream,
+            ..config
+        };
         HotPath::new(
             self.cache.clone(),
             self.store.clone(),
             self.stream.clone(),
-            queue,
             scenarios,
             config,
         )

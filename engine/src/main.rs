@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -190,7 +191,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 ..ApiConfig::default()
             };
             let hot = backends.hot_path(scenarios, hot_config);
-            let state = AppState::new(hot, &admin_token, &api_config);
+            let mut state = AppState::new(hot, &admin_token, &api_config);
+            state.queue = Some(Arc::new(backends.jobs.clone()));
             let run_workers = workers.unwrap_or(backends.mode == "embedded");
             let llm = LlmConfig::from_env().context("reading HOTPATH_LLM_* settings")?;
             let listener = tokio::net::TcpListener::bind(listen)

@@ -73,8 +73,15 @@ mod suite {
         let (_, mut all) = open(&s, &game, &token, "?from=start", None).await;
         assert_eq!(all.next_of(&["action.applied"]).await.data["turn"], 1);
 
-        let (status, _) = open(&s, &game, &token, "", Some("not-an-id")).await;
-        assert_eq!(status, 400);
+        // An id the stream cannot place gets `reset`, then the live stream: never silence.
+        for unplaceable in ["not-an-id", "999999-0"] {
+            let (status, mut lost) = open(&s, &game, &token, "", Some(unplaceable)).await;
+            assert_eq!(status, 200);
+            assert_eq!(lost.next().await.event, "reset", "for {unplaceable}");
+            let answer = act(&s, &game, &token, "Anyone there?").await;
+            let applied = lost.next_of(&["action.applied"]).await;
+            assert_eq!(applied.data["action_id"], answer["action_id"]);
+        }
         let (status, _) = open(&s, &game, "wrong", "", None).await;
         assert_eq!(status, 401);
         let (status, _) = open(&s, &game, &token, "?from=yesterday", None).await;
@@ -145,3 +152,76 @@ macro_rules! both_deployments {
 }
 
 both_deployments!(live_resume_and_errors, reset_when_the_id_is_too_old);
+
+/// Acts three times and returns the SSE ids of the `action.applied` events, read live.
+async fn three_actions(s: &Served, game: &str, token: &str) -> Vec<String> {
+    let (_, mut live) = open(s, game, token, "", None).await;
+    let mut ids = Vec::new();
+    for text in ["One", "Two", "Three"] {
+        act(s, game, token, text).await;
+        ids.push(live.next_of(&["action.applied"]).await.id.unwrap());
+    }
+    ids
+}
+
+/// What a client resuming after `last` receives first: the next `action.applied`.
+async fn resumed_after(s: &Served, game: &str, token: &str, last: &str) -> (String, Value) {
+    let (status, mut resumed) = open(s, game, token, "", Some(last)).await;
+    assert_eq!(status, 200);
+    let next = resumed.next_of(&["action.applied", "reset"]).await;
+    assert_eq!(next.event, "action.applied", "resumes, no reset");
+    (next.id.unwrap(), next.data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_last_event_id_from_before_a_restart_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = hotpath_engine::compose::BackendConfig {
+        data_dir: dir.path().join("data"),
+        redis_url: None,
+        database_url: None,
+    };
+    let keep = tempfile::tempdir().unwrap();
+    let first = serve(
+        TestApp::build(
+            config.clone(),
+            None,
+            tempfile::tempdir().unwrap(),
+            common::api_config(1000),
+        )
+        .await,
+    )
+    .await;
+    let (game, token) = first.app.new_game().await;
+    let ids = three_actions(&first, &game, &token).await;
+    drop(first);
+
+    // A new process on the same data: its in-process stream is empty, its ids are the same.
+    let second = serve(TestApp::build(config, None, keep, common::api_config(1000)).await).await;
+    let (id, data) = resumed_after(&second, &game, &token, &ids[0]).await;
+    assert_eq!(id, ids[1]);
+    assert_eq!(data["turn"], 2);
+    // And new actions continue the ids.
+    let answer = act(&second, &game, &token, "Four").await;
+    assert_eq!(answer["turn"], 4);
+    let (id, _) = resumed_after(&second, &game, &token, &ids[2]).await;
+    assert!(
+        id.split('-').next().unwrap().parse::<u64>().unwrap()
+            > ids[2].split('-').next().unwrap().parse::<u64>().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_resume_survives_lost_redis_data() {
+    let s = serve(TestApp::distributed_with(common::api_config(1000), true).await).await;
+    let (game, token) = s.app.new_game().await;
+    let ids = three_actions(&s, &game, &token).await;
+    let redis = s.app.redis.as_ref().unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+
+    let (id, data) = resumed_after(&s, &game, &token, &ids[0]).await;
+    assert_eq!(id, ids[1], "replayed from the outbox");
+    assert_eq!(data["turn"], 2);
+}

@@ -42,20 +42,19 @@ const DOCKS_STAKEHOLDERS: [&str; 3] = ["mara", "brann", "iris"];
 // ---------------------------------------------------------------------------------------------
 // In-process workers and the deployment under test.
 
-/// The hot path with a generous enqueue bound, so that every dispatched job is acknowledged
-/// with its id and the ready counts the refill plan needs are always read: these tests are
-/// about what the slow path does with the jobs, not about the enqueue bound (the hot-path
-/// suites hold that).
+/// The hot path with a generous budget: these tests are about what the slow path does with the
+/// jobs, not about the budget (the hot-path suites hold that).
 fn patient(mut app: TestApp) -> TestApp {
     let api_config = common::api_config(1000);
     let hot = app.backends.hot_path(
         hotpath_cache::scenario::builtin(),
         HotConfig {
-            enqueue_timeout: Duration::from_secs(5),
+            budget: Duration::from_secs(5),
             ..HotConfig::default()
         },
     );
     app.state = AppState::new(hot, ADMIN, &api_config);
+    app.state.queue = Some(std::sync::Arc::new(app.backends.jobs.clone()));
     app.router = api::app(app.state.clone(), &api_config);
     app
 }

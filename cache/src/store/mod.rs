@@ -6,6 +6,7 @@
 //! SQLite serializes writers, so one `UPDATE … RETURNING` is atomic) and how a write
 //! transaction begins. Migrations live in `migrations/<engine>/` and are embedded at build time.
 
+pub mod batch;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -15,14 +16,18 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
+pub use self::batch::{
+    BatchItem, Claimed, Finish, Finished, ItemError, ItemOutcome, QueuedJob, ReadyQuery,
+};
 pub use self::postgres::PostgresStore;
-pub use self::sqlite::SqliteStore;
+pub use self::sqlite::{JobWakeups, SqliteStore};
 
-use crate::events::LoggedEvent;
+use crate::events::{GameEvent, LoggedEvent};
 use crate::ids::{GameId, PlannedActionId, PlayerId, SceneId, StakeholderId};
 use crate::model::{CanonEvent, PlannedAction, PlannedStatus};
 use crate::scenario::Scenario;
 use crate::state::ContextHash;
+use crate::stream::StreamId;
 use crate::time::Millis;
 
 #[derive(Debug, thiserror::Error)]
@@ -109,23 +114,13 @@ pub struct ClaimQuery {
     pub now: Millis,
 }
 
-/// The hot path's one write per action: append the event at `seq`, claim, compute the answer
-/// from what was claimed, and record it under the idempotency key — in one transaction.
-pub struct ActionCommit<'a> {
-    pub game_id: GameId,
-    /// The seq this event takes: the loaded state's seq + 1.
-    pub seq: u64,
-    pub event: &'a LoggedEvent,
-    pub claim: Option<&'a ClaimQuery>,
-    pub idempotency: Option<&'a IdempotencyKey>,
-    /// Builds the answer to record, given the claimed actions.
-    pub respond: &'a (dyn Fn(&[PlannedAction]) -> serde_json::Value + Send + Sync),
-}
-
+/// Committed stream events of one game, for a client resuming from an id the stream no longer
+/// holds.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Committed {
-    pub claimed: Vec<PlannedAction>,
-    pub response: serde_json::Value,
+pub struct CommittedEvents {
+    pub events: Vec<(StreamId, GameEvent)>,
+    /// The newest seq in the game's log (0 for an empty log): an id above it was never given.
+    pub last_seq: u64,
 }
 
 #[async_trait]
@@ -179,8 +174,24 @@ pub trait Store: Send + Sync {
         game: GameId,
         after_seq: u64,
     ) -> Result<Vec<(u64, LoggedEvent)>, StoreError>;
-    /// See [`ActionCommit`].
-    async fn commit_action(&self, commit: ActionCommit<'_>) -> Result<Committed, StoreError>;
+    /// Commits a batch in one transaction (see [`batch`]); one outcome per item, in order.
+    async fn commit_batch(&self, items: Vec<BatchItem>) -> Vec<ItemOutcome>;
+    /// Committed stream events of `game` after `after` (at most `limit`, in id order).
+    async fn stream_events_after(
+        &self,
+        game: GameId,
+        after: StreamId,
+        limit: u32,
+    ) -> Result<CommittedEvents, StoreError>;
+    /// Committed stream events of every game created at or after `since`, in (game, id) order:
+    /// what a restarted relay may not have published yet. At most `limit`.
+    async fn stream_events_since(
+        &self,
+        since: Millis,
+        limit: u32,
+    ) -> Result<Vec<(GameId, StreamId, GameEvent)>, StoreError>;
+    /// Deletes stream events created before `before`; returns how many.
+    async fn delete_stream_events(&self, before: Millis) -> Result<u64, StoreError>;
 
     /// Inserts unless a row with the same dedupe key exists; `true` if inserted.
     async fn insert_planned(&self, action: &PlannedAction) -> Result<bool, StoreError>;

@@ -1,29 +1,151 @@
 //! [`Store`](super::Store) on PostgreSQL: the distributed deployment's database.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use std::str::FromStr;
 
-use super::StoreError;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{FromRow, Postgres, Row};
 
-/// For each stakeholder present (`$3`, a JSON array), lock the best ready row with
-/// `FOR UPDATE SKIP LOCKED` — concurrent claimers skip rows another claimer holds instead of
-/// waiting for them or taking them twice — and mark the picks consumed, in one statement.
+use super::batch::{self, BatchItem, BatchSql, Finished, ReadyCounts};
+use super::sql::PlannedRow;
+use super::{ClaimQuery, StoreError};
+use crate::ids::{GameId, SceneId, StakeholderId};
+use crate::jobs::{JOBS_META_SCHEMA, QUEUE};
+use crate::model::PlannedAction;
+use crate::state::ContextHash;
+use crate::time::Millis;
+
+/// Claims for many requests at once. Each row of the arrays is one (request, stakeholder); a
+/// request's rank among requests for the same stakeholder and context (`rk`) makes the k-th
+/// request take the k-th best row, so two actions of one batch never want the same one. For
+/// each, the best ready row of this context and the best ready reaction are locked with
+/// `FOR UPDATE SKIP LOCKED` — a concurrent claimer skips rows another holds instead of waiting
+/// or taking them twice — and the better of the two is marked consumed, in one statement. Each
+/// lookup is one range of a partial index, whatever other games and contexts hold.
 const CLAIM: &str = "
-WITH picked AS (
-    SELECT c.id
-    FROM json_array_elements_text($3::json) AS s(stakeholder_id)
-    CROSS JOIN LATERAL (
-        SELECT p.id FROM planned_stakeholder_actions p
-        WHERE p.game_id = $1 AND p.scene_id = $2 AND p.stakeholder_id = s.stakeholder_id
-          AND p.status = 'ready' AND p.expires_at > $5
-          AND (p.context_hash = $4 OR p.kind = 'reaction')
+WITH req AS (
+    SELECT r.*, (row_number() OVER (
+        PARTITION BY r.game_id, r.scene_id, r.stakeholder_id, r.context_hash ORDER BY r.item) - 1) AS rk
+    FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[])
+        AS r(item, game_id, scene_id, stakeholder_id, context_hash)),
+cand AS (
+    SELECT req.item, req.stakeholder_id, c.id, c.priority, c.created_at FROM req CROSS JOIN LATERAL (
+        SELECT p.id, p.priority, p.created_at FROM planned_stakeholder_actions p
+        WHERE p.game_id = req.game_id AND p.scene_id = req.scene_id
+          AND p.context_hash = req.context_hash AND p.stakeholder_id = req.stakeholder_id
+          AND p.status = 'ready' AND p.kind = 'action' AND p.expires_at > $6
         ORDER BY p.priority DESC, p.created_at, p.id
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED) c)
-UPDATE planned_stakeholder_actions t SET status = 'consumed', claimed_at = $5
-FROM picked WHERE t.id = picked.id AND t.status = 'ready'
-RETURNING t.*";
+        OFFSET req.rk LIMIT 1 FOR UPDATE SKIP LOCKED) c
+    UNION ALL
+    SELECT req.item, req.stakeholder_id, c.id, c.priority, c.created_at FROM req CROSS JOIN LATERAL (
+        SELECT p.id, p.priority, p.created_at FROM planned_stakeholder_actions p
+        WHERE p.game_id = req.game_id AND p.scene_id = req.scene_id
+          AND p.stakeholder_id = req.stakeholder_id
+          AND p.status = 'ready' AND p.kind = 'reaction' AND p.expires_at > $6
+        ORDER BY p.priority DESC, p.created_at, p.id
+        OFFSET req.rk LIMIT 1 FOR UPDATE SKIP LOCKED) c),
+best AS (
+    SELECT DISTINCT ON (item, stakeholder_id) item, id FROM cand
+    ORDER BY item, stakeholder_id, priority DESC, created_at, id)
+UPDATE planned_stakeholder_actions t SET status = 'consumed', claimed_at = $6
+FROM best WHERE t.id = best.id AND t.status = 'ready'
+RETURNING best.item, t.*";
+
+/// Ready `action` rows per (request, stakeholder), each count one index range.
+const READY: &str = "
+SELECT r.item, r.stakeholder_id, (
+    SELECT COUNT(*) FROM planned_stakeholder_actions p
+    WHERE p.game_id = r.game_id AND p.scene_id = r.scene_id AND p.context_hash = r.context_hash
+      AND p.stakeholder_id = r.stakeholder_id
+      AND p.status = 'ready' AND p.kind = 'action' AND p.expires_at > $6) AS n
+FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[])
+    AS r(item, game_id, scene_id, stakeholder_id, context_hash)";
+
+const INSERT_EVENTS: &str = "
+INSERT INTO game_events (game_id, seq, kind, payload, created_at)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])
+ON CONFLICT (game_id, seq) DO NOTHING
+RETURNING game_id, seq";
+
+const RECORD: &str = "
+WITH i AS (
+    INSERT INTO idempotency_records (player_id, key, game_id, request_hash, response, created_at)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])),
+o AS (
+    INSERT INTO stream_events (game_id, seq, idx, payload, created_at)
+    SELECT * FROM unnest($7::text[], $8::bigint[], $9::int[], $10::text[], $11::bigint[]))
+SELECT 1";
+
+/// The request arrays of [`CLAIM`] and [`READY`]: one row per (item, stakeholder).
+#[derive(Default)]
+struct Requests {
+    item: Vec<i32>,
+    game: Vec<String>,
+    scene: Vec<String>,
+    stakeholder: Vec<String>,
+    context: Vec<String>,
+}
+
+impl Requests {
+    fn add(
+        &mut self,
+        item: usize,
+        game: GameId,
+        scene: &SceneId,
+        stakeholders: &[StakeholderId],
+        context: &ContextHash,
+    ) {
+        for s in stakeholders {
+            self.item.push(item as i32);
+            self.game.push(game.to_string());
+            self.scene.push(scene.to_string());
+            self.stakeholder.push(s.to_string());
+            self.context.push(context.0.clone());
+        }
+    }
+
+    fn bind<'q>(
+        self,
+        sql: &'static str,
+        now: Millis,
+    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(sql)
+            .bind(self.item)
+            .bind(self.game)
+            .bind(self.scene)
+            .bind(self.stakeholder)
+            .bind(self.context)
+            .bind(now)
+    }
+}
+
+/// Runs [`CLAIM`]; returns the claimed rows of each of `n` requests.
+async fn claim_rows<'c>(
+    executor: impl sqlx::Executor<'c, Database = Postgres>,
+    requests: Requests,
+    n: usize,
+    now: Millis,
+) -> Result<Vec<Vec<PlannedAction>>, StoreError> {
+    let mut out: Vec<Vec<PlannedAction>> = (0..n).map(|_| Vec::new()).collect();
+    if requests.item.is_empty() {
+        return Ok(out);
+    }
+    let rows = requests
+        .bind(CLAIM, now)
+        .fetch_all(executor)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    for row in rows {
+        let item: i32 = row.try_get("item").map_err(StoreError::from_sqlx)?;
+        let planned = PlannedRow::from_row(&row).map_err(StoreError::from_sqlx)?;
+        out[item as usize].push(PlannedAction::try_from(planned)?);
+    }
+    Ok(out)
+}
 
 /// The PostgreSQL store. Cloning shares the pool.
 #[derive(Clone, Debug)]
@@ -34,10 +156,16 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects to `url` (`postgres://user@host:port/db`) and applies the migrations.
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(StoreError::from_sqlx)?
+            // Our tables (and our migration history) in `public`; the job storage's types
+            // (apalis creates `hstore` in its own schema) found after them, for the jobs the
+            // committer inserts.
+            .options([("search_path", format!("public,{JOBS_META_SCHEMA}"))]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(2))
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(StoreError::from_sqlx)?;
         let mut migrations = sqlx::migrate!("../migrations/postgres");
@@ -55,9 +183,151 @@ impl PostgresStore {
         &self.pool
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-        self.pool.begin().await.map_err(StoreError::from_sqlx)
+    async fn claim_one(&self, q: &ClaimQuery) -> Result<Vec<PlannedAction>, StoreError> {
+        let mut requests = Requests::default();
+        requests.add(0, q.game_id, &q.scene_id, &q.stakeholders, &q.context_hash);
+        let mut rows = claim_rows(&self.pool, requests, 1, q.now).await?;
+        Ok(rows.pop().unwrap_or_default())
     }
 }
 
-super::sql::impl_store!(PostgresStore, CLAIM);
+impl BatchSql for PostgresStore {
+    type Tx = sqlx::Transaction<'static, Postgres>;
+
+    fn begin(&self) -> BoxFuture<'_, Result<Self::Tx, sqlx::Error>> {
+        self.pool.begin().boxed()
+    }
+
+    fn commit(tx: Self::Tx) -> BoxFuture<'static, Result<(), sqlx::Error>> {
+        tx.commit().boxed()
+    }
+
+    fn insert_events<'a>(
+        tx: &'a mut Self::Tx,
+        items: &'a [&'a BatchItem],
+        now: Millis,
+    ) -> BoxFuture<'a, Result<Vec<bool>, sqlx::Error>> {
+        async move {
+            let mut payloads = Vec::with_capacity(items.len());
+            for i in items {
+                payloads.push(
+                    serde_json::to_string(&i.event).map_err(|e| sqlx::Error::Encode(e.into()))?,
+                );
+            }
+            let inserted: Vec<(String, i64)> = sqlx::query_as(INSERT_EVENTS)
+                .bind(
+                    items
+                        .iter()
+                        .map(|i| i.game_id.to_string())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(items.iter().map(|i| i.seq as i64).collect::<Vec<_>>())
+                .bind(items.iter().map(|i| i.event.kind()).collect::<Vec<_>>())
+                .bind(payloads)
+                .bind(vec![now; items.len()])
+                .fetch_all(&mut **tx)
+                .await?;
+            Ok(items
+                .iter()
+                .map(|i| {
+                    let (game, seq) = (i.game_id.to_string(), i.seq as i64);
+                    inserted.iter().any(|(g, s)| *g == game && *s == seq)
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn claim<'a>(
+        tx: &'a mut Self::Tx,
+        items: &'a [&'a BatchItem],
+        now: Millis,
+    ) -> BoxFuture<'a, Result<Vec<Vec<PlannedAction>>, StoreError>> {
+        async move {
+            let mut requests = Requests::default();
+            for (n, i) in items.iter().enumerate() {
+                if let Some(q) = &i.claim {
+                    requests.add(n, q.game_id, &q.scene_id, &q.stakeholders, &q.context_hash);
+                }
+            }
+            claim_rows(&mut **tx, requests, items.len(), now).await
+        }
+        .boxed()
+    }
+
+    fn ready<'a>(
+        tx: &'a mut Self::Tx,
+        items: &'a [&'a BatchItem],
+        now: Millis,
+    ) -> BoxFuture<'a, Result<ReadyCounts, StoreError>> {
+        async move {
+            let mut out: ReadyCounts = items
+                .iter()
+                .map(|i| i.ready.as_ref().map(|_| BTreeMap::new()))
+                .collect();
+            let mut requests = Requests::default();
+            for (n, i) in items.iter().enumerate() {
+                if let Some(q) = &i.ready {
+                    requests.add(n, i.game_id, &q.scene_id, &q.stakeholders, &q.context_hash);
+                }
+            }
+            if requests.item.is_empty() {
+                return Ok(out);
+            }
+            let rows = requests
+                .bind(READY, now)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            for row in rows {
+                let item: i32 = row.try_get(0).map_err(StoreError::from_sqlx)?;
+                let who: String = row.try_get(1).map_err(StoreError::from_sqlx)?;
+                let n: i64 = row.try_get(2).map_err(StoreError::from_sqlx)?;
+                let who = StakeholderId::new(who).map_err(|e| StoreError::Decode(e.to_string()))?;
+                if let Some(Some(counts)) = out.get_mut(item as usize)
+                    && n > 0
+                {
+                    counts.insert(who, n as u32);
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn record<'a>(
+        tx: &'a mut Self::Tx,
+        items: &'a [&'a BatchItem],
+        finished: &'a [Finished],
+        now: Millis,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        async move {
+            let rows = batch::Rows::collect(items, finished)?;
+            if !rows.is_empty() {
+                sqlx::query(RECORD)
+                    .bind(rows.key_player)
+                    .bind(rows.key)
+                    .bind(rows.key_game)
+                    .bind(rows.key_hash)
+                    .bind(rows.key_response)
+                    .bind(vec![now; rows.key_len])
+                    .bind(rows.event_game)
+                    .bind(rows.event_seq)
+                    .bind(rows.event_idx)
+                    .bind(rows.event_payload)
+                    .bind(vec![now; rows.event_len])
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            if !rows.tasks.is_empty() {
+                apalis_postgres::queries::push_tasks(&mut **tx, QUEUE, rows.tasks)
+                    .await
+                    .map_err(|e| sqlx::Error::Encode(format!("pushing jobs: {e}").into()))?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+super::sql::impl_store!(PostgresStore);

@@ -154,10 +154,12 @@ VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM game_events WHERE game_id = $
 ON CONFLICT (game_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
 RETURNING seq";
 
+/// Served by `planned_ready_action` (game, scene, context first): bounded by this context's
+/// ready rows, whatever other games and contexts hold.
 pub(super) const READY_COUNTS: &str = "
 SELECT stakeholder_id, COUNT(*) FROM planned_stakeholder_actions
-WHERE game_id = $1 AND scene_id = $2 AND context_hash = $3 AND kind = 'action'
-  AND status = 'ready' AND expires_at > $4
+WHERE game_id = $1 AND scene_id = $2 AND context_hash = $3
+  AND status = 'ready' AND kind = 'action' AND expires_at > $4
 GROUP BY stakeholder_id";
 
 pub(super) const INSERT_CANON: &str = "
@@ -167,10 +169,10 @@ INSERT INTO canon_events
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (dedupe_key) DO NOTHING";
 
-/// Implements `Store` for `$store`, which has `pool` and `begin_write()`; `$claim` is its claim
-/// statement (binds: game, scene, JSON array of stakeholders, context hash, now).
+/// Implements `Store` for `$store`, which has `pool`, an inherent `claim_one` (each engine locks
+/// rows its own way) and implements [`BatchSql`](super::batch::BatchSql).
 macro_rules! impl_store {
-    ($store:ty, $claim:expr) => {
+    ($store:ty) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             async fn ping(&self) -> Result<(), $crate::store::StoreError> {
@@ -373,66 +375,87 @@ macro_rules! impl_store {
                     .collect()
             }
 
-            async fn commit_action(
+            async fn commit_batch(
                 &self,
-                commit: $crate::store::ActionCommit<'_>,
-            ) -> Result<$crate::store::Committed, $crate::store::StoreError> {
-                use $crate::store::StoreError;
-                let mut tx = self.begin_write().await?;
-                sqlx::query($crate::store::sql::APPEND_EVENT)
-                    .bind(commit.game_id.to_string())
-                    .bind(commit.seq as i64)
-                    .bind(commit.event.kind())
-                    .bind($crate::store::sql::to_json(commit.event)?)
-                    .bind($crate::time::now_ms())
-                    .execute(&mut *tx)
+                items: Vec<$crate::store::BatchItem>,
+            ) -> Vec<$crate::store::ItemOutcome> {
+                $crate::store::batch::commit(self, items).await
+            }
+
+            async fn stream_events_after(
+                &self,
+                game: $crate::ids::GameId,
+                after: $crate::stream::StreamId,
+                limit: u32,
+            ) -> Result<$crate::store::CommittedEvents, $crate::store::StoreError> {
+                let rows: Vec<(i64, i32, String)> = sqlx::query_as(
+                    "SELECT seq, idx, payload FROM stream_events \
+                     WHERE game_id = $1 AND (seq > $2 OR (seq = $2 AND idx > $3)) ORDER BY seq, idx LIMIT $4",
+                )
+                .bind(game.to_string())
+                .bind(after.ms as i64)
+                .bind(after.seq.min(i32::MAX as u64) as i32)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::store::StoreError::from_sqlx)?;
+                let last: Option<i64> =
+                    sqlx::query_scalar("SELECT MAX(seq) FROM game_events WHERE game_id = $1")
+                        .bind(game.to_string())
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err($crate::store::StoreError::from_sqlx)?;
+                let events = rows
+                    .into_iter()
+                    .map(|(seq, idx, payload)| {
+                        let id = $crate::stream::StreamId { ms: seq as u64, seq: idx as u64 };
+                        Ok((id, $crate::store::sql::from_json("stream event", &payload)?))
+                    })
+                    .collect::<Result<Vec<_>, $crate::store::StoreError>>()?;
+                Ok($crate::store::CommittedEvents {
+                    events,
+                    last_seq: last.unwrap_or(0).max(0) as u64,
+                })
+            }
+
+            async fn stream_events_since(
+                &self,
+                since: $crate::time::Millis,
+                limit: u32,
+            ) -> Result<
+                Vec<($crate::ids::GameId, $crate::stream::StreamId, $crate::events::GameEvent)>,
+                $crate::store::StoreError,
+            > {
+                let rows: Vec<(String, i64, i32, String)> = sqlx::query_as(
+                    "SELECT game_id, seq, idx, payload FROM stream_events WHERE created_at >= $1 \
+                     ORDER BY game_id, seq, idx LIMIT $2",
+                )
+                .bind(since)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::store::StoreError::from_sqlx)?;
+                rows.into_iter()
+                    .map(|(game, seq, idx, payload)| {
+                        let game = game
+                            .parse::<$crate::ids::GameId>()
+                            .map_err(|e| $crate::store::StoreError::Decode(format!("game id: {e}")))?;
+                        let id = $crate::stream::StreamId { ms: seq as u64, seq: idx as u64 };
+                        Ok((game, id, $crate::store::sql::from_json("stream event", &payload)?))
+                    })
+                    .collect()
+            }
+
+            async fn delete_stream_events(
+                &self,
+                before: $crate::time::Millis,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query("DELETE FROM stream_events WHERE created_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
                     .await
-                    .map_err(|e| {
-                        if $crate::store::is_unique_violation(&e) {
-                            StoreError::SeqTaken { game: commit.game_id, seq: commit.seq }
-                        } else {
-                            StoreError::from_sqlx(e)
-                        }
-                    })?;
-                let claimed = match commit.claim {
-                    Some(q) => {
-                        let rows: Vec<$crate::store::sql::PlannedRow> = sqlx::query_as($claim)
-                            .bind(q.game_id.to_string())
-                            .bind(q.scene_id.as_str())
-                            .bind($crate::store::sql::to_json(&q.stakeholders)?)
-                            .bind(&q.context_hash.0)
-                            .bind(q.now)
-                            .fetch_all(&mut *tx)
-                            .await
-                            .map_err(StoreError::from_sqlx)?;
-                        $crate::store::sql::rows_to_planned(rows)?
-                    }
-                    None => Vec::new(),
-                };
-                let response = (commit.respond)(&claimed);
-                if let Some(key) = commit.idempotency {
-                    sqlx::query(
-                        "INSERT INTO idempotency_records (player_id, key, game_id, request_hash, response, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(key.player_id.to_string())
-                    .bind(&key.key)
-                    .bind(commit.game_id.to_string())
-                    .bind(&key.request_hash)
-                    .bind($crate::store::sql::to_json(&response)?)
-                    .bind($crate::time::now_ms())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| {
-                        if $crate::store::is_unique_violation(&e) {
-                            StoreError::IdempotencyKeyTaken
-                        } else {
-                            StoreError::from_sqlx(e)
-                        }
-                    })?;
-                }
-                tx.commit().await.map_err(StoreError::from_sqlx)?;
-                Ok($crate::store::Committed { claimed, response })
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(done.rows_affected())
             }
 
             async fn insert_planned(
@@ -477,16 +500,7 @@ macro_rules! impl_store {
                 &self,
                 q: &$crate::store::ClaimQuery,
             ) -> Result<Vec<$crate::model::PlannedAction>, $crate::store::StoreError> {
-                let rows: Vec<$crate::store::sql::PlannedRow> = sqlx::query_as($claim)
-                    .bind(q.game_id.to_string())
-                    .bind(q.scene_id.as_str())
-                    .bind($crate::store::sql::to_json(&q.stakeholders)?)
-                    .bind(&q.context_hash.0)
-                    .bind(q.now)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err($crate::store::StoreError::from_sqlx)?;
-                $crate::store::sql::rows_to_planned(rows)
+                self.claim_one(q).await
             }
 
             async fn ready_counts(

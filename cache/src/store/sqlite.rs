@@ -1,34 +1,95 @@
 //! [`Store`](super::Store) on SQLite: the embedded deployment's one file.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::StoreError;
+use super::batch::{self, BatchItem, BatchSql, Finished, ReadyCounts};
+use super::sql::{PlannedRow, READY_COUNTS, rows_to_planned, to_json};
+use super::{ClaimQuery, StoreError};
+use crate::ids::StakeholderId;
+use crate::jobs::QUEUE;
+use crate::model::PlannedAction;
+use crate::time::Millis;
 
 /// SQLite has no `SKIP LOCKED`, but it runs one writer at a time, so one `UPDATE … RETURNING`
-/// is atomic: two claimers can never both see a row as ready. One statement claims for every
-/// stakeholder present (`$3` is a JSON array of their ids).
+/// is atomic: two claimers can never both see a row as ready. For each stakeholder present
+/// (`$3`, a JSON array) the better of the best ready row of this context and the best ready
+/// reaction is taken; each lookup is one range of a partial index.
 const CLAIM: &str = "
 UPDATE planned_stakeholder_actions SET status = 'consumed', claimed_at = $5
 WHERE status = 'ready' AND id IN (
-    SELECT (SELECT p.id FROM planned_stakeholder_actions p
+    SELECT (SELECT id FROM (
+        SELECT * FROM (
+            SELECT p.id, p.priority, p.created_at FROM planned_stakeholder_actions p
+            WHERE p.game_id = $1 AND p.scene_id = $2 AND p.context_hash = $4
+              AND p.stakeholder_id = s.value
+              AND p.status = 'ready' AND p.kind = 'action' AND p.expires_at > $5
+            ORDER BY p.priority DESC, p.created_at, p.id LIMIT 1)
+        UNION ALL
+        SELECT * FROM (
+            SELECT p.id, p.priority, p.created_at FROM planned_stakeholder_actions p
             WHERE p.game_id = $1 AND p.scene_id = $2 AND p.stakeholder_id = s.value
-              AND p.status = 'ready' AND p.expires_at > $5
-              AND (p.context_hash = $4 OR p.kind = 'reaction')
-            ORDER BY p.priority DESC, p.created_at, p.id
-            LIMIT 1)
+              AND p.status = 'ready' AND p.kind = 'reaction' AND p.expires_at > $5
+            ORDER BY p.priority DESC, p.created_at, p.id LIMIT 1))
+        ORDER BY priority DESC, created_at, id LIMIT 1)
     FROM json_each($3) s)
 RETURNING *";
+
+const INSERT_EVENT: &str = "
+INSERT INTO game_events (game_id, seq, kind, payload, created_at) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (game_id, seq) DO NOTHING";
+
+async fn claim_rows(
+    conn: &mut sqlx::SqliteConnection,
+    q: &ClaimQuery,
+) -> Result<Vec<PlannedAction>, StoreError> {
+    let rows: Vec<PlannedRow> = sqlx::query_as(CLAIM)
+        .bind(q.game_id.to_string())
+        .bind(q.scene_id.as_str())
+        .bind(to_json(&q.stakeholders)?)
+        .bind(&q.context_hash.0)
+        .bind(q.now)
+        .fetch_all(conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    rows_to_planned(rows)
+}
+
+/// Wakes this process's job workers when a batch committed jobs: SQLite has no LISTEN, and its
+/// update hook would fire before COMMIT (a worker woken then finds nothing yet).
+#[derive(Clone, Debug)]
+pub struct JobWakeups {
+    rx: Arc<Mutex<futures::channel::mpsc::Receiver<()>>>,
+}
+
+impl futures::Stream for JobWakeups {
+    type Item = ();
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<()>> {
+        use futures::StreamExt;
+        self.rx.lock().expect("wakeup lock").poll_next_unpin(cx)
+    }
+}
 
 /// The SQLite store. Cloning shares the pool.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Full means a wake-up is already pending: nothing is lost by dropping another.
+    wake: futures::channel::mpsc::Sender<()>,
+    wakeups: JobWakeups,
 }
 
 impl SqliteStore {
@@ -65,21 +126,171 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
-        Ok(SqliteStore { pool })
+        let (wake, rx) = futures::channel::mpsc::channel(1);
+        Ok(SqliteStore {
+            pool,
+            wake,
+            wakeups: JobWakeups {
+                rx: Arc::new(Mutex::new(rx)),
+            },
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
-    /// `BEGIN IMMEDIATE` takes the write lock up front: a deferred transaction that reads and
-    /// then writes can fail with SQLITE_BUSY instead of waiting.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::from_sqlx)
+    /// Wake-ups for the job workers of this process, one per committed batch with jobs.
+    pub fn job_wakeups(&self) -> JobWakeups {
+        self.wakeups.clone()
+    }
+
+    async fn claim_one(&self, q: &ClaimQuery) -> Result<Vec<PlannedAction>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+        claim_rows(&mut conn, q).await
     }
 }
 
-super::sql::impl_store!(SqliteStore, CLAIM);
+impl BatchSql for SqliteStore {
+    type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+    /// `BEGIN IMMEDIATE` takes the write lock up front: a deferred transaction that reads and
+    /// then writes can fail with SQLITE_BUSY instead of waiting.
+    fn begin(&self) -> BoxFuture<'_, Result<Self::Tx, sqlx::Error>> {
+        self.pool.begin_with("BEGIN IMMEDIATE").boxed()
+    }
+
+    fn commit(tx: Self::Tx) -> BoxFuture<'static, Result<(), sqlx::Error>> {
+        tx.commit().boxed()
+    }
+
+    fn committed_jobs(&self) {
+        let _ = self.wake.clone().try_send(());
+    }
+
+    fn insert_events<'a>(
+        tx: &'a mut Self::Tx,
+        items: &'a [&'a BatchItem],
+        now: Millis,
+    ) -> BoxFuture<'a, Result<Vec<bool>, sqlx::Error>> {
+        async move {
+            let mut free = Vec::with_capacity(items.len());
+            for i in items {
+                let payload =
+                    serde_json::to_string(&i.event).map_err(|e| sqlx::Error::Encode(e.into()))?;
+                let done = sqlx::query(INSERT_EVENT)
+                    .bind(i.game_id.to_string())
+                    .bind(i.seq as i64)
+                    .bind(i.event.kind())
+                    .bind(payload)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                free.push(done.rows_affected() == 1);
+            }
+            Ok(free)
+        }
+        .boxed()
+    }
+
+    fn claim<'a>(
+        tx: &'a mut Self::Tx,
+        items: &'a [&'a BatchItem],
+        _now: Millis,
+    ) -> BoxFuture<'a, Result<Vec<Vec<PlannedAction>>, StoreError>> {
+        async move {
+            let mut out = Vec::with_capacity(items.len());
+            for i in items {
+                out.push(match &i.claim {
+                    Some(q) => claim_rows(tx, q).await?,
+                    None => Vec::new(),
+                });
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn ready<'a>(
+        tx: &'a mut Self::Tx,
+        items: &'a [&'a BatchItem],
+        now: Millis,
+    ) -> BoxFuture<'a, Result<ReadyCounts, StoreError>> {
+        async move {
+            let mut out = Vec::with_capacity(items.len());
+            for i in items {
+                let Some(q) = &i.ready else {
+                    out.push(None);
+                    continue;
+                };
+                let rows: Vec<(String, i64)> = sqlx::query_as(READY_COUNTS)
+                    .bind(i.game_id.to_string())
+                    .bind(q.scene_id.as_str())
+                    .bind(&q.context_hash.0)
+                    .bind(now)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                let mut counts = BTreeMap::new();
+                for (who, n) in rows {
+                    let who =
+                        StakeholderId::new(who).map_err(|e| StoreError::Decode(e.to_string()))?;
+                    if q.stakeholders.contains(&who) {
+                        counts.insert(who, n as u32);
+                    }
+                }
+                out.push(Some(counts));
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn record<'a>(
+        tx: &'a mut Self::Tx,
+        items: &'a [&'a BatchItem],
+        finished: &'a [Finished],
+        now: Millis,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        async move {
+            let rows = batch::Rows::collect(items, finished)?;
+            for k in 0..rows.key_len {
+                sqlx::query(
+                    "INSERT INTO idempotency_records \
+                     (player_id, key, game_id, request_hash, response, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&rows.key_player[k])
+                .bind(&rows.key[k])
+                .bind(&rows.key_game[k])
+                .bind(&rows.key_hash[k])
+                .bind(&rows.key_response[k])
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for e in 0..rows.event_len {
+                sqlx::query(
+                    "INSERT INTO stream_events (game_id, seq, idx, payload, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&rows.event_game[e])
+                .bind(rows.event_seq[e])
+                .bind(rows.event_idx[e])
+                .bind(&rows.event_payload[e])
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            }
+            if !rows.tasks.is_empty() {
+                apalis_sqlite::queries::push_tasks(&mut **tx, QUEUE, &rows.tasks)
+                    .await
+                    .map_err(|e| sqlx::Error::Encode(format!("pushing jobs: {e}").into()))?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+super::sql::impl_store!(SqliteStore);

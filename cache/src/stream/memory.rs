@@ -1,28 +1,64 @@
 //! The in-process event stream of the embedded deployment: a bounded ring per game and a
 //! broadcast channel to its subscribers.
+//!
+//! A game costs memory only while it is followed: the broadcast channel (which preallocates its
+//! slots) is made on the first subscriber and dropped with the last, and a game nobody follows
+//! is forgotten after [`IDLE`]. What it held is still in the SQL outbox, which the event route
+//! replays from.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::fanout::{self, BROADCAST_CAPACITY, Live, Replay, Replayed};
-use super::{DEFAULT_MAX_LEN, EventStream, Position, StreamError, StreamId, Subscription};
+use super::{
+    DEFAULT_MAX_LEN, EventStream, Position, Published, StreamError, StreamId, Subscription,
+};
 use crate::events::GameEvent;
 use crate::ids::GameId;
 
+/// A game without subscribers is dropped after this long without a publish.
+const IDLE: Duration = Duration::from_secs(60);
+/// Idle games are looked for once per this many publishes.
+const SWEEP_EVERY: u64 = 1024;
+
 struct GameLog {
     events: VecDeque<Live>,
-    next: u64,
     /// The newest id trimmed away, if any.
     trimmed: Option<StreamId>,
-    tx: broadcast::Sender<Live>,
+    /// Present while someone subscribes.
+    tx: Option<broadcast::Sender<Live>>,
+    touched: Instant,
+}
+
+impl GameLog {
+    fn top(&self) -> Option<StreamId> {
+        self.events.back().map(|(id, _)| *id).or(self.trimmed)
+    }
+
+    fn push(&mut self, entry: Live, max_len: usize) {
+        self.events.push_back(entry.clone());
+        while self.events.len() > max_len {
+            self.trimmed = self.events.pop_front().map(|(id, _)| id);
+        }
+        self.touched = Instant::now();
+        if let Some(tx) = &self.tx {
+            if tx.receiver_count() == 0 {
+                self.tx = None;
+            } else {
+                let _ = tx.send(entry);
+            }
+        }
+    }
 }
 
 struct Inner {
     games: Mutex<HashMap<GameId, Arc<Mutex<GameLog>>>>,
     max_len: usize,
+    publishes: std::sync::atomic::AtomicU64,
 }
 
 /// The in-process [`EventStream`]. Cloning shares it.
@@ -38,8 +74,16 @@ impl MemoryStream {
             inner: Arc::new(Inner {
                 games: Mutex::new(HashMap::new()),
                 max_len: max_len.max(1),
+                publishes: Default::default(),
             }),
         }
+    }
+}
+
+impl MemoryStream {
+    /// How many games the stream holds (followed, or published to within [`IDLE`]).
+    pub fn game_count(&self) -> usize {
+        self.inner.len()
     }
 }
 
@@ -51,18 +95,33 @@ impl Default for MemoryStream {
 
 impl Inner {
     fn game(&self, game: GameId) -> Arc<Mutex<GameLog>> {
+        let n = self
+            .publishes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut games = self.games.lock().expect("stream registry lock");
+        if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            games.retain(|_, log| {
+                let log = log.lock().expect("game stream lock");
+                log.tx.as_ref().is_some_and(|tx| tx.receiver_count() > 0)
+                    || log.touched.elapsed() < IDLE
+            });
+        }
         games
             .entry(game)
             .or_insert_with(|| {
                 Arc::new(Mutex::new(GameLog {
                     events: VecDeque::new(),
-                    next: 1,
                     trimmed: None,
-                    tx: broadcast::channel(BROADCAST_CAPACITY).0,
+                    tx: None,
+                    touched: Instant::now(),
                 }))
             })
             .clone()
+    }
+
+    /// How many games the stream currently holds.
+    fn len(&self) -> usize {
+        self.games.lock().expect("stream registry lock").len()
     }
 }
 
@@ -87,26 +146,41 @@ impl EventStream for MemoryStream {
     async fn publish(&self, game: GameId, event: &GameEvent) -> Result<StreamId, StreamError> {
         let log = self.inner.game(game);
         let mut log = log.lock().expect("game stream lock");
-        let id = StreamId {
-            ms: log.next,
-            seq: 0,
-        };
-        log.next += 1;
-        let entry = (id, Arc::new(event.clone()));
-        log.events.push_back(entry.clone());
-        while log.events.len() > self.inner.max_len {
-            log.trimmed = log.events.pop_front().map(|(id, _)| id);
-        }
-        // No subscriber is fine: the ring keeps it for replay.
-        let _ = log.tx.send(entry);
+        let id = log
+            .top()
+            .map_or(StreamId { ms: 0, seq: 1 }, |top| StreamId {
+                ms: top.ms,
+                seq: top.seq + 1,
+            });
+        log.push((id, Arc::new(event.clone())), self.inner.max_len);
         Ok(id)
+    }
+
+    async fn publish_committed(
+        &self,
+        game: GameId,
+        entries: &[(StreamId, GameEvent)],
+        _check_gap: bool,
+    ) -> Result<Published, StreamError> {
+        // One process writes each embedded game, so its committed events arrive in order.
+        let log = self.inner.game(game);
+        let mut log = log.lock().expect("game stream lock");
+        for (id, event) in entries {
+            if log.top().is_none_or(|top| *id > top) {
+                log.push((*id, Arc::new(event.clone())), self.inner.max_len);
+            }
+        }
+        Ok(Published::Done)
     }
 
     async fn subscribe(&self, game: GameId, from: Position) -> Result<Subscription, StreamError> {
         let log = self.inner.game(game);
         let (rx, tail) = {
-            let log = log.lock().expect("game stream lock");
-            (log.tx.subscribe(), log.events.back().map(|(id, _)| *id))
+            let mut log = log.lock().expect("game stream lock");
+            let tx = log
+                .tx
+                .get_or_insert_with(|| broadcast::channel(BROADCAST_CAPACITY).0);
+            (tx.subscribe(), log.events.back().map(|(id, _)| *id))
         };
         Ok(fanout::subscribe(self.inner.clone(), game, from, tail, rx))
     }

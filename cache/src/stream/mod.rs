@@ -91,9 +91,32 @@ impl From<::redis::RedisError> for StreamError {
     }
 }
 
+/// What [`EventStream::publish_committed`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    Done,
+    /// Nothing was published: the stream's newest entry is `top`, and the first entry's seq is
+    /// more than one above it — committed events of another process may be missing. The relay
+    /// publishes them from the SQL outbox first, then again without the check.
+    Gap {
+        top: StreamId,
+    },
+}
+
 #[async_trait]
 pub trait EventStream: Send + Sync {
+    /// Publishes a transient event (job progress, dialogue chunks): its id follows the stream's
+    /// newest entry (`<top seq>-<next>`), so it sorts after the committed event it follows.
     async fn publish(&self, game: GameId, event: &GameEvent) -> Result<StreamId, StreamError>;
+    /// Publishes committed events at their own ids (`<seq>-<idx>`, from the outbox), in order.
+    /// An id not above the stream's newest entry is skipped: it was published already, so a
+    /// relay's retry is a no-op. With `check_gap`, see [`Published::Gap`].
+    async fn publish_committed(
+        &self,
+        game: GameId,
+        entries: &[(StreamId, GameEvent)],
+        check_gap: bool,
+    ) -> Result<Published, StreamError>;
     async fn subscribe(&self, game: GameId, from: Position) -> Result<Subscription, StreamError>;
     /// Checks the backend answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StreamError>;

@@ -14,7 +14,9 @@ use redis::streams::{StreamRangeReply, StreamReadReply};
 use tokio::sync::broadcast;
 
 use super::fanout::{self, BROADCAST_CAPACITY, Live, Replay, Replayed};
-use super::{DEFAULT_MAX_LEN, EventStream, Position, StreamError, StreamId, Subscription};
+use super::{
+    DEFAULT_MAX_LEN, EventStream, Position, Published, StreamError, StreamId, Subscription,
+};
 use crate::cache::keys;
 use crate::events::GameEvent;
 use crate::ids::GameId;
@@ -29,6 +31,7 @@ struct Inner {
     conn: ConnectionManager,
     max_len: usize,
     publish: redis::Script,
+    publish_committed: redis::Script,
     /// One broadcast sender per game that has a reader task in this process.
     readers: Mutex<HashMap<GameId, broadcast::Sender<Live>>>,
 }
@@ -49,17 +52,70 @@ fn trimmed_key(game: GameId) -> String {
     format!("{}events:trimmed", keys::game_prefix(game))
 }
 
-/// Appends with an exact length bound and records the newest id the trim removes. Exact
-/// trimming because the bound is what clients are promised (approximate `~` trimming only drops
-/// whole radix-tree nodes, so small bounds would never trim).
-const PUBLISH: &str = r#"
-local len = redis.call("XLEN", KEYS[1])
+/// How long a game's stream outlives its last publish (its events stay in the SQL outbox).
+const STREAM_TTL_MS: u64 = 24 * 3600 * 1000;
+
+/// Shared by both publish scripts: `add(id, json)` appends with an exact length bound and
+/// records the newest id the trim removes. Exact trimming because the bound is what clients are
+/// promised (approximate `~` trimming only drops whole radix-tree nodes, so small bounds would
+/// never trim). `top()` is the newest entry's id, or the newest trimmed one.
+const PRELUDE: &str = r#"
 local max = tonumber(ARGV[1])
-if len >= max then
-  local gone = redis.call("XRANGE", KEYS[1], "-", "+", "COUNT", len - max + 1)
-  redis.call("SET", KEYS[2], gone[#gone][1])
+local function add(id, json)
+  local len = redis.call("XLEN", KEYS[1])
+  if len >= max then
+    local gone = redis.call("XRANGE", KEYS[1], "-", "+", "COUNT", len - max + 1)
+    redis.call("SET", KEYS[2], gone[#gone][1], "PX", ARGV[2])
+  end
+  return redis.call("XADD", KEYS[1], "MAXLEN", max, id, "e", json)
 end
-return redis.call("XADD", KEYS[1], "MAXLEN", max, "*", "e", ARGV[2])
+local function top()
+  local last = redis.call("XREVRANGE", KEYS[1], "+", "-", "COUNT", 1)
+  if #last > 0 then return last[1][1] end
+  return redis.call("GET", KEYS[2])
+end
+local function split(id)
+  local ms, seq = string.match(id, "^(%d+)-(%d+)$")
+  return tonumber(ms), tonumber(seq)
+end
+"#;
+
+/// A transient event: `<top seq>-*`, so it sorts right after the newest entry.
+const PUBLISH: &str = r#"
+local t = top()
+local id = "0-*"
+if t then
+  local ms = split(t)
+  id = ms .. "-*"
+end
+local added = add(id, ARGV[3])
+redis.call("PEXPIRE", KEYS[1], ARGV[2])
+return added
+"#;
+
+/// Committed events at their own ids: ARGV[3] is 1 to check for a gap, then (id, json) pairs.
+/// An id not above the newest is skipped (already published).
+const PUBLISH_COMMITTED: &str = r#"
+local t = top()
+if ARGV[3] == "1" and t and #ARGV >= 5 then
+  local tms = split(t)
+  local fms = split(ARGV[4])
+  if fms > tms + 1 then return "gap:" .. t end
+end
+for i = 4, #ARGV, 2 do
+  local ok = true
+  if t then
+    local ims, iseq = split(ARGV[i])
+    local tms, tseq = split(t)
+    ok = ims > tms or (ims == tms and iseq > tseq)
+  end
+  if ok then
+    add(ARGV[i], ARGV[i + 1])
+    t = ARGV[i]
+  end
+end
+redis.call("PEXPIRE", KEYS[1], ARGV[2])
+return "ok"
 "#;
 
 fn parse_id(s: &str) -> Result<StreamId, StreamError> {
@@ -95,7 +151,8 @@ impl RedisStream {
                 client,
                 conn,
                 max_len: max_len.max(1),
-                publish: redis::Script::new(PUBLISH),
+                publish: redis::Script::new(&format!("{PRELUDE}{PUBLISH}")),
+                publish_committed: redis::Script::new(&format!("{PRELUDE}{PUBLISH_COMMITTED}")),
                 readers: Mutex::new(HashMap::new()),
             }),
         })
@@ -256,10 +313,40 @@ impl EventStream for RedisStream {
             .key(stream_key(game))
             .key(trimmed_key(game))
             .arg(self.inner.max_len)
+            .arg(STREAM_TTL_MS)
             .arg(json)
             .invoke_async(&mut conn)
             .await?;
         parse_id(&id)
+    }
+
+    async fn publish_committed(
+        &self,
+        game: GameId,
+        entries: &[(StreamId, GameEvent)],
+        check_gap: bool,
+    ) -> Result<Published, StreamError> {
+        if entries.is_empty() {
+            return Ok(Published::Done);
+        }
+        let mut invocation = self.inner.publish_committed.key(stream_key(game));
+        invocation
+            .key(trimmed_key(game))
+            .arg(self.inner.max_len)
+            .arg(STREAM_TTL_MS)
+            .arg(if check_gap { "1" } else { "0" });
+        for (id, event) in entries {
+            let json = serde_json::to_vec(event).map_err(|e| StreamError::Decode(e.to_string()))?;
+            invocation.arg(id.to_string()).arg(json);
+        }
+        let mut conn = self.inner.conn.clone();
+        let reply: String = invocation.invoke_async(&mut conn).await?;
+        match reply.strip_prefix("gap:") {
+            Some(top) => Ok(Published::Gap {
+                top: parse_id(top)?,
+            }),
+            None => Ok(Published::Done),
+        }
     }
 
     async fn subscribe(&self, game: GameId, from: Position) -> Result<Subscription, StreamError> {

@@ -115,6 +115,7 @@ impl From<HotError> for ApiError {
             HotError::NotFound(m) => ApiError::NotFound(m),
             HotError::Unprocessable(m) => ApiError::Unprocessable(m),
             HotError::Unavailable(m) => ApiError::Unavailable(m),
+            HotError::Busy(wait) => ApiError::TooManyRequests(wait),
         }
     }
 }

@@ -12,8 +12,9 @@ use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use hotpath_cache::events::RESET_EVENT;
-use hotpath_cache::stream::{Position, StreamId, StreamItem};
+use hotpath_cache::GameId;
+use hotpath_cache::events::{GameEvent, RESET_EVENT};
+use hotpath_cache::stream::{Position, StreamId, StreamItem, Subscription};
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
@@ -47,32 +48,24 @@ pub async fn events(
     let game = parse_game(&game)?;
     caller.require_game(game)?;
     hot.scenario_of(game).await?;
-    let position = match headers.get("last-event-id") {
-        Some(v) => {
-            let id: StreamId = v
-                .to_str()
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| {
-                    ApiError::BadRequest("Last-Event-ID is not an id this stream gave".into())
-                })?;
-            Position::After(id)
+    let subscription = match headers.get("last-event-id") {
+        Some(v) => resume(&hot, game, v.to_str().ok().and_then(|s| s.parse().ok())).await?,
+        None => {
+            let position = match query.from.as_deref() {
+                None | Some("now") => Position::Live,
+                Some("start") => Position::Start,
+                Some(other) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "`from` must be `start` or `now`, not `{other}`"
+                    )));
+                }
+            };
+            hot.stream
+                .subscribe(game, position)
+                .await
+                .map_err(|e| HotError::Unavailable(e.to_string()))?
         }
-        None => match query.from.as_deref() {
-            None | Some("now") => Position::Live,
-            Some("start") => Position::Start,
-            Some(other) => {
-                return Err(ApiError::BadRequest(format!(
-                    "`from` must be `start` or `now`, not `{other}`"
-                )));
-            }
-        },
     };
-    let subscription = hot
-        .stream
-        .subscribe(game, position)
-        .await
-        .map_err(|e| HotError::Unavailable(e.to_string()))?;
     let mut stopping = app.shutdown.subscribe();
     let events = subscription.take_until(async move {
         let _ = stopping.wait_for(|stop| *stop).await;
@@ -82,7 +75,7 @@ pub async fn events(
             StreamItem::Event { id, event } => Event::default()
                 .id(id.to_string())
                 .event(event.kind())
-                .json_data(&event)
+                .json_data(with_seq(&event, id))
                 .unwrap_or_else(|_| Event::default().comment("unencodable event")),
             StreamItem::Reset => Event::default().event(RESET_EVENT).data("{}"),
         })
@@ -92,4 +85,74 @@ pub async fn events(
             .interval(Duration::from_secs(15))
             .text("keep-alive"),
     ))
+}
+
+/// The event's JSON with `seq`: the log seq it follows, so a client can tell where it is
+/// (the SSE id, `<seq>-<n>`, is what identifies it and drops a duplicate).
+fn with_seq(event: &GameEvent, id: StreamId) -> serde_json::Value {
+    let mut json = serde_json::to_value(event).unwrap_or_default();
+    if let Some(obj) = json.as_object_mut() {
+        obj.entry("seq").or_insert(id.ms.into());
+    }
+    json
+}
+
+/// Most committed events replayed from the outbox per query.
+const REPLAY_PAGE: u32 = 1000;
+
+/// Resumes after a client's `Last-Event-ID`. Committed events after it come from the outbox
+/// (the SQL truth: they survive restarts and lost stream data), then the stream takes over
+/// after the last of them. An id that cannot be placed — unparsable, or above anything this
+/// game's log holds (another database, or a stream from before a reset) — gets `reset` and the
+/// live stream: never silence.
+async fn resume(
+    hot: &HotPath,
+    game: GameId,
+    last: Option<StreamId>,
+) -> Result<Subscription, ApiError> {
+    let unavailable =
+        |e: &dyn std::fmt::Display| ApiError::from(HotError::Unavailable(e.to_string()));
+    let Some(mut after) = last else {
+        return reset_then_live(hot, game).await;
+    };
+    let mut replayed: Vec<StreamItem> = Vec::new();
+    loop {
+        let page = tokio::time::timeout(
+            hot.config.budget,
+            hot.store.stream_events_after(game, after, REPLAY_PAGE),
+        )
+        .await
+        .map_err(|_| unavailable(&"database timed out"))?
+        .map_err(|e| unavailable(&e))?;
+        if replayed.is_empty() && after.ms > page.last_seq {
+            return reset_then_live(hot, game).await;
+        }
+        let full = page.events.len() as u32 == REPLAY_PAGE;
+        for (id, event) in page.events {
+            after = id;
+            replayed.push(StreamItem::Event { id, event });
+        }
+        if !full {
+            break;
+        }
+    }
+    // The stream's own `reset` after this point is real: it trimmed transient events (job
+    // progress, dialogue chunks) the outbox never held.
+    let live = hot
+        .stream
+        .subscribe(game, Position::After(after))
+        .await
+        .map_err(|e| unavailable(&e))?;
+    Ok(futures::stream::iter(replayed).chain(live).boxed())
+}
+
+async fn reset_then_live(hot: &HotPath, game: GameId) -> Result<Subscription, ApiError> {
+    let live = hot
+        .stream
+        .subscribe(game, Position::Live)
+        .await
+        .map_err(|e| ApiError::from(HotError::Unavailable(e.to_string())))?;
+    Ok(futures::stream::iter([StreamItem::Reset])
+        .chain(live)
+        .boxed())
 }

@@ -14,7 +14,7 @@ use hotpath_cache::store::hash_token;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ErrorBody};
-use crate::hot::{HotError, HotPath, resolve};
+use crate::hot::{HotError, HotPath};
 
 /// Longest accepted player name, in characters.
 const MAX_NAME_CHARS: usize = 64;
@@ -67,13 +67,11 @@ pub async fn create_game(
         ))
     })?;
     let game = GameId::generate();
-    tokio::time::timeout(
-        hot.config.write_timeout,
-        hot.store.create_game(game, &scenario),
-    )
-    .await
-    .map_err(|_| ApiError::Unavailable("database timed out".into()))?
-    .map_err(HotError::from)?;
+    tokio::time::timeout(hot.config.budget, hot.store.create_game(game, &scenario))
+        .await
+        .map_err(|_| ApiError::Unavailable("database timed out".into()))?
+        .map_err(HotError::from)?;
+    hot.remember_game(game, scenario.clone()).await;
     // Warm the cache so the first action costs no rebuild; a failure only costs that rebuild.
     let state = GameState::new(game, &scenario);
     let _ = tokio::time::timeout(
@@ -128,7 +126,7 @@ pub async fn add_player(
 ) -> Result<(StatusCode, Json<PlayerAdded>), ApiError> {
     caller.require_admin()?;
     let game = parse_game(&game)?;
-    hot.scenario_of(game).await?;
+    let scenario = hot.scenario_of(game).await?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::Unprocessable(format!(
@@ -137,7 +135,7 @@ pub async fn add_player(
     }
     let token = new_token();
     let player = tokio::time::timeout(
-        hot.config.write_timeout,
+        hot.config.budget,
         hot.store.add_player(game, name, &hash_token(&token)),
     )
     .await
@@ -147,7 +145,7 @@ pub async fn add_player(
         player_id: player.id,
         name: player.name.clone(),
     };
-    resolve::append_outside_action(&hot, game, &joined).await?;
+    hot.writes.append(game, &scenario, joined).await?;
     Ok((
         StatusCode::CREATED,
         Json(PlayerAdded {

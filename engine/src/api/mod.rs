@@ -69,6 +69,9 @@ pub struct AppState {
     pub admin_token_hash: Arc<str>,
     pub limiter: Arc<DefaultKeyedRateLimiter<PlayerId>>,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The job storage, for readiness and the queue-depth metric (never for pushing: the write
+    /// path inserts jobs in the action's transaction).
+    pub queue: Option<Arc<dyn hotpath_cache::jobs::JobQueue>>,
     /// Flips to `true` when the server shuts down, ending event streams so that in-flight
     /// requests can finish and connections close.
     pub shutdown: tokio::sync::watch::Sender<bool>,
@@ -89,6 +92,7 @@ impl AppState {
                 Quota::per_second(config.rate_per_second).allow_burst(config.burst),
             )),
             metrics: Some(ops::metrics_handle()),
+            queue: None,
             shutdown: tokio::sync::watch::Sender::new(false),
         }
     }

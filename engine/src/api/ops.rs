@@ -11,7 +11,6 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use crate::hot::HotPath;
 
 /// Latency buckets, in seconds: the hot path lives in the first few.
 const BUCKETS: &[f64] = &[
@@ -62,7 +61,8 @@ pub struct Readiness {
 /// Every backend answers (cache, SQL store, event stream, job storage).
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
-pub async fn readyz(State(hot): State<HotPath>) -> (StatusCode, Json<Readiness>) {
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let hot = &state.hot;
     const T: Duration = Duration::from_secs(1);
     async fn check<E: std::fmt::Display>(
         f: impl std::future::Future<Output = Result<(), E>>,
@@ -77,7 +77,12 @@ pub async fn readyz(State(hot): State<HotPath>) -> (StatusCode, Json<Readiness>)
         check(hot.cache.ping()),
         check(hot.store.ping()),
         check(hot.stream.ping()),
-        check(hot.queue.ping()),
+        async {
+            match &state.queue {
+                Some(q) => check(q.ping()).await,
+                None => "ok".to_owned(),
+            }
+        },
     );
     let checks: std::collections::BTreeMap<_, _> = [
         ("cache", cache),
@@ -102,13 +107,15 @@ pub async fn readyz(State(hot): State<HotPath>) -> (StatusCode, Json<Readiness>)
 }
 
 /// Prometheus metrics: `hotpath_action_seconds` (histogram), `hotpath_answer_pieces_total`
-/// {piece, source}, `hotpath_degraded_answers_total`, `hotpath_dispatched_jobs_total` {kind},
-/// `hotpath_enqueue_seconds`, `hotpath_queue_depth`.
+/// {piece, source}, `hotpath_degraded_answers_total`, `hotpath_commit_seconds` and
+/// `hotpath_commit_batch_size` (histograms), `hotpath_writers`, `hotpath_relay_published_total`,
+/// `hotpath_relay_failures_total`, `hotpath_queue_depth`.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> (StatusCode, String) {
-    if let Ok(Ok(depth)) =
-        tokio::time::timeout(Duration::from_millis(500), state.hot.queue.pending()).await
+    if let Some(queue) = &state.queue
+        && let Ok(Ok(depth)) =
+            tokio::time::timeout(Duration::from_millis(500), queue.pending()).await
     {
         metrics::gauge!("hotpath_queue_depth").set(depth as f64);
     }

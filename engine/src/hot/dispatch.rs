@@ -2,25 +2,25 @@
 //! the event just applied, never by guessing the player's next words — and pushing them without
 //! holding the answer longer than a bounded enqueue.
 //!
-//! [`plan`] is pure and deterministic. [`push`] takes each job's dispatch guard (so concurrent
-//! actions do not start the same work twice), pushes to the job storage and publishes
-//! `job.queued`; the answer waits at most `enqueue_timeout` for acknowledgements.
+//! [`plan`] is pure and deterministic. [`queue`] takes each job's dispatch guard (so concurrent
+//! actions do not start the same work twice) and names the jobs; the write path inserts them,
+//! with their `job.queued` events, in the action's own transaction.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use hotpath_cache::cache::keys;
 use hotpath_cache::events::GameEvent;
 use hotpath_cache::jobs::*;
 use hotpath_cache::model::{ActionKind, PlayerAction};
 use hotpath_cache::scenario::{Scenario, Scene};
 use hotpath_cache::state::GameState;
-use hotpath_cache::{GameId, RequestId, StakeholderId};
+use hotpath_cache::store::QueuedJob;
+use hotpath_cache::{RequestId, StakeholderId};
 
+use super::HotConfig;
 use super::answer::Dispatched;
 use super::fallback::beat_index;
 use super::reads::CachedContent;
-use super::{HotConfig, HotPath};
 
 /// At most this many stakeholders get a reaction job per action.
 const MAX_REACTIONS: usize = 2;
@@ -252,137 +252,82 @@ pub fn guard_key(job: &Job) -> String {
     }
 }
 
-enum Outcome {
-    Queued(String),
-    AlreadyQueued,
-    Failed,
+/// The dispatch guards of one game: which work is in flight, by [`guard_key`], so that
+/// concurrent actions do not start the same work twice. Owned by the game's writer (one per
+/// game in each process), so taking a guard costs no round trip.
+#[derive(Debug, Default)]
+pub struct Guards {
+    held: HashMap<String, Instant>,
 }
 
-/// Pushes `jobs`, waiting at most `enqueue_timeout` for the storage to acknowledge them; if the
-/// push takes longer it finishes in the background and the jobs are reported as `pending`.
-pub async fn push(hot: &HotPath, jobs: Vec<Job>) -> Vec<Dispatched> {
-    if jobs.is_empty() {
-        return Vec::new();
-    }
-    let deadline = tokio::time::Instant::now() + hot.config.enqueue_timeout;
-    let listed: Vec<(String, String)> = jobs
-        .iter()
-        .map(|j| (j.kind().as_str().to_owned(), j.dedupe_key()))
-        .collect();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let background = hot.clone();
-    tokio::spawn(async move {
-        let (outcomes, queued) = push_guarded(&background, jobs).await;
-        let _ = tx.send(outcomes);
-        // `job.queued` goes out after the answer is unblocked.
-        for (game, event) in queued {
-            if let Err(e) = background.stream.publish(game, &event).await {
-                tracing::debug!(error = %e, "job.queued not published");
+/// Guards above this many are swept for expired ones before another is taken.
+const GUARD_SWEEP_AT: usize = 256;
+
+impl Guards {
+    /// Takes the guard for `key` unless it is held and younger than `ttl`.
+    fn take(&mut self, key: String, ttl: Duration, now: Instant) -> bool {
+        if self.held.len() >= GUARD_SWEEP_AT {
+            self.held.retain(|_, at| now.duration_since(*at) < ttl);
+        }
+        match self.held.get(&key) {
+            Some(at) if now.duration_since(*at) < ttl => false,
+            _ => {
+                self.held.insert(key, now);
+                true
             }
         }
-    });
-    match tokio::time::timeout_at(deadline, rx).await {
-        Ok(Ok(outcomes)) => listed
-            .into_iter()
-            .zip(outcomes)
-            .filter_map(|((kind, dedupe_key), outcome)| match outcome {
-                Outcome::Queued(id) => Some(Dispatched {
-                    kind,
-                    dedupe_key,
-                    job_id: Some(id),
-                    status: "queued".into(),
-                }),
-                Outcome::AlreadyQueued | Outcome::Failed => None,
-            })
-            .collect(),
-        // Still pushing (or the task died): say what is on its way.
-        _ => listed
-            .into_iter()
-            .map(|(kind, dedupe_key)| Dispatched {
-                kind,
-                dedupe_key,
-                job_id: None,
-                status: "pending".into(),
-            })
-            .collect(),
+    }
+
+    /// Gives back guards whose jobs were not committed.
+    pub fn release(&mut self, keys: &[String]) {
+        for k in keys {
+            self.held.remove(k);
+        }
     }
 }
 
-/// What a pushed job is reported as. A typed parameter rather than a closure's: hotpath-lint
-/// resolves `job.kind()` from it instead of matching every `kind` method by name.
-fn describe(index: usize, job: &Job) -> (usize, JobKind, String, Option<GameId>) {
-    (index, job.kind(), job.dedupe_key(), job.game_id())
+/// What an action queues: the jobs (with the ids its answer names) and their `job.queued`
+/// events, after the guards dropped work already in flight.
+pub struct Queued {
+    pub jobs: Vec<QueuedJob>,
+    pub dispatched: Vec<Dispatched>,
+    pub events: Vec<GameEvent>,
+    /// The guards taken, to give back if the action does not commit.
+    pub taken: Vec<String>,
 }
 
-/// Takes each job's dispatch guard, then pushes the jobs that got one in one write. Returns
-/// each job's outcome and the `job.queued` events to publish.
-async fn push_guarded(hot: &HotPath, jobs: Vec<Job>) -> (Vec<Outcome>, Vec<(GameId, GameEvent)>) {
-    let guards: Vec<String> = jobs
-        .iter()
-        .map(|j| keys::dispatch_guard(j.game_id(), &guard_key(j)))
-        .collect();
-    let held = futures::future::join_all(guards.iter().map(|g| async move {
-        let acquire = hot
-            .cache
-            .try_acquire(g, &hot.instance, hot.config.dispatch_guard_ttl);
-        match tokio::time::timeout(Duration::from_millis(50), acquire).await {
-            Ok(Ok(took)) => took,
-            // No guard without a cache: push anyway; the job's writes are idempotent.
-            Ok(Err(_)) | Err(_) => true,
+/// Takes each job's guard and names the jobs that got one. The jobs are inserted in the
+/// action's own transaction, so `queued` here means queued once the answer is sent.
+pub fn queue(guards: &mut Guards, jobs: Vec<Job>, ttl: Duration) -> Queued {
+    let now = Instant::now();
+    let mut out = Queued {
+        jobs: Vec::new(),
+        dispatched: Vec::new(),
+        events: Vec::new(),
+        taken: Vec::new(),
+    };
+    for job in jobs {
+        let key = guard_key(&job);
+        if !guards.take(key.clone(), ttl, now) {
+            continue;
         }
-    }))
-    .await;
-    let mut outcomes: Vec<Outcome> = held
-        .iter()
-        .map(|h| {
-            if *h {
-                Outcome::Failed
-            } else {
-                Outcome::AlreadyQueued
-            }
-        })
-        .collect();
-    let to_push: Vec<(usize, Job)> = jobs
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| held[*i])
-        .collect();
-    let mut queued = Vec::new();
-    if to_push.is_empty() {
-        return (outcomes, queued);
+        out.taken.push(key);
+        let (kind, dedupe_key) = (job.kind(), job.dedupe_key());
+        let id = new_job_id();
+        out.dispatched.push(Dispatched {
+            kind: kind.as_str().to_owned(),
+            dedupe_key: dedupe_key.clone(),
+            job_id: Some(id.clone()),
+            status: "queued".into(),
+        });
+        out.events.push(GameEvent::JobQueued {
+            job_id: id.clone(),
+            kind,
+            dedupe_key,
+        });
+        out.jobs.push(QueuedJob { id, job });
     }
-    let described: Vec<_> = to_push.iter().map(|(i, j)| describe(*i, j)).collect();
-    let started = Instant::now();
-    match hot
-        .queue
-        .push_many(to_push.into_iter().map(|(_, j)| j).collect())
-        .await
-    {
-        Ok(ids) => {
-            metrics::histogram!("hotpath_enqueue_seconds").record(started.elapsed().as_secs_f64());
-            for ((i, kind, dedupe_key, game), job_id) in described.into_iter().zip(ids) {
-                metrics::counter!("hotpath_dispatched_jobs_total", "kind" => kind.as_str())
-                    .increment(1);
-                if let Some(game) = game {
-                    let event = GameEvent::JobQueued {
-                        job_id: job_id.clone(),
-                        kind,
-                        dedupe_key,
-                    };
-                    queued.push((game, event));
-                }
-                outcomes[i] = Outcome::Queued(job_id);
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, jobs = described.len(), "job push failed");
-            metrics::counter!("hotpath_dispatch_failures_total").increment(described.len() as u64);
-            for (i, ..) in described {
-                let _ = hot.cache.release(&guards[i], &hot.instance).await;
-            }
-        }
-    }
-    (outcomes, queued)
+    out
 }
 
 #[cfg(test)]

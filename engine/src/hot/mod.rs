@@ -1,13 +1,14 @@
 //! The hot path: everything between a player's action and its answer, in one folder. It reads
-//! the cache (one round trip), the SQL store (one claim statement and one append, in one
-//! transaction) and the rules; it pushes job messages; it never waits for an LLM and cannot reach
-//! one — `hotpath-lint` checks that on every pull request, and the runtime guard
-//! ([`hotpath_cache::guard`]) checks it in production.
+//! the cache (one round trip) and the rules, and hands the action to its game's writer, whose
+//! committer records it — event, claim, answer, outbox and jobs — in one transaction (see
+//! [`crate::write`]). It never waits for an LLM and cannot reach one — `hotpath-lint` checks
+//! that on every pull request, and the runtime guard ([`hotpath_cache::guard`]) checks it in
+//! production.
 //!
-//! - [`resolve`]: steps 1–6 of an action (ARCHITECTURE.md, "One player action").
+//! - [`resolve`]: the steps of an action (ARCHITECTURE.md, "One player action").
 //! - [`rules`]: classification and effects (pure).
 //! - [`fallback`]: rule-based stakeholder moves, narration, social bundles (pure).
-//! - [`dispatch`]: which jobs to enqueue after an action (pure plan) and pushing them (bounded).
+//! - [`dispatch`]: which jobs to enqueue after an action (pure plan) and their guards.
 //! - [`reads`]: the keys one action reads from the cache.
 //! - [`answer`]: the answer's shape.
 
@@ -24,44 +25,62 @@ use std::time::Duration;
 
 use hotpath_cache::GameId;
 use hotpath_cache::cache::{Cache, CacheExt, keys};
-use hotpath_cache::jobs::JobQueue;
 use hotpath_cache::scenario::Scenario;
 use hotpath_cache::state::GameState;
 use hotpath_cache::store::{PlayerRecord, Store, StoreError};
 use hotpath_cache::stream::EventStream;
 
-/// Knobs of the hot path.
+use crate::write::WritePath;
+
+/// Knobs of the hot path and its write path.
 #[derive(Debug, Clone)]
 pub struct HotConfig {
-    /// The answer's budget: every read's deadline falls inside it.
+    /// The answer's budget: every read and write of an action has its deadline inside it.
     pub budget: Duration,
-    /// How long the answer waits for job pushes; slower pushes finish in the background.
-    pub enqueue_timeout: Duration,
-    /// Bound on the one write (append + claim + idempotency record).
-    pub write_timeout: Duration,
     /// Ready precomputed actions to keep per stakeholder and context.
     pub ready_target: u32,
     /// Refresh the social bundle when it is this many events behind.
     pub social_refresh_after: u64,
     /// Start narrating the next phase this many intensity points before it is reached.
     pub narration_lookahead: u32,
-    /// How long a dispatch guard holds a job's dedupe key.
+    /// How long a dispatch guard holds a job's work as in flight.
     pub dispatch_guard_ttl: Duration,
     /// How long a cached game snapshot lives.
     pub snapshot_ttl: Duration,
+    /// Actions one game's writer holds before answering 429.
+    pub writer_queue: usize,
+    /// Most items in one commit.
+    pub max_batch: usize,
+    /// A writer with nothing to do for this long retires (its state is dropped).
+    pub writer_idle: Duration,
+    /// The committed state is written to the cache every this many commits of a game (and when
+    /// its writer retires), so another process or a restart loads it without reading the log.
+    pub snapshot_every: u32,
+    /// On start, republish the recent outbox (for a stream that outlives the process: Redis).
+    pub relay_recovery: bool,
+}
+
+impl HotConfig {
+    /// The share of the budget the cache read may take; the rest is the commit's.
+    pub fn cache_budget(&self) -> Duration {
+        self.budget / 4
+    }
 }
 
 impl Default for HotConfig {
     fn default() -> Self {
         HotConfig {
             budget: Duration::from_millis(200),
-            enqueue_timeout: Duration::from_millis(25),
-            write_timeout: Duration::from_secs(2),
             ready_target: 2,
             social_refresh_after: 5,
             narration_lookahead: 15,
             dispatch_guard_ttl: Duration::from_secs(60),
             snapshot_ttl: Duration::from_secs(3600),
+            writer_queue: 512,
+            max_batch: 256,
+            writer_idle: Duration::from_secs(30),
+            snapshot_every: 64,
+            relay_recovery: false,
         }
     }
 }
@@ -72,15 +91,14 @@ pub struct HotPath {
     pub cache: Arc<dyn Cache>,
     pub store: Arc<dyn Store>,
     pub stream: Arc<dyn EventStream>,
-    pub queue: Arc<dyn JobQueue>,
+    /// The per-game writers, the committer and the relay.
+    pub writes: WritePath,
     pub config: HotConfig,
     scenarios: Arc<BTreeMap<String, Arc<Scenario>>>,
     /// A game's scenario never changes once the game exists.
     games: moka::future::Cache<GameId, Arc<Scenario>>,
     /// Players never change either; this spares a SQL read per authenticated request.
     players: moka::future::Cache<String, PlayerRecord>,
-    /// Owner token of this process's dispatch guards.
-    instance: Arc<str>,
 }
 
 /// Why an action (or a read) cannot be answered.
@@ -93,6 +111,9 @@ pub enum HotError {
     /// The store cannot record the action: retry (the idempotency key makes it safe).
     #[error("{0}")]
     Unavailable(String),
+    /// The game's writer has a full queue: retry after this long.
+    #[error("too many actions queued for this game; retry")]
+    Busy(Duration),
 }
 
 impl From<StoreError> for HotError {
@@ -106,15 +127,15 @@ impl HotPath {
         cache: Arc<dyn Cache>,
         store: Arc<dyn Store>,
         stream: Arc<dyn EventStream>,
-        queue: Arc<dyn JobQueue>,
         scenarios: BTreeMap<String, Scenario>,
         config: HotConfig,
     ) -> HotPath {
+        let writes = WritePath::start(store.clone(), cache.clone(), stream.clone(), config.clone());
         HotPath {
             cache,
             store,
             stream,
-            queue,
+            writes,
             config,
             scenarios: Arc::new(
                 scenarios
@@ -124,7 +145,6 @@ impl HotPath {
             ),
             games: moka::future::Cache::new(10_000),
             players: moka::future::Cache::new(100_000),
-            instance: uuid::Uuid::new_v4().to_string().into(),
         }
     }
 
@@ -137,16 +157,25 @@ impl HotPath {
         self.scenarios.get(name).cloned()
     }
 
+    /// Remembers the scenario of a game this process just created.
+    pub async fn remember_game(&self, game: GameId, scenario: Arc<Scenario>) {
+        self.games.insert(game, scenario).await;
+    }
+
     /// The scenario of an existing game (`NotFound` if there is no such game).
     pub async fn scenario_of(&self, game: GameId) -> Result<Arc<Scenario>, HotError> {
         if let Some(s) = self.games.get(&game).await {
             return Ok(s);
         }
-        let record = tokio::time::timeout(self.config.write_timeout, self.store.game(game))
+        let record = tokio::time::timeout(self.config.budget, self.store.game(game))
             .await
             .map_err(|_| HotError::Unavailable("database timed out".into()))??
             .ok_or_else(|| HotError::NotFound(format!("no game {game}")))?;
-        let scenario = Arc::new(record.scenario);
+        // Games of a scenario this engine knows share its one parsed copy.
+        let scenario = match self.scenarios.get(&record.scenario.name) {
+            Some(known) if **known == record.scenario => known.clone(),
+            _ => Arc::new(record.scenario),
+        };
         self.games.insert(game, scenario.clone()).await;
         Ok(scenario)
     }
@@ -156,12 +185,9 @@ impl HotPath {
         if let Some(p) = self.players.get(hash).await {
             return Ok(Some(p));
         }
-        let found = tokio::time::timeout(
-            self.config.write_timeout,
-            self.store.player_by_token_hash(hash),
-        )
-        .await
-        .map_err(|_| HotError::Unavailable("database timed out".into()))??;
+        let found = tokio::time::timeout(self.config.budget, self.store.player_by_token_hash(hash))
+            .await
+            .map_err(|_| HotError::Unavailable("database timed out".into()))??;
         if let Some(p) = &found {
             self.players.insert(hash.to_owned(), p.clone()).await;
         }
@@ -200,27 +226,12 @@ impl HotPath {
         from: Option<GameState>,
     ) -> Result<GameState, HotError> {
         let mut state = from.unwrap_or_else(|| GameState::new(game, scenario));
-        let events = tokio::time::timeout(
-            self.config.write_timeout,
-            self.store.events(game, state.seq),
-        )
-        .await
-        .map_err(|_| HotError::Unavailable("database timed out".into()))??;
+        let events = tokio::time::timeout(self.config.budget, self.store.events(game, state.seq))
+            .await
+            .map_err(|_| HotError::Unavailable("database timed out".into()))??;
         for (seq, event) in &events {
             state.apply(scenario, *seq, event);
         }
         Ok(state)
-    }
-
-    /// Writes a snapshot without holding anyone: failures only cost a rebuild later.
-    pub(crate) fn store_snapshot(&self, state: GameState) {
-        let cache = self.cache.clone();
-        let ttl = self.config.snapshot_ttl;
-        tokio::spawn(async move {
-            let key = keys::snapshot(state.game_id);
-            if let Err(e) = cache.set_typed(&key, &state, ttl).await {
-                tracing::debug!(error = %e, "snapshot write failed");
-            }
-        });
     }
 }

@@ -1,38 +1,38 @@
-//! Resolving one player action — steps 1–6 of ARCHITECTURE.md:
+//! Resolving one player action — ARCHITECTURE.md, "One player action":
 //!
 //! 1. validate; a replayed `Idempotency-Key` returns the stored answer;
-//! 2. one cache round trip for everything the action needs (snapshot, content); on a snapshot
-//!    miss, fold the event log;
-//! 3. apply the rules;
-//! 4. in one transaction: append the event at the next seq, claim the scene's precomputed
-//!    actions (one statement), record the answer under the idempotency key; a lost seq race
-//!    reloads and retries;
-//! 5. dispatch the jobs the new state calls for (bounded enqueue);
-//! 6. answer — every piece with its source; a slow or failed read degrades that piece.
+//! 2. one cache round trip for the content the scene may need, inside its share of the budget
+//!    (a slow or failed read degrades those pieces to fallbacks);
+//! 3. the game's writer ([`crate::write`]) applies the rules to the state it owns ([`apply`]);
+//! 4. the committer writes the event, the claim, the idempotency record, the outbox and the
+//!    jobs in one transaction, and the answer is built from what was claimed ([`Finish`]);
+//! 5. answer, once committed — every piece with its source — or 503 when the budget ran out.
 
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
 use hotpath_cache::GameId;
 use hotpath_cache::cache::CacheError;
-use hotpath_cache::events::{ConflictPhase, GameEvent, LoggedEvent};
+use hotpath_cache::events::{ConflictPhase, GameEvent};
 use hotpath_cache::ids::{ActionId, RequestId, SceneId, StakeholderId};
 use hotpath_cache::model::{ActionKind, PlannedAction, PlayerAction};
 use hotpath_cache::scenario::{Scenario, Scene};
 use hotpath_cache::state::GameState;
-use hotpath_cache::store::{ActionCommit, ClaimQuery, IdempotencyKey, PlayerRecord, StoreError};
+use hotpath_cache::store::{
+    BatchItem, ClaimQuery, Claimed, Finish, Finished, IdempotencyKey, PlayerRecord, ReadyQuery,
+};
 use hotpath_cache::time::now_ms;
 
 use super::answer::*;
-use super::dispatch::{self, PlanInput};
+use super::dispatch::{self, Guards, PlanInput};
 use super::fallback;
 use super::reads::{ActionReads, CachedContent};
 use super::rules;
-use super::{HotError, HotPath};
+use super::{HotConfig, HotError, HotPath};
+use crate::write::Act;
 
-/// How often a lost race for the next seq is retried before the client is told to retry.
-const SEQ_ATTEMPTS: usize = 4;
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY: usize = 200;
 
@@ -142,7 +142,7 @@ pub async fn resolve(
                 )));
             }
             let hash = request_hash(game, &input);
-            if let Some(replay) = replay(hot, player, &key, &hash).await? {
+            if let Some(replay) = replay(hot, player, &key, &hash, deadline).await? {
                 return Ok(replay);
             }
             Some(IdempotencyKey {
@@ -154,10 +154,11 @@ pub async fn resolve(
         None => None,
     };
 
-    // 2. One round trip for everything the action reads.
+    // 2. One round trip for the content the scene may need, within its share of the budget.
     let (batch, reads) = ActionReads::plan(game, &scenario, valid.scene);
+    let read_deadline = tokio::time::Instant::now() + hot.config.cache_budget();
     let mut degraded = false;
-    let cached = match tokio::time::timeout_at(deadline, batch.fetch(&*hot.cache)).await {
+    let cached = match tokio::time::timeout_at(read_deadline, batch.fetch(&*hot.cache)).await {
         Ok(Ok(fetched)) => reads.take(fetched),
         Ok(Err(CacheError::Backend(e))) | Ok(Err(CacheError::Decode { message: e, .. })) => {
             tracing::warn!(%game, error = %e, "cache read failed; answering from fallbacks");
@@ -170,9 +171,6 @@ pub async fn resolve(
             CachedContent::default()
         }
     };
-    let mut before = hot
-        .catch_up(game, &scenario, cached.snapshot.clone())
-        .await?;
 
     let action = PlayerAction {
         id: ActionId::generate(),
@@ -186,101 +184,22 @@ pub async fn resolve(
     let dialogue =
         (valid.kind == ActionKind::Say && valid.target.is_some()).then(RequestId::generate);
 
-    // 3–4. Rules, then the one write; a lost seq race folds the newer events in and retries.
-    let mut attempt = 0;
-    let (after, committed) = loop {
-        attempt += 1;
-        let event = rules::apply_action(&scenario, &before, &action);
-        let mut after = before.clone();
-        after.apply(&scenario, before.seq + 1, &event);
-        let now = now_ms();
-        let claim = ClaimQuery {
-            game_id: game,
-            scene_id: valid.scene.id.clone(),
-            stakeholders: valid.scene.stakeholders.clone(),
-            context_hash: before.context_hash(&scenario, &valid.scene.id),
-            now,
-        };
-        let pieces = Pieces::build(&scenario, valid.scene, &before, &after, &cached, now);
-        let respond = |claimed: &[PlannedAction]| {
-            let answer = pieces.answer(
-                &scenario,
-                valid.scene,
-                &after,
-                &action,
-                claimed,
-                now,
-                degraded,
+    // 3–5. The game's writer applies it; the committer makes it durable.
+    let answer = hot
+        .writes
+        .act(
+            &scenario,
+            Act {
+                action,
                 dialogue,
-            );
-            serde_json::to_value(answer).unwrap_or_default()
-        };
-        let commit = ActionCommit {
-            game_id: game,
-            seq: before.seq + 1,
-            event: &event,
-            claim: Some(&claim),
-            idempotency: idempotency.as_ref(),
-            respond: &respond,
-        };
-        match tokio::time::timeout(hot.config.write_timeout, hot.store.commit_action(commit)).await
-        {
-            Ok(Ok(committed)) => break (after, committed),
-            Ok(Err(StoreError::SeqTaken { .. })) if attempt < SEQ_ATTEMPTS => {
-                before = hot.catch_up(game, &scenario, Some(before)).await?;
-            }
-            Ok(Err(StoreError::SeqTaken { .. })) => {
-                return Err(HotError::Unavailable(
-                    "too many concurrent actions in this game; retry".into(),
-                ));
-            }
-            Ok(Err(StoreError::IdempotencyKeyTaken)) => {
-                // A concurrent request with the same key won: answer what it recorded.
-                let key = idempotency.as_ref().expect("only raised with a key");
-                return replay(hot, player, &key.key, &key.request_hash)
-                    .await?
-                    .ok_or_else(|| {
-                        HotError::Unavailable("idempotency record vanished; retry".into())
-                    });
-            }
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => {
-                return Err(HotError::Unavailable(
-                    "database timed out recording the action".into(),
-                ));
-            }
-        }
-    };
-
-    hot.store_snapshot(after.clone());
-    publish_applied(hot, &scenario, &action, &after);
-
-    // 5. Dispatch what the new state calls for.
-    let context = after.context_hash(&scenario, &valid.scene.id);
-    let ready = tokio::time::timeout(
-        hot.config.enqueue_timeout,
-        hot.store
-            .ready_counts(game, &valid.scene.id, &context, now_ms()),
-    )
-    .await
-    .ok()
-    .and_then(Result::ok);
-    let jobs = dispatch::plan(&PlanInput {
-        scenario: &scenario,
-        scene: valid.scene,
-        before: &before,
-        after: &after,
-        action: &action,
-        ready: ready.as_ref(),
-        cached: &cached,
-        dialogue,
-        config: &hot.config,
-    });
-    let dispatched = dispatch::push(hot, jobs).await;
-
-    // 6. Answer.
-    let mut answer = committed.response;
-    answer["dispatched"] = serde_json::to_value(&dispatched).unwrap_or_default();
+                cached: Arc::new(cached),
+                degraded,
+                idempotency,
+                deadline,
+                reply: None,
+            },
+        )
+        .await?;
     metrics::histogram!("hotpath_action_seconds").record(started.elapsed().as_secs_f64());
     if degraded {
         metrics::counter!("hotpath_degraded_answers_total").increment(1);
@@ -291,18 +210,17 @@ pub async fn resolve(
     })
 }
 
-async fn replay(
+/// The stored answer of `key`, if it was recorded for this very request.
+pub(crate) async fn replay(
     hot: &HotPath,
     player: &PlayerRecord,
     key: &str,
     hash: &str,
+    deadline: tokio::time::Instant,
 ) -> Result<Option<Resolved>, HotError> {
-    let stored = tokio::time::timeout(
-        hot.config.write_timeout,
-        hot.store.idempotent_response(player.id, key),
-    )
-    .await
-    .map_err(|_| HotError::Unavailable("database timed out".into()))??;
+    let stored = tokio::time::timeout_at(deadline, hot.store.idempotent_response(player.id, key))
+        .await
+        .map_err(|_| HotError::Unavailable("database timed out".into()))??;
     match stored {
         None => Ok(None),
         Some(s) if s.request_hash == hash => Ok(Some(Resolved {
@@ -315,29 +233,107 @@ async fn replay(
     }
 }
 
-/// `action.applied` and `state.updated` go out after the answer is decided; a failing stream
-/// costs clients a live update, never the action.
-fn publish_applied(hot: &HotPath, scenario: &Scenario, action: &PlayerAction, after: &GameState) {
-    let events = [
-        GameEvent::ActionApplied {
-            seq: after.seq,
-            action_id: action.id,
-            player_id: action.player_id,
-            scene_id: action.scene_id.clone(),
-            kind: action.kind,
-            turn: after.turn,
-        },
-        state_updated(scenario, after),
-    ];
-    let (stream, game) = (hot.stream.clone(), action.game_id);
-    tokio::spawn(async move {
-        for e in &events {
-            if let Err(err) = stream.publish(game, e).await {
-                tracing::warn!(%game, error = %err, "event not published");
-                return;
+/// The writer's half of an action: applies `act` to `before` and returns the state after it and
+/// the batch item that commits it. Its [`Finish`] builds the answer from what the claim got,
+/// plans the jobs and takes their guards (giving back what an earlier run of it took, since a
+/// batch that rolls back runs it again); `taken` tells the writer which guards to give back if
+/// the action never commits.
+pub(crate) fn apply(
+    scenario: &Arc<Scenario>,
+    before: &GameState,
+    act: &Act,
+    guards: Arc<Mutex<Guards>>,
+    taken: Arc<Mutex<Vec<String>>>,
+    config: &HotConfig,
+) -> (GameState, BatchItem) {
+    let action = act.action.clone();
+    let scene = scenario
+        .scene(&action.scene_id)
+        .expect("the scene was validated against this scenario");
+    let event = rules::apply_action(scenario, before, &action);
+    let mut after = before.clone();
+    after.apply(scenario, before.seq + 1, &event);
+    let now = now_ms();
+    let claim = ClaimQuery {
+        game_id: action.game_id,
+        scene_id: scene.id.clone(),
+        stakeholders: scene.stakeholders.clone(),
+        context_hash: before.context_hash(scenario, &scene.id),
+        now,
+    };
+    let ready = ReadyQuery {
+        scene_id: scene.id.clone(),
+        stakeholders: scene.stakeholders.clone(),
+        context_hash: after.context_hash(scenario, &scene.id),
+    };
+    let pieces = Pieces::build(scenario, scene, before, &after, &act.cached, now);
+    let finish: Finish = {
+        let (scenario, before, after) = (scenario.clone(), before.clone(), after.clone());
+        let (cached, degraded, dialogue) = (act.cached.clone(), act.degraded, act.dialogue);
+        let config = config.clone();
+        Box::new(move |claimed: Claimed| {
+            let scene = scenario
+                .scene(&action.scene_id)
+                .expect("the scene was validated against this scenario");
+            let mut answer = pieces.answer(
+                &scenario,
+                scene,
+                &after,
+                &action,
+                &claimed.claimed,
+                now,
+                degraded,
+                dialogue,
+            );
+            let jobs = dispatch::plan(&PlanInput {
+                scenario: &scenario,
+                scene,
+                before: &before,
+                after: &after,
+                action: &action,
+                ready: claimed.ready.as_ref(),
+                cached: &cached,
+                dialogue,
+                config: &config,
+            });
+            let queued = {
+                let mut guards = guards.lock().expect("guards lock");
+                let mut taken = taken.lock().expect("taken lock");
+                guards.release(&taken);
+                let queued = dispatch::queue(&mut guards, jobs, config.dispatch_guard_ttl);
+                *taken = queued.taken.clone();
+                queued
+            };
+            answer.dispatched = queued.dispatched;
+            let mut events = vec![
+                GameEvent::ActionApplied {
+                    seq: after.seq,
+                    action_id: action.id,
+                    player_id: action.player_id,
+                    scene_id: action.scene_id.clone(),
+                    kind: action.kind,
+                    turn: after.turn,
+                },
+                state_updated(&scenario, &after),
+            ];
+            events.extend(queued.events);
+            Finished {
+                response: serde_json::to_value(answer).unwrap_or_default(),
+                jobs: queued.jobs,
+                events,
             }
-        }
-    });
+        })
+    };
+    let item = BatchItem {
+        game_id: act.action.game_id,
+        seq: before.seq + 1,
+        event,
+        claim: Some(claim),
+        ready: Some(ready),
+        idempotency: act.idempotency.clone(),
+        finish,
+    };
+    (after, item)
 }
 
 pub(crate) fn state_updated(scenario: &Scenario, state: &GameState) -> GameEvent {
@@ -545,19 +541,4 @@ impl Pieces {
             dialogue_request_id: dialogue.map(|r| r.to_string()),
         }
     }
-}
-
-/// Logs an event the hot path appends outside an action (a player joining).
-pub(crate) async fn append_outside_action(
-    hot: &HotPath,
-    game: GameId,
-    event: &LoggedEvent,
-) -> Result<u64, HotError> {
-    tokio::time::timeout(
-        hot.config.write_timeout,
-        hot.store.append_event_next(game, event),
-    )
-    .await
-    .map_err(|_| HotError::Unavailable("database timed out".into()))?
-    .map_err(HotError::from)
 }

@@ -48,7 +48,8 @@ impl TestApp {
     ) -> TestApp {
         let backends = Backends::connect(&config).await.expect("backends");
         let hot = backends.hot_path(hotpath_cache::scenario::builtin(), HotConfig::default());
-        let state = AppState::new(hot, ADMIN, &api);
+        let mut state = AppState::new(hot, ADMIN, &api);
+        state.queue = Some(std::sync::Arc::new(backends.jobs.clone()));
         let router = api::app(state.clone(), &api);
         let database = config.database_url.clone();
         TestApp {

@@ -1,0 +1,317 @@
+//! Group commit: the write path hands the store a batch of actions (each already applied by its
+//! game's writer) and the store writes all of them in **one transaction** — the events at their
+//! seqs, every action's claim of precomputed actions, the idempotency records with their
+//! answers, the stream events to relay (the outbox) and the jobs (apalis' `push_tasks`). Each
+//! item gets its own outcome.
+//!
+//! Order inside the transaction: the events first, with `ON CONFLICT DO NOTHING`, so that a
+//! game whose seq another process took is found before anything else is written; such a batch
+//! rolls back and commits again without that game ([`ItemError::LostRace`]). Then the claims
+//! and ready counts, then each item's [`Finish`] builds its answer from what it claimed, then
+//! the records, the outbox and the jobs. A unique violation on an idempotency key (a
+//! concurrent request with the same key won) rolls back and commits the items one by one, so
+//! only the loser fails.
+
+use std::collections::{BTreeMap, HashSet};
+
+use futures::future::BoxFuture;
+
+use crate::events::{GameEvent, LoggedEvent};
+use crate::ids::{GameId, SceneId, StakeholderId};
+use crate::jobs::Job;
+use crate::model::PlannedAction;
+use crate::state::ContextHash;
+use crate::stream::StreamId;
+use crate::time::Millis;
+
+use super::{ClaimQuery, IdempotencyKey, StoreError};
+
+/// Builds an item's answer, jobs and stream events from what its claim got. `Fn`, not
+/// `FnOnce`: a batch that rolls back runs its items again.
+pub type Finish = Box<dyn Fn(Claimed) -> Finished + Send + Sync>;
+
+/// One event to append at a known seq, with everything that commits with it.
+pub struct BatchItem {
+    pub game_id: GameId,
+    /// The loaded state's seq + 1.
+    pub seq: u64,
+    pub event: LoggedEvent,
+    /// The precomputed actions this action takes (one per stakeholder present at most).
+    pub claim: Option<ClaimQuery>,
+    /// Count what is still ready for this context after the claim (what dispatch refills).
+    pub ready: Option<ReadyQuery>,
+    pub idempotency: Option<IdempotencyKey>,
+    pub finish: Finish,
+}
+
+/// Ready `action` rows per stakeholder of a scene for one context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyQuery {
+    pub scene_id: SceneId,
+    pub stakeholders: Vec<StakeholderId>,
+    pub context_hash: ContextHash,
+}
+
+/// What the transaction found for one item, before its answer is built.
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    pub claimed: Vec<PlannedAction>,
+    /// `None` when the item asked for no count.
+    pub ready: Option<BTreeMap<StakeholderId, u32>>,
+}
+
+/// A job to insert, with the id the answer already names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedJob {
+    /// A ULID (apalis decodes task ids as ULIDs).
+    pub id: String,
+    pub job: Job,
+}
+
+/// What commits with an item: its answer (recorded under the idempotency key), its jobs and the
+/// stream events it promised, in order (they get ids `<seq>-0`, `<seq>-1`, …).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub response: serde_json::Value,
+    pub jobs: Vec<QueuedJob>,
+    pub events: Vec<GameEvent>,
+}
+
+impl Finished {
+    /// The item's stream events with their ids.
+    pub fn stream_entries(&self, seq: u64) -> Vec<(StreamId, GameEvent)> {
+        self.events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                (
+                    StreamId {
+                        ms: seq,
+                        seq: i as u64,
+                    },
+                    e.clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Why one item did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum ItemError {
+    /// Another process holds this seq: reload the game and apply again.
+    #[error("seq already taken by another writer")]
+    LostRace,
+    /// A concurrent request with the same idempotency key committed first.
+    #[error("idempotency key already recorded")]
+    IdempotencyKeyTaken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Outcome of one item, in the order the batch was given.
+pub type ItemOutcome = Result<Finished, ItemError>;
+
+/// Each item's ready counts (`None` where it asked for none).
+pub(super) type ReadyCounts = Vec<Option<BTreeMap<StakeholderId, u32>>>;
+
+/// Per-engine SQL of a batch, each step inside the one open transaction.
+pub(super) trait BatchSql: Send + Sync {
+    type Tx: Send;
+
+    fn begin(&self) -> BoxFuture<'_, Result<Self::Tx, sqlx::Error>>;
+    fn commit(tx: Self::Tx) -> BoxFuture<'static, Result<(), sqlx::Error>>;
+    /// Called after a commit that inserted jobs (SQLite wakes its in-process workers;
+    /// PostgreSQL's insert trigger notifies by itself).
+    fn committed_jobs(&self) {}
+    /// Inserts the events; returns, per item, whether its seq was free.
+    fn insert_events<'a>(
+        tx: &'a mut Self::Tx,
+        items: &'a [&'a BatchItem],
+        now: Millis,
+    ) -> BoxFuture<'a, Result<Vec<bool>, sqlx::Error>>;
+    /// Claims for every item with a claim; returns each item's rows.
+    fn claim<'a>(
+        tx: &'a mut Self::Tx,
+        items: &'a [&'a BatchItem],
+        now: Millis,
+    ) -> BoxFuture<'a, Result<Vec<Vec<PlannedAction>>, StoreError>>;
+    /// Ready counts for every item with a ready query.
+    fn ready<'a>(
+        tx: &'a mut Self::Tx,
+        items: &'a [&'a BatchItem],
+        now: Millis,
+    ) -> BoxFuture<'a, Result<ReadyCounts, StoreError>>;
+    /// Idempotency records, outbox rows and jobs.
+    fn record<'a>(
+        tx: &'a mut Self::Tx,
+        items: &'a [&'a BatchItem],
+        finished: &'a [Finished],
+        now: Millis,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+}
+
+enum Attempt {
+    Done(Vec<Finished>),
+    /// These items (indexes into the attempt's slice) lost their seq.
+    Lost(Vec<usize>),
+    DuplicateKey,
+}
+
+async fn attempt<S: BatchSql>(
+    sql: &S,
+    items: &[&BatchItem],
+    now: Millis,
+) -> Result<Attempt, StoreError> {
+    let mut tx = sql.begin().await.map_err(StoreError::from_sqlx)?;
+    let free = S::insert_events(&mut tx, items, now)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    if free.iter().any(|f| !f) {
+        // Dropping the transaction rolls it back.
+        let lost_games: HashSet<GameId> = items
+            .iter()
+            .zip(&free)
+            .filter(|(_, f)| !**f)
+            .map(|(i, _)| i.game_id)
+            .collect();
+        let lost = (0..items.len())
+            .filter(|i| lost_games.contains(&items[*i].game_id))
+            .collect();
+        return Ok(Attempt::Lost(lost));
+    }
+    let claimed = S::claim(&mut tx, items, now).await?;
+    let ready = S::ready(&mut tx, items, now).await?;
+    let finished: Vec<Finished> = items
+        .iter()
+        .zip(claimed.into_iter().zip(ready))
+        .map(|(item, (claimed, ready))| (item.finish)(Claimed { claimed, ready }))
+        .collect();
+    match S::record(&mut tx, items, &finished, now).await {
+        Ok(()) => {}
+        Err(e) if super::is_unique_violation(&e) => return Ok(Attempt::DuplicateKey),
+        Err(e) => return Err(StoreError::from_sqlx(e)),
+    }
+    S::commit(tx).await.map_err(StoreError::from_sqlx)?;
+    if finished.iter().any(|f| !f.jobs.is_empty()) {
+        sql.committed_jobs();
+    }
+    Ok(Attempt::Done(finished))
+}
+
+/// Commits `items` in as few transactions as their outcomes allow: one, unless a seq race or a
+/// duplicate idempotency key forces a retry without (or apart from) the items concerned.
+pub(super) async fn commit<S: BatchSql>(sql: &S, items: Vec<BatchItem>) -> Vec<ItemOutcome> {
+    let now = crate::time::now_ms();
+    let mut outcomes: Vec<Option<ItemOutcome>> = items.iter().map(|_| None).collect();
+    let mut pending: Vec<usize> = (0..items.len()).collect();
+    let mut one_by_one = false;
+    while !pending.is_empty() {
+        let chunk: Vec<usize> = if one_by_one {
+            vec![pending[0]]
+        } else {
+            pending.clone()
+        };
+        let refs: Vec<&BatchItem> = chunk.iter().map(|i| &items[*i]).collect();
+        match attempt(sql, &refs, now).await {
+            Ok(Attempt::Done(finished)) => {
+                for (i, f) in chunk.iter().zip(finished) {
+                    outcomes[*i] = Some(Ok(f));
+                }
+                pending.retain(|i| !chunk.contains(i));
+            }
+            Ok(Attempt::Lost(lost)) => {
+                let lost: Vec<usize> = lost.into_iter().map(|l| chunk[l]).collect();
+                for i in &lost {
+                    outcomes[*i] = Some(Err(ItemError::LostRace));
+                }
+                pending.retain(|i| !lost.contains(i));
+            }
+            Ok(Attempt::DuplicateKey) if chunk.len() == 1 => {
+                outcomes[chunk[0]] = Some(Err(ItemError::IdempotencyKeyTaken));
+                pending.retain(|i| *i != chunk[0]);
+            }
+            Ok(Attempt::DuplicateKey) => one_by_one = true,
+            Err(e) => {
+                // The database failed: nothing of this attempt committed.
+                let message = e.to_string();
+                for i in &pending {
+                    outcomes[*i] = Some(Err(ItemError::Store(match &e {
+                        StoreError::Unavailable(_) => StoreError::Unavailable(message.clone()),
+                        _ => StoreError::Database(message.clone()),
+                    })));
+                }
+                pending.clear();
+            }
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.expect("every item gets an outcome"))
+        .collect()
+}
+
+/// The apalis task of a queued job: JSON bytes, our id, its priority and delivery bound.
+pub(super) fn task(job: &QueuedJob) -> Result<apalis_core::task::Task<Vec<u8>>, sqlx::Error> {
+    let id = job.id.parse::<ulid::Ulid>().map_err(|e| {
+        sqlx::Error::Encode(format!("job id `{}` is not a ULID: {e}", job.id).into())
+    })?;
+    let bytes = serde_json::to_vec(&job.job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    Ok(apalis_core::task::builder::TaskBuilder::new(bytes)
+        .task_id(apalis_core::task::task_id::TaskId::from_ulid(id))
+        .priority(job.job.priority().max(0) as usize)
+        .max_attempts(crate::jobs::MAX_DELIVERIES as usize)
+        .build())
+}
+
+/// The rows a batch records besides its events, as columns (PostgreSQL binds them as arrays;
+/// SQLite inserts them row by row).
+#[derive(Default)]
+pub(super) struct Rows {
+    pub key_player: Vec<String>,
+    pub key: Vec<String>,
+    pub key_game: Vec<String>,
+    pub key_hash: Vec<String>,
+    pub key_response: Vec<String>,
+    pub key_len: usize,
+    pub event_game: Vec<String>,
+    pub event_seq: Vec<i64>,
+    pub event_idx: Vec<i32>,
+    pub event_payload: Vec<String>,
+    pub event_len: usize,
+    pub tasks: Vec<apalis_core::task::Task<Vec<u8>>>,
+}
+
+impl Rows {
+    pub fn collect(items: &[&BatchItem], finished: &[Finished]) -> Result<Rows, sqlx::Error> {
+        let encode = |e: serde_json::Error| sqlx::Error::Encode(e.into());
+        let mut rows = Rows::default();
+        for (item, done) in items.iter().zip(finished) {
+            if let Some(key) = &item.idempotency {
+                rows.key_player.push(key.player_id.to_string());
+                rows.key.push(key.key.clone());
+                rows.key_game.push(item.game_id.to_string());
+                rows.key_hash.push(key.request_hash.clone());
+                rows.key_response
+                    .push(serde_json::to_string(&done.response).map_err(encode)?);
+                rows.key_len += 1;
+            }
+            for (idx, event) in done.events.iter().enumerate() {
+                rows.event_game.push(item.game_id.to_string());
+                rows.event_seq.push(item.seq as i64);
+                rows.event_idx.push(idx as i32);
+                rows.event_payload
+                    .push(serde_json::to_string(event).map_err(encode)?);
+                rows.event_len += 1;
+            }
+            for job in &done.jobs {
+                rows.tasks.push(task(job)?);
+            }
+        }
+        Ok(rows)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.key_len == 0 && self.event_len == 0
+    }
+}

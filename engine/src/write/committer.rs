@@ -1,0 +1,159 @@
+//! The committer: group commit without a timer. It waits for one item, takes every item that
+//! queued meanwhile (up to `max_batch`), commits them in one transaction and hands each writer
+//! its outcome and the relay the committed stream events. At low load a batch is one action; under
+//! load batches grow by themselves. One transaction is in flight at a time, which keeps each
+//! game's items in seq order.
+//!
+//! A game whose item failed (the store is down, the deadline passed, the seq was taken) is
+//! poisoned for that writer generation: its later items of the same generation are refused
+//! without touching the store, since they were applied on top of a state that did not commit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use hotpath_cache::GameId;
+use hotpath_cache::store::{BatchItem, ItemError, ItemOutcome, Store, StoreError};
+
+use super::relay::Relay;
+
+/// One item on its way to the store.
+pub(crate) struct Submit {
+    pub item: BatchItem,
+    /// The writer generation that applied it (see [`super::writer`]).
+    pub generation: u64,
+    /// The writer's id for it.
+    pub id: u64,
+    /// Past this, the item is refused instead of committed: its client was answered 503.
+    pub deadline: tokio::time::Instant,
+    /// The writer's outcome channel (unbounded: it holds at most the writer's items in flight).
+    pub writer: mpsc::UnboundedSender<Outcome>,
+}
+
+/// What the committer tells a writer.
+pub(crate) struct Outcome {
+    pub id: u64,
+    pub generation: u64,
+    pub result: ItemOutcome,
+}
+
+#[derive(Clone)]
+pub(crate) struct Handle {
+    tx: mpsc::UnboundedSender<Submit>,
+}
+
+impl Handle {
+    pub fn start(store: Arc<dyn Store>, relay: Relay, max_batch: usize) -> Handle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(store, relay, rx, max_batch.max(1)));
+        Handle { tx }
+    }
+
+    /// Queues an item; `false` if the committer stopped. The queue is bounded by the writers'
+    /// own queues: each writer has at most its queue's worth of actions in flight.
+    pub fn submit(&self, submit: Submit) -> bool {
+        self.tx.send(submit).is_ok()
+    }
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    relay: Relay,
+    mut rx: mpsc::UnboundedReceiver<Submit>,
+    max_batch: usize,
+) {
+    // Game → the newest writer generation whose items must be refused.
+    let mut poisoned: HashMap<GameId, u64> = HashMap::new();
+    let mut batch: Vec<Submit> = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut batch, max_batch).await > 0 {
+        let now = tokio::time::Instant::now();
+        let mut live: Vec<Submit> = Vec::with_capacity(batch.len());
+        for s in batch.drain(..) {
+            let game = s.item.game_id;
+            match poisoned.get(&game) {
+                Some(g) if s.generation <= *g => {
+                    refuse(
+                        s,
+                        StoreError::Unavailable(
+                            "an earlier action of this game did not commit".into(),
+                        ),
+                    );
+                    continue;
+                }
+                Some(_) => {
+                    poisoned.remove(&game);
+                }
+                None => {}
+            }
+            if s.deadline <= now {
+                poisoned.insert(game, s.generation);
+                metrics::counter!("hotpath_commit_expired_total").increment(1);
+                refuse(
+                    s,
+                    StoreError::Unavailable("the action's budget ran out before its commit".into()),
+                );
+                continue;
+            }
+            live.push(s);
+        }
+        if live.is_empty() {
+            continue;
+        }
+        // The batch's budget is its most urgent item's.
+        let deadline = live.iter().map(|s| s.deadline).min().expect("non-empty");
+        let (items, meta): (Vec<BatchItem>, Vec<_>) = live
+            .into_iter()
+            .map(|s| (s.item, (s.id, s.generation, s.writer, s.deadline)))
+            .unzip();
+        let games: Vec<(GameId, u64)> = items.iter().map(|i| (i.game_id, i.seq)).collect();
+        let started = Instant::now();
+        let size = items.len();
+        let outcomes = match tokio::time::timeout_at(deadline, store.commit_batch(items)).await {
+            Ok(outcomes) => outcomes,
+            Err(_) => {
+                metrics::counter!("hotpath_commit_timeouts_total").increment(1);
+                (0..size)
+                    .map(|_| {
+                        Err(ItemError::Store(StoreError::Unavailable(
+                            "the database did not commit within the budget".into(),
+                        )))
+                    })
+                    .collect()
+            }
+        };
+        metrics::histogram!("hotpath_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("hotpath_commit_batch_size").record(size as f64);
+        let mut published = Vec::new();
+        for (((game, seq), (id, generation, writer, _)), result) in
+            games.into_iter().zip(meta).zip(outcomes)
+        {
+            match &result {
+                Ok(finished) => {
+                    if !finished.events.is_empty() {
+                        published.push((game, finished.stream_entries(seq)));
+                    }
+                }
+                Err(_) => {
+                    poisoned.insert(game, generation);
+                }
+            }
+            // A writer that retired has nobody left to tell.
+            let _ = writer.send(Outcome {
+                id,
+                generation,
+                result,
+            });
+        }
+        relay.publish(published);
+    }
+}
+
+fn refuse(s: Submit, error: StoreError) {
+    let _ = s.writer.send(Outcome {
+        id: s.id,
+        generation: s.generation,
+        result: Err(ItemError::Store(error)),
+    });
+}

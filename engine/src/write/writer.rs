@@ -1,0 +1,450 @@
+//! One game's writer: a task that owns the game's state in this process and applies its actions
+//! one after another.
+//!
+//! It keeps two states: `committed` (after the last item the store confirmed) and `tip` (after
+//! the last item handed to the committer). An action is applied to `tip` and submitted at once,
+//! so a busy game has several items in flight and they share commits. Items carry the writer's
+//! *generation*; when one fails, the generation moves on, the committer refuses the rest of the
+//! old one, and the writer either answers them 503 (the store is down or slow) or reloads the
+//! game from the log and applies them again (another process took a seq: the fence worked).
+//!
+//! A writer with nothing in flight and nothing received for `writer_idle` retires: it writes
+//! its state to the cache as a snapshot, leaves the registry and drops the state.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+
+use hotpath_cache::GameId;
+use hotpath_cache::cache::{CacheExt, keys};
+use hotpath_cache::events::LoggedEvent;
+use hotpath_cache::ids::RequestId;
+use hotpath_cache::model::PlayerAction;
+use hotpath_cache::scenario::Scenario;
+use hotpath_cache::state::GameState;
+use hotpath_cache::store::{BatchItem, Finished, IdempotencyKey, ItemError, StoredResponse};
+
+use super::committer::{Outcome, Submit};
+use super::{Msg, WritePath};
+use crate::hot::dispatch::Guards;
+use crate::hot::reads::CachedContent;
+use crate::hot::{HotError, resolve};
+
+/// An action on its way to its game's writer: validated, with what the cache had for it.
+pub struct Act {
+    pub action: PlayerAction,
+    /// Set for a `say` to a stakeholder: the id of the reply that will stream back.
+    pub dialogue: Option<RequestId>,
+    pub cached: Arc<CachedContent>,
+    pub degraded: bool,
+    pub idempotency: Option<IdempotencyKey>,
+    /// The end of the action's budget.
+    pub deadline: tokio::time::Instant,
+    /// Where the answer goes (set by [`WritePath::act`]).
+    pub reply: Option<oneshot::Sender<Result<serde_json::Value, HotError>>>,
+}
+
+/// Something submitted and not yet confirmed, kept to answer it or to apply it again.
+struct Inflight {
+    id: u64,
+    work: Work,
+    after: GameState,
+    /// Dispatch guards its jobs took; given back if it never commits.
+    taken: Arc<Mutex<Vec<String>>>,
+}
+
+enum Work {
+    Act(Box<Act>),
+    Append {
+        event: LoggedEvent,
+        deadline: tokio::time::Instant,
+        reply: oneshot::Sender<Result<u64, HotError>>,
+    },
+}
+
+impl Work {
+    fn deadline(&self) -> tokio::time::Instant {
+        match self {
+            Work::Act(a) => a.deadline,
+            Work::Append { deadline, .. } => *deadline,
+        }
+    }
+
+    fn fail(self, error: HotError) {
+        match self {
+            Work::Act(mut a) => {
+                if let Some(reply) = a.reply.take() {
+                    let _ = reply.send(Err(error));
+                }
+            }
+            Work::Append { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+}
+
+/// Starts the writer of `game`; returns its mailbox.
+pub(crate) fn spawn(
+    game: GameId,
+    scenario: Arc<Scenario>,
+    path: WritePath,
+    queue: usize,
+) -> mpsc::Sender<Msg> {
+    let (tx, rx) = mpsc::channel(queue.max(1));
+    let (outcomes_tx, outcomes) = mpsc::unbounded_channel();
+    let writer = Writer {
+        game,
+        state: GameState::new(game, &scenario),
+        scenario,
+        path,
+        own: Some(tx.clone()),
+        outcomes_tx,
+        committed: None,
+        tip: None,
+        generation: 0,
+        next_id: 0,
+        inflight: VecDeque::new(),
+        guards: Arc::new(Mutex::new(Guards::default())),
+        since_snapshot: 0,
+    };
+    metrics::gauge!("hotpath_writers").increment(1.0);
+    tokio::spawn(writer.run(rx, outcomes));
+    tx
+}
+
+struct Writer {
+    game: GameId,
+    scenario: Arc<Scenario>,
+    /// A fresh state, the base a load starts from.
+    state: GameState,
+    path: WritePath,
+    /// This writer's own mailbox sender, to leave the registry only if the entry is still its own.
+    own: Option<mpsc::Sender<Msg>>,
+    outcomes_tx: mpsc::UnboundedSender<Outcome>,
+    committed: Option<GameState>,
+    tip: Option<GameState>,
+    generation: u64,
+    next_id: u64,
+    inflight: VecDeque<Inflight>,
+    guards: Arc<Mutex<Guards>>,
+    since_snapshot: u32,
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Msg>,
+        mut outcomes: mpsc::UnboundedReceiver<Outcome>,
+    ) {
+        let idle = self.path.inner.config.writer_idle;
+        let mut retiring = false;
+        let mut mailbox_closed = false;
+        loop {
+            if mailbox_closed && self.inflight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                Some(outcome) = outcomes.recv() => self.on_outcome(outcome).await,
+                msg = rx.recv(), if !mailbox_closed => match msg {
+                    Some(msg) => self.on_msg(msg).await,
+                    None => mailbox_closed = true,
+                },
+                () = tokio::time::sleep(idle), if !retiring && self.inflight.is_empty() => {
+                    // Leave the registry first: a later action starts a new writer, which
+                    // loads what this one committed. Then finish what is already queued.
+                    retiring = true;
+                    if let Some(own) = self.own.take() {
+                        self.path.retire(self.game, &own);
+                    }
+                    rx.close();
+                }
+            }
+        }
+        if let Some(state) = self.committed.take() {
+            self.store_snapshot(state);
+        }
+        metrics::gauge!("hotpath_writers").decrement(1.0);
+    }
+
+    /// The state actions apply to, loaded on first use: the cached snapshot brought up to date
+    /// with the log, inside the work's deadline.
+    async fn tip(&mut self, deadline: tokio::time::Instant) -> Result<&GameState, HotError> {
+        if self.tip.is_none() {
+            let state = self.load(deadline).await?;
+            self.committed = Some(state.clone());
+            self.tip = Some(state);
+        }
+        Ok(self.tip.as_ref().expect("loaded above"))
+    }
+
+    async fn load(&self, deadline: tokio::time::Instant) -> Result<GameState, HotError> {
+        let hot = &self.path.inner;
+        let snapshot: Option<GameState> = match tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + hot.config.cache_budget()),
+            hot.cache.get_typed(&keys::snapshot(self.game)),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            _ => None,
+        };
+        self.catch_up(snapshot.unwrap_or_else(|| self.state.clone()), deadline)
+            .await
+    }
+
+    async fn catch_up(
+        &self,
+        mut state: GameState,
+        deadline: tokio::time::Instant,
+    ) -> Result<GameState, HotError> {
+        let events =
+            tokio::time::timeout_at(deadline, self.path.inner.store.events(self.game, state.seq))
+                .await
+                .map_err(|_| HotError::Unavailable("database timed out loading the game".into()))?
+                .map_err(|e| HotError::Unavailable(e.to_string()))?;
+        for (seq, event) in &events {
+            state.apply(&self.scenario, *seq, event);
+        }
+        Ok(state)
+    }
+
+    async fn on_msg(&mut self, msg: Msg) {
+        let work = match msg {
+            Msg::Act(act) => Work::Act(act),
+            Msg::Append {
+                event,
+                deadline,
+                reply,
+            } => Work::Append {
+                event,
+                deadline,
+                reply,
+            },
+        };
+        let deadline = work.deadline();
+        if deadline <= tokio::time::Instant::now() {
+            work.fail(HotError::Unavailable(
+                "the action waited in its game's queue past its budget; retry".into(),
+            ));
+            return;
+        }
+        if let Err(e) = self.tip(deadline).await {
+            work.fail(e);
+            return;
+        }
+        self.submit(work);
+    }
+
+    /// Applies `work` to the tip and hands it to the committer.
+    fn submit(&mut self, work: Work) {
+        let config = &self.path.inner.config;
+        let before = self.tip.as_ref().expect("submit after load");
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let (after, item) = match &work {
+            Work::Act(act) => resolve::apply(
+                &self.scenario,
+                before,
+                act,
+                self.guards.clone(),
+                taken.clone(),
+                config,
+            ),
+            Work::Append { event, .. } => append_item(&self.scenario, before, event.clone()),
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let submitted = self.path.inner.committer.submit(Submit {
+            item,
+            generation: self.generation,
+            id,
+            deadline: work.deadline(),
+            writer: self.outcomes_tx.clone(),
+        });
+        if !submitted {
+            work.fail(HotError::Unavailable("the committer stopped; retry".into()));
+            return;
+        }
+        self.tip = Some(after.clone());
+        self.inflight.push_back(Inflight {
+            id,
+            work,
+            after,
+            taken,
+        });
+    }
+
+    async fn on_outcome(&mut self, outcome: Outcome) {
+        if outcome.generation != self.generation {
+            return; // answered already, when its generation failed
+        }
+        let Some(pos) = self.inflight.iter().position(|i| i.id == outcome.id) else {
+            return;
+        };
+        match outcome.result {
+            Ok(finished) => {
+                // Outcomes of one generation arrive in submission order.
+                let done = self.inflight.remove(pos).expect("found above");
+                self.committed = Some(done.after);
+                for j in &finished.jobs {
+                    metrics::counter!("hotpath_dispatched_jobs_total", "kind" => j.job.kind().as_str())
+                        .increment(1);
+                }
+                answer(done.work, finished);
+                self.since_snapshot += 1;
+                if self.since_snapshot >= self.path.inner.config.snapshot_every {
+                    self.since_snapshot = 0;
+                    if let Some(state) = &self.committed {
+                        self.store_snapshot(state.clone());
+                    }
+                }
+            }
+            Err(ItemError::LostRace) => {
+                metrics::counter!("hotpath_writer_lost_races_total").increment(1);
+                self.reload_and_reapply(None).await;
+            }
+            Err(ItemError::IdempotencyKeyTaken) => {
+                // A concurrent request with the same key won: this one answers what it recorded.
+                let lost = self.inflight.remove(pos).expect("found above");
+                self.release(&lost.taken);
+                self.reload_and_reapply(Some(lost.work)).await;
+            }
+            Err(ItemError::Store(e)) => {
+                self.generation += 1;
+                self.tip = self.committed.clone();
+                let message = e.to_string();
+                for lost in std::mem::take(&mut self.inflight) {
+                    self.release(&lost.taken);
+                    lost.work.fail(HotError::Unavailable(message.clone()));
+                }
+            }
+        }
+    }
+
+    /// Another writer took a seq (or an idempotency key): load what the log holds now and apply
+    /// everything still in flight again, under a new generation. `replayed` is answered from
+    /// the stored idempotency record instead.
+    async fn reload_and_reapply(&mut self, replayed: Option<Work>) {
+        self.generation += 1;
+        let pending: Vec<Inflight> = std::mem::take(&mut self.inflight).into();
+        for p in &pending {
+            self.release(&p.taken);
+        }
+        let deadline = pending
+            .iter()
+            .map(|p| p.work.deadline())
+            .chain(replayed.iter().map(Work::deadline))
+            .max()
+            .unwrap_or_else(tokio::time::Instant::now);
+        let base = self.committed.clone().unwrap_or_else(|| self.state.clone());
+        match self.catch_up(base, deadline).await {
+            Ok(state) => {
+                self.committed = Some(state.clone());
+                self.tip = Some(state);
+                for p in pending {
+                    self.submit(p.work);
+                }
+            }
+            Err(e) => {
+                self.tip = None;
+                self.committed = None;
+                for p in pending {
+                    p.work.fail(HotError::Unavailable(e.to_string()));
+                }
+            }
+        }
+        if let Some(work) = replayed {
+            self.answer_replay(work);
+        }
+    }
+
+    fn answer_replay(&self, work: Work) {
+        let Work::Act(mut act) = work else {
+            return;
+        };
+        let (Some(key), Some(reply)) = (act.idempotency.clone(), act.reply.take()) else {
+            return;
+        };
+        let store = self.path.inner.store.clone();
+        let deadline = act.deadline;
+        tokio::spawn(async move {
+            let stored = tokio::time::timeout_at(
+                deadline,
+                store.idempotent_response(key.player_id, &key.key),
+            )
+            .await;
+            let _ = reply.send(match stored {
+                Ok(Ok(Some(StoredResponse {
+                    request_hash,
+                    response,
+                }))) if request_hash == key.request_hash => Ok(response),
+                Ok(Ok(Some(_))) => Err(HotError::Unprocessable(
+                    "this Idempotency-Key was already used for a different request".into(),
+                )),
+                _ => Err(HotError::Unavailable(
+                    "a concurrent request with this Idempotency-Key is being recorded; retry"
+                        .into(),
+                )),
+            });
+        });
+    }
+
+    fn release(&self, taken: &Arc<Mutex<Vec<String>>>) {
+        let taken = taken.lock().expect("taken lock");
+        self.guards.lock().expect("guards lock").release(&taken);
+    }
+
+    /// Writes a committed state to the cache without holding anyone: a failure only costs the
+    /// next writer of this game a longer read of the log.
+    fn store_snapshot(&self, state: GameState) {
+        let cache = self.path.inner.cache.clone();
+        let ttl = self.path.inner.config.snapshot_ttl;
+        tokio::spawn(async move {
+            let key = keys::snapshot(state.game_id);
+            if let Err(e) = cache.set_typed(&key, &state, ttl).await {
+                tracing::debug!(error = %e, "snapshot write failed");
+            }
+        });
+    }
+}
+
+fn answer(work: Work, finished: Finished) {
+    match work {
+        Work::Act(mut act) => {
+            if let Some(reply) = act.reply.take() {
+                let _ = reply.send(Ok(finished.response));
+            }
+        }
+        Work::Append { reply, .. } => {
+            let seq = finished.response["seq"].as_u64().unwrap_or_default();
+            let _ = reply.send(Ok(seq));
+        }
+    }
+}
+
+/// An event appended outside an action: no claim, no jobs, no stream events.
+fn append_item(
+    scenario: &Scenario,
+    before: &GameState,
+    event: LoggedEvent,
+) -> (GameState, BatchItem) {
+    let seq = before.seq + 1;
+    let mut after = before.clone();
+    after.apply(scenario, seq, &event);
+    let item = BatchItem {
+        game_id: before.game_id,
+        seq,
+        event,
+        claim: None,
+        ready: None,
+        idempotency: None,
+        finish: Box::new(move |_| Finished {
+            response: serde_json::json!({ "seq": seq }),
+            jobs: Vec::new(),
+            events: Vec::new(),
+        }),
+    };
+    (after, item)
+}
