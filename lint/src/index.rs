@@ -116,6 +116,8 @@ pub struct Crate {
     pub name: String,
     pub root: ModId,
     pub is_lib: bool,
+    /// Renamed dependencies: the name code uses → the crate it stands for.
+    pub externs: HashMap<String, String>,
 }
 
 /// A file that is part of some crate's module tree.
@@ -463,9 +465,7 @@ impl Index {
     ) -> Option<Res> {
         let (first, rest) = segs.split_first()?;
         let mut cur = if global {
-            self.libs
-                .get(first)
-                .map(|r| Res::Mod(*r))
+            self.extern_crate(m, first)
                 .unwrap_or(Res::Ext(first.clone()))
         } else {
             match first.as_str() {
@@ -477,8 +477,8 @@ impl Index {
                     .and_then(|rs| pick(rs, rest.is_empty()))
                 {
                     Some(r) => r,
-                    None => match self.libs.get(first.as_str()) {
-                        Some(r) => Res::Mod(*r),
+                    None => match self.extern_crate(m, first) {
+                        Some(r) => r,
                         None if lenient => match self.modules[m].ext_globs.first() {
                             Some(g) if rest.is_empty() || !is_known_crate_like(first) => {
                                 Res::Ext(format!("{g}::{first}"))
@@ -512,6 +512,18 @@ impl Index {
             };
         }
         Some(cur)
+    }
+
+    /// A crate name as the code of module `m` writes it: a renamed dependency first (its key
+    /// shadows a workspace crate of the same name), then a workspace library.
+    fn extern_crate(&self, m: ModId, name: &str) -> Option<Res> {
+        let krate = &self.crates[self.modules[m].krate];
+        let real = krate.externs.get(name).map(String::as_str).unwrap_or(name);
+        match self.libs.get(real) {
+            Some(root) => Some(Res::Mod(*root)),
+            None if real != name => Some(Res::Ext(real.to_string())),
+            None => None,
+        }
     }
 
     /// Resolves a trait path (bounds, impls).

@@ -9,7 +9,7 @@
 //!
 //! Map, lowest first:
 //! - [`config`] — `hotpath.toml`.
-//! - [`workspace`] — members and crate targets.
+//! - [`workspace`] — members and crate targets; [`deps`] — renamed dependencies.
 //! - [`syntax`] — syn trees lowered to owned skeletons; suppression comments.
 //! - [`index`] — the item index and name resolution.
 //! - [`calls`] — fn bodies to call edges.
@@ -23,6 +23,7 @@ pub mod baseline;
 pub mod calls;
 pub mod cli;
 pub mod config;
+pub mod deps;
 pub mod error;
 pub mod index;
 pub mod load;

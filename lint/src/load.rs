@@ -212,6 +212,7 @@ fn build(root: &Path, targets: &[CrateTarget], pool: &mut Pool) -> Result<Worksp
             name: t.name.clone(),
             root: m,
             is_lib: t.is_lib,
+            externs: extern_names(t, targets),
         });
         if t.is_lib {
             ix.libs.insert(t.name.clone(), m);
@@ -391,6 +392,22 @@ fn place_module(
             declared_at: Some((fid, decl.line)),
         });
     }
+}
+
+/// What the renamed dependencies of a target stand for: the library crate of a workspace
+/// member with that package name, else the outside crate (`llm-client` → `llm_client`).
+fn extern_names(t: &CrateTarget, targets: &[CrateTarget]) -> HashMap<String, String> {
+    t.renamed_deps
+        .iter()
+        .map(|(code, package)| {
+            let real = targets
+                .iter()
+                .find(|o| o.is_lib && o.package == *package)
+                .map(|o| o.name.clone())
+                .unwrap_or_else(|| package.replace('-', "_"));
+            (code.clone(), real)
+        })
+        .collect()
 }
 
 fn file_id(ix: &mut Index, ids: &mut HashMap<PathBuf, FileId>, root: &Path, path: &Path) -> FileId {

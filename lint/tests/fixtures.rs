@@ -341,3 +341,44 @@ fn receivers_inferred_through_variants_extractors_adapters_and_consts() {
     // With the receiver's type truly unknown, the name fallback still reports it.
     check_bad("inference", &[("app::hot::unknown", "name")]);
 }
+
+/// The last hop of the violation from `entry`.
+fn callee_of<'a>(v: &'a Value, entry: &str) -> &'a str {
+    let x = v["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["entry"] == entry)
+        .unwrap_or_else(|| panic!("no violation from {entry}: {v:#}"));
+    x["chain"].as_array().unwrap().last().unwrap()["fn"]
+        .as_str()
+        .unwrap()
+}
+
+#[test]
+fn renamed_dependencies_resolve_to_their_package() {
+    let v = check_bad(
+        "renamed_deps",
+        &[
+            ("game::hot::on_talk", "resolved"),
+            ("game::hot::on_ask", "resolved"),
+            ("game::hot::on_remote", "resolved"),
+            ("game::hot::on_think", "resolved"),
+        ],
+    );
+    // Each call lands on the package's crate, not on the key it was written with.
+    assert_eq!(
+        callee_of(&v, "game::hot::on_talk"),
+        "npc_brain::llm::respond"
+    );
+    assert_eq!(
+        callee_of(&v, "game::hot::on_ask"),
+        "llm_client::Client::send"
+    );
+    assert_eq!(callee_of(&v, "game::hot::on_remote"), "llm_rpc::call");
+    assert_eq!(
+        callee_of(&v, "game::hot::on_think"),
+        "npc_mind::think::generate"
+    );
+    check_clean("renamed_deps");
+}
