@@ -5,7 +5,7 @@
 //! When a receiver's type cannot be known the call is matched by method name against every
 //! workspace method (`Via::Name`): the lint prefers a visible false alarm to a silent miss.
 
-use crate::index::{FnId, Index, ModId, Owner, Res, TraitRef, Ty, TyCtx};
+use crate::index::{FnId, Index, ModId, Owner, Res, TraitId, TraitRef, Ty, TyCtx};
 use crate::syntax::{lower_ty, lower_use_item, macro_exprs, stmt_line};
 use std::collections::HashMap;
 use syn::visit::{self, Visit};
@@ -27,6 +27,9 @@ pub enum Via {
     Dyn,
     /// The receiver's type is unknown: matched by method name only.
     Name,
+    /// The receiver is an outside wrapper of workspace types (`State<App>`): matched by
+    /// name against the methods of the wrapped types, which it may deref to.
+    Deref,
     /// The call is inside a spawned task (`tokio::spawn`, `std::thread::spawn`, ...).
     Spawned,
 }
@@ -37,6 +40,7 @@ impl Via {
             Via::Resolved => "resolved",
             Via::Dyn => "dyn",
             Via::Name => "name",
+            Via::Deref => "deref",
             Via::Spawned => "spawned",
         }
     }
@@ -317,35 +321,89 @@ impl<'a> Walker<'a> {
         self.resolve_written(&crate::syntax::TyExpr::Path(p))
     }
 
-    /// `Type::f` / `T::f` on a resolved type.
+    /// `Type::f` / `T::f` on a resolved type; also `recv.f()` once the receiver's type is
+    /// known (never matched by name against unrelated types).
     fn static_targets(&self, ty: &Ty, name: &str) -> Vec<(Target, Via)> {
         match ty {
-            Ty::Def(t, _) => self
-                .ix
-                .methods_of_type(*t, name)
-                .into_iter()
-                .map(|f| (Target::Fn(f), Via::Resolved))
-                .collect(),
+            Ty::Def(t, _) => {
+                let own: Vec<(Target, Via)> = self
+                    .ix
+                    .methods_of_type(*t, name)
+                    .into_iter()
+                    .map(|f| (Target::Fn(f), Via::Resolved))
+                    .collect();
+                if own.is_empty() {
+                    self.open_impl_targets(ty, name)
+                } else {
+                    own
+                }
+            }
             Ty::Ext(p) => {
                 let mut out = vec![(Target::Ext(format!("{p}::{name}")), Via::Resolved)];
-                out.extend(self.ext_impl_methods(p, name));
+                out.extend(self.open_impl_targets(ty, name));
+                out
+            }
+            Ty::ExtOf(p, args) => {
+                let mut out = vec![(Target::Ext(format!("{p}::{name}")), Via::Resolved)];
+                out.extend(self.open_impl_targets(ty, name));
+                if !is_std(p) {
+                    out.extend(self.deref_targets(args, name));
+                }
                 out
             }
             Ty::Traits(trs) => self.trait_targets(trs, name),
-            _ => Vec::new(),
+            Ty::Coll(_) | Ty::Wrap(_) | Ty::Tuple(_) => self.open_impl_targets(ty, name),
+            Ty::Unknown => Vec::new(),
         }
     }
 
-    /// Workspace trait impls on outside types (`impl Summarize for String`).
-    fn ext_impl_methods(&self, p: &str, name: &str) -> Vec<(Target, Via)> {
+    /// Workspace trait impls on types the workspace does not define (`impl Announce for
+    /// f64`, `impl<T: Display> Announce for T`), for a trait in scope at the call.
+    fn open_impl_targets(&self, recv: &Ty, name: &str) -> Vec<(Target, Via)> {
         self.ix
-            .ext_impls
-            .get(p)
+            .open_impl_methods(recv, name)
             .into_iter()
-            .flatten()
-            .filter_map(|i| self.ix.impls[*i].methods.get(name))
-            .map(|f| (Target::Fn(*f), Via::Resolved))
+            .filter(|(i, _)| match &self.ix.impls[*i].trait_ {
+                Some(TraitRef::Ws(t)) => self.trait_in_scope(*t),
+                _ => false,
+            })
+            .map(|(_, f)| (Target::Fn(f), Via::Resolved))
             .collect()
+    }
+
+    /// A trait's methods are callable with method syntax only where the trait is in scope:
+    /// imported (also `as _`), defined in the module, or brought by a glob.
+    fn trait_in_scope(&self, t: TraitId) -> bool {
+        let is_t = |r: &Res| *r == Res::Trait(t);
+        self.ix.trait_in_scope(self.module, t)
+            || self.scopes.iter().any(|s| {
+                s.uses.values().any(is_t) || s.globs.iter().any(|m| self.ix.trait_in_scope(*m, t))
+            })
+    }
+
+    /// Methods named `name` of the workspace types an outside wrapper holds (`State<App>`
+    /// derefs to `App`); the wrapper's own method is listed separately as an outside call.
+    fn deref_targets(&self, args: &[Ty], name: &str) -> Vec<(Target, Via)> {
+        let mut out = Vec::new();
+        for a in args {
+            match a {
+                Ty::Def(t, _) => out.extend(
+                    self.ix
+                        .methods_of_type(*t, name)
+                        .into_iter()
+                        .map(|f| (Target::Fn(f), Via::Deref)),
+                ),
+                Ty::Traits(trs) => out.extend(
+                    self.trait_targets(trs, name)
+                        .into_iter()
+                        .filter(|(t, _)| matches!(t, Target::Fn(_)))
+                        .map(|(t, _)| (t, Via::Deref)),
+                ),
+                Ty::ExtOf(p, inner) if !is_std(p) => out.extend(self.deref_targets(inner, name)),
+                _ => {}
+            }
+        }
+        out
     }
 
     fn trait_targets(&self, trs: &[TraitRef], name: &str) -> Vec<(Target, Via)> {
@@ -364,13 +422,22 @@ impl<'a> Walker<'a> {
         out
     }
 
-    /// Targets of `recv.name(..)` given the receiver's type.
+    /// Targets of `recv.name(..)` given the receiver's type. Only a receiver whose type is
+    /// unknown (or a bare generic parameter) is matched by name.
     fn method_targets(&self, recv: &Ty, name: &str) -> Vec<(Target, Via)> {
         match recv {
-            Ty::Def(..) | Ty::Ext(_) => self.static_targets(recv, name),
-            Ty::Traits(trs) if !trs.is_empty() => self.trait_targets(trs, name),
-            Ty::Wrap(_) | Ty::Coll(_) => Vec::new(),
-            _ => self
+            Ty::Traits(trs) if !trs.is_empty() => {
+                let mut out = self.trait_targets(trs, name);
+                if !out.iter().any(|(t, _)| matches!(t, Target::Fn(_))) {
+                    // `impl<T: Display> Announce for T` applies to `dyn Display` too.
+                    out.extend(self.open_impl_targets(recv, name));
+                }
+                out
+            }
+            Ty::Def(..) | Ty::Ext(_) | Ty::ExtOf(..) | Ty::Wrap(_) | Ty::Coll(_) | Ty::Tuple(_) => {
+                self.static_targets(recv, name)
+            }
+            Ty::Traits(_) | Ty::Unknown => self
                 .ix
                 .methods_by_name
                 .get(name)
@@ -438,6 +505,11 @@ impl<'a> Walker<'a> {
                 };
                 match base {
                     Ty::Def(t, args) => self.ix.field_ty(t, &args, &member),
+                    Ty::Tuple(es) => member
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| es.get(i).cloned())
+                        .unwrap_or(Ty::Unknown),
                     Ty::Ext(p) => Ty::Ext(format!("{p}.{member}")),
                     _ => Ty::Unknown,
                 }
@@ -540,6 +612,7 @@ impl<'a> Walker<'a> {
                     &s.path,
                 )))
             }
+            syn::Expr::Tuple(t) => Ty::Tuple(t.elems.iter().map(|e| self.infer(e)).collect()),
             syn::Expr::Reference(r) => self.infer(&r.expr),
             syn::Expr::Paren(p) => self.infer(&p.expr),
             syn::Expr::Group(g) => self.infer(&g.expr),
@@ -558,8 +631,11 @@ impl<'a> Walker<'a> {
             syn::Expr::Lit(l) => Ty::Ext(
                 match &l.lit {
                     syn::Lit::Str(_) => "str",
-                    syn::Lit::Int(_) => "i32",
-                    syn::Lit::Float(_) => "f64",
+                    // Unsuffixed literals take the type the impl or binding wants.
+                    syn::Lit::Int(i) if i.suffix().is_empty() => "{integer}",
+                    syn::Lit::Float(f) if f.suffix().is_empty() => "{float}",
+                    syn::Lit::Int(i) => i.suffix(),
+                    syn::Lit::Float(f) => f.suffix(),
                     syn::Lit::Bool(_) => "bool",
                     syn::Lit::Char(_) => "char",
                     _ => "literal",
@@ -785,8 +861,12 @@ impl<'a> Walker<'a> {
                 }
             }
             syn::Pat::Tuple(t) => {
-                for p in &t.elems {
-                    self.bind_pat(p, Ty::Unknown);
+                let elems = match &ty {
+                    Ty::Tuple(es) if es.len() == t.elems.len() => es.clone(),
+                    _ => vec![Ty::Unknown; t.elems.len()],
+                };
+                for (p, e) in t.elems.iter().zip(elems) {
+                    self.bind_pat(p, e);
                 }
             }
             syn::Pat::Struct(s) => {
@@ -814,6 +894,14 @@ impl<'a> Walker<'a> {
             self.visit_expr(&e);
         }
     }
+}
+
+/// Std's generic types do not deref to their type arguments (those that do, `Box`, `Arc`,
+/// guards, `LazyLock`, are seen through when types are resolved).
+fn is_std(p: &str) -> bool {
+    ["std::", "core::", "alloc::"]
+        .iter()
+        .any(|s| p.starts_with(s))
 }
 
 fn with_self(rest: &[String]) -> Vec<String> {
@@ -859,6 +947,12 @@ impl<'ast> Visit<'ast> for Walker<'_> {
                         .unwrap_or(Res::Ext(us.path.join("::")));
                     let scope = self.scopes.last_mut().expect("a scope");
                     match (us.alias, r) {
+                        // Several `as _` imports may share a block: keep each (under a key
+                        // no path can spell) so their traits stay in scope.
+                        (Some(alias), r) if alias == "_" => {
+                            let key = format!("_ {}", scope.uses.len());
+                            scope.uses.insert(key, r);
+                        }
                         (Some(alias), r) => {
                             scope.uses.insert(alias, r);
                         }

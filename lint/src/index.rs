@@ -36,6 +36,12 @@ pub enum Ty {
     Def(TypeId, Vec<Ty>),
     /// A type outside the workspace.
     Ext(String),
+    /// An outside type with type arguments involving workspace types (`Sender<Job>`,
+    /// `State<App>`): its own methods are outside calls; through `Deref` it may also expose
+    /// the methods of those arguments.
+    ExtOf(String, Vec<Ty>),
+    /// A tuple type (or `()`).
+    Tuple(Vec<Ty>),
     /// `dyn`/`impl` trait objects and generic parameters: any implementor.
     Traits(Vec<TraitRef>),
     /// `Option<T>` / `Result<T, _>`: `?`, `unwrap()` and `Some(x)` patterns give `T`.
@@ -151,8 +157,9 @@ pub struct Index {
     pub impls_of_type: HashMap<TypeId, Vec<ImplId>>,
     /// Every method taking `self`, by name: the fallback when a receiver's type is unknown.
     pub methods_by_name: HashMap<String, Vec<FnId>>,
-    /// Impls of workspace traits on outside types, by the outside type's path.
-    pub ext_impls: HashMap<String, Vec<ImplId>>,
+    /// Impls of workspace traits on types the workspace does not define (outside types,
+    /// blanket impls, slices, tuples), with the fn each provides, by method name.
+    pub open_impls: HashMap<String, Vec<(ImplId, FnId)>>,
     /// Declared types of consts and statics, by defining module and name.
     pub const_types: HashMap<(ModId, String), TyExpr>,
 }
@@ -415,10 +422,8 @@ impl Index {
                 .trait_raw
                 .clone()
                 .and_then(|p| self.resolve_trait(m, &p));
-            match &self_ty {
-                Ty::Def(t, _) => self.impls_of_type.entry(*t).or_default().push(i),
-                Ty::Ext(p) => self.ext_impls.entry(p.clone()).or_default().push(i),
-                _ => {}
+            if let Ty::Def(t, _) = &self_ty {
+                self.impls_of_type.entry(*t).or_default().push(i);
             }
             if let Some(TraitRef::Ws(t)) = &trait_ {
                 self.traits[*t].impls.push(i);
@@ -426,6 +431,7 @@ impl Index {
             self.impls[i].self_ty = self_ty;
             self.impls[i].trait_ = trait_;
         }
+        self.index_open_impls();
         for (id, f) in self.fns.iter().enumerate() {
             if f.sig.has_self {
                 self.methods_by_name
@@ -434,6 +440,17 @@ impl Index {
                     .push(id);
             }
         }
+    }
+
+    /// Is the trait nameable in module `m` (defined there, imported, `as _`, or by a glob)?
+    pub fn trait_in_scope(&self, m: ModId, t: TraitId) -> bool {
+        let module = &self.modules[m];
+        module
+            .names
+            .values()
+            .chain(module.glob_names.values())
+            .flatten()
+            .any(|r| *r == Res::Trait(t))
     }
 
     /// Looks a single name up in a module: items and explicit uses, then globs, then the
@@ -575,6 +592,11 @@ impl Index {
                     .filter_map(|p| self.resolve_trait(ctx.module, p))
                     .collect(),
             ),
+            TyExpr::Tuple(es) => Ty::Tuple(
+                es.iter()
+                    .map(|e| self.resolve_ty_depth(ctx, e, depth + 1))
+                    .collect(),
+            ),
             TyExpr::Unknown => Ty::Unknown,
             TyExpr::Path(p) => {
                 let names = p.names();
@@ -597,7 +619,7 @@ impl Index {
                 match last.as_str() {
                     "Box" | "Arc" | "Rc" | "Cow" | "Mutex" | "RwLock" | "RefCell" | "Cell"
                     | "Pin" | "ManuallyDrop" | "MutexGuard" | "RwLockReadGuard"
-                    | "RwLockWriteGuard" | "Ref" | "RefMut"
+                    | "RwLockWriteGuard" | "Ref" | "RefMut" | "LazyLock" | "LazyCell" | "Lazy"
                         if args.len() == 1 && self.is_not_workspace(ctx.module, &names) =>
                     {
                         return arg(0);
@@ -638,13 +660,18 @@ impl Index {
                         Ty::Def(t, args)
                     }
                     Some(Res::Trait(t)) => Ty::Traits(vec![TraitRef::Ws(t)]),
-                    // An outside type generic over workspace types (`Json<Req>`, `State<App>`)
-                    // may hand those back: unknown, so its methods fall back by name.
+                    // An outside type generic over workspace types (`Json<Req>`, `State<App>`,
+                    // `Sender<Job>`) keeps its arguments: what it derefs to is theirs.
                     Some(Res::Ext(s)) => {
-                        let all_outside = args.iter().all(|a| {
-                            matches!(self.resolve_ty_depth(ctx, a, depth + 1), Ty::Ext(_))
-                        });
-                        if all_outside { Ty::Ext(s) } else { Ty::Unknown }
+                        let args: Vec<Ty> = args
+                            .iter()
+                            .map(|a| self.resolve_ty_depth(ctx, a, depth + 1))
+                            .collect();
+                        if args.iter().all(|a| matches!(a, Ty::Ext(_))) {
+                            Ty::Ext(s)
+                        } else {
+                            Ty::ExtOf(s, args)
+                        }
                     }
                     _ => Ty::Unknown,
                 }
@@ -849,7 +876,15 @@ fn is_known_crate_like(name: &str) -> bool {
 fn ty_display_name(t: &TyExpr) -> String {
     match t {
         TyExpr::Path(p) => p.segs.last().map(|(n, _)| n.clone()).unwrap_or_default(),
-        TyExpr::Ref(inner) | TyExpr::Slice(inner) => ty_display_name(inner),
+        TyExpr::Ref(inner) => ty_display_name(inner),
+        TyExpr::Slice(inner) => format!("[{}]", ty_display_name(inner)),
+        TyExpr::Tuple(es) => format!(
+            "({})",
+            es.iter()
+                .map(ty_display_name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         TyExpr::Traits(ps) => ps
             .first()
             .and_then(|p| p.segs.last())

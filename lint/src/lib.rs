@@ -11,7 +11,8 @@
 //! - [`config`] — `hotpath.toml`.
 //! - [`workspace`] — members and crate targets; [`deps`] — renamed dependencies.
 //! - [`syntax`] — syn trees lowered to owned skeletons; suppression comments.
-//! - [`index`] — the item index and name resolution.
+//! - [`index`] — the item index and name resolution; [`foreign_impls`] — workspace trait
+//!   impls on outside types, blanket impls included.
 //! - [`calls`] — fn bodies to call edges.
 //! - [`load`] — parallel parsing, module trees, indexing, walking.
 //! - [`patterns`] — roots, sinks and allowed fns matched against the index.
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod deps;
 pub mod error;
+pub mod foreign_impls;
 pub mod index;
 pub mod load;
 pub mod patterns;

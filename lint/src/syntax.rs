@@ -34,6 +34,8 @@ pub enum TyExpr {
     Traits(Vec<PathExpr>),
     /// `[T]` or `[T; N]`.
     Slice(Box<TyExpr>),
+    /// `(A, B)`, and `()`.
+    Tuple(Vec<TyExpr>),
     Unknown,
 }
 
@@ -513,14 +515,13 @@ fn lower_use(tree: &syn::UseTree, prefix: &mut Vec<String>, global: bool, out: &
                 p.push(name);
                 p
             };
-            let alias = r.rename.to_string();
-            if alias != "_" {
-                out.push(UseSkel {
-                    path,
-                    global,
-                    alias: Some(alias),
-                });
-            }
+            // `use x::Trait as _` binds no usable name but puts the trait in scope for
+            // method calls; it is kept under the name `_`, which no path can spell.
+            out.push(UseSkel {
+                path,
+                global,
+                alias: Some(r.rename.to_string()),
+            });
         }
         syn::UseTree::Glob(_) => out.push(UseSkel {
             path: prefix.clone(),
@@ -647,6 +648,7 @@ pub fn lower_ty(t: &syn::Type) -> TyExpr {
         syn::Type::ImplTrait(i) => TyExpr::Traits(bound_paths(&i.bounds)),
         syn::Type::Slice(s) => TyExpr::Slice(Box::new(lower_ty(&s.elem))),
         syn::Type::Array(a) => TyExpr::Slice(Box::new(lower_ty(&a.elem))),
+        syn::Type::Tuple(t) => TyExpr::Tuple(t.elems.iter().map(lower_ty).collect()),
         _ => TyExpr::Unknown,
     }
 }

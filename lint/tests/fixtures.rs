@@ -382,3 +382,48 @@ fn renamed_dependencies_resolve_to_their_package() {
     );
     check_clean("renamed_deps");
 }
+
+#[test]
+fn trait_impls_for_std_and_foreign_types_and_blanket_impls() {
+    let entries = [
+        "announce_seconds",
+        "announce_param",
+        "narrate_string",
+        "narrate_slice",
+        "narrate_vec",
+        "narrate_tuple",
+        "narrate_tuple_literal",
+        "narrate_option",
+        "narrate_wrapping",
+        "speak_ref",
+        "speak_boxed",
+        "speak_arc",
+    ]
+    .map(|e| format!("app::hot::{e}"));
+    let expected: Vec<(&str, &str)> = entries.iter().map(|e| (e.as_str(), "resolved")).collect();
+    let v = check_bad("foreign_impls", &expected);
+    // Every chain goes through the impl that applies, never by name.
+    assert_eq!(v["violations"].as_array().unwrap().len(), entries.len());
+    assert_eq!(
+        v["violations"][0]["chain"][0]["fn"], "app::say::T::announce",
+        "{v:#}"
+    );
+    check_clean("foreign_impls");
+}
+
+#[test]
+fn std_and_foreign_receivers_of_known_type_are_not_matched_by_name() {
+    // `send` on `std::sync::mpsc::Sender<Job>` (field, let, parameter, tuple, map value) and
+    // on tokio's `Sender<Job>` is not the LLM client's `send`.
+    check_clean("std_receivers");
+    let v = check_bad(
+        "std_receivers",
+        &[
+            ("app::hot::Engine::ask", "resolved"),
+            ("app::hot::handler", "resolved"),
+            ("app::hot::wrapped", "deref"),
+            ("app::hot::unknown", "name"),
+        ],
+    );
+    assert_eq!(v["violations"].as_array().unwrap().len(), 4, "{v:#}");
+}
