@@ -159,7 +159,19 @@ impl<'a> Walker<'a> {
             return;
         }
         let suppressed_by = self.suppression_for(line);
-        for (to, via) in targets {
+        let twins: Vec<(Target, Via)> = targets
+            .iter()
+            .flat_map(|(t, via)| match t {
+                Target::Fn(f) => self
+                    .ix
+                    .twins(*f)
+                    .iter()
+                    .map(|x| (Target::Fn(*x), *via))
+                    .collect(),
+                Target::Ext(_) => Vec::new(),
+            })
+            .collect();
+        for (to, via) in targets.into_iter().chain(twins) {
             let via = if self.spawned > 0 { Via::Spawned } else { via };
             self.edges.push(Edge {
                 to,
@@ -252,6 +264,15 @@ impl<'a> Walker<'a> {
             if self.var(&last).is_some() {
                 return Vec::new(); // a closure or fn pointer held in a local
             }
+            // Twin `use`s under opposite cfgs bind one name to two fns: both are reached.
+            let block_bound = self.scopes.iter().any(|s| s.uses.contains_key(&last));
+            if !global
+                && !block_bound
+                && let Some(rs) = self.ix.lookup(self.module, &last)
+                && rs.iter().filter(|r| matches!(r, Res::Fn(_))).count() > 1
+            {
+                return fn_targets(rs);
+            }
             return match self.resolve_path(&segs, global) {
                 Some(Res::Fn(f)) => vec![(Target::Fn(f), Via::Resolved)],
                 Some(Res::Ext(p)) if p.contains("::") => vec![(Target::Ext(p), Via::Resolved)],
@@ -269,15 +290,7 @@ impl<'a> Walker<'a> {
         }
         match self.resolve_path(prefix, global) {
             Some(Res::Mod(m)) => match self.ix.lookup(m, &last) {
-                Some(rs) => rs
-                    .iter()
-                    .filter_map(|r| match r {
-                        Res::Fn(f) => Some((Target::Fn(*f), Via::Resolved)),
-                        Res::Ext(p) => Some((Target::Ext(p.clone()), Via::Resolved)),
-                        _ => None,
-                    })
-                    .take(1)
-                    .collect(),
+                Some(rs) => fn_targets(rs),
                 None => Vec::new(),
             },
             Some(Res::Type(t)) => {
@@ -894,6 +907,26 @@ impl<'a> Walker<'a> {
             self.visit_expr(&e);
         }
     }
+}
+
+/// The fns a name stands for (every cfg twin), else the outside path it names.
+fn fn_targets(rs: &[Res]) -> Vec<(Target, Via)> {
+    let fns: Vec<(Target, Via)> = rs
+        .iter()
+        .filter_map(|r| match r {
+            Res::Fn(f) => Some((Target::Fn(*f), Via::Resolved)),
+            _ => None,
+        })
+        .collect();
+    if !fns.is_empty() {
+        return fns;
+    }
+    rs.iter()
+        .find_map(|r| match r {
+            Res::Ext(p) => Some(vec![(Target::Ext(p.clone()), Via::Resolved)]),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 /// Std's generic types do not deref to their type arguments (those that do, `Box`, `Arc`,

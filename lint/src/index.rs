@@ -160,6 +160,8 @@ pub struct Index {
     /// Impls of workspace traits on types the workspace does not define (outside types,
     /// blanket impls, slices, tuples), with the fn each provides, by method name.
     pub open_impls: HashMap<String, Vec<(ImplId, FnId)>>,
+    /// cfg-gated twins: fns sharing a path, each mapped to the whole group.
+    pub twins: HashMap<FnId, Vec<FnId>>,
     /// Declared types of consts and statics, by defining module and name.
     pub const_types: HashMap<(ModId, String), TyExpr>,
 }
@@ -258,13 +260,24 @@ impl Index {
         }
         let mut children = Vec::new();
         for (name, _, inner) in &skel.inline_mods {
-            let child = self.new_module(
-                format!("{mpath}::{name}"),
-                self.modules[m].krate,
-                Some(m),
-                file,
-            );
-            names.push((name.clone(), Res::Mod(child)));
+            // Twin modules under opposite cfgs merge into one, holding both definitions.
+            let twin = names.iter().find_map(|(n, r)| match r {
+                Res::Mod(c) if n == name => Some(*c),
+                _ => None,
+            });
+            let child = match twin.or_else(|| self.child_module(m, name)) {
+                Some(c) => c,
+                None => {
+                    let c = self.new_module(
+                        format!("{mpath}::{name}"),
+                        self.modules[m].krate,
+                        Some(m),
+                        file,
+                    );
+                    names.push((name.clone(), Res::Mod(c)));
+                    c
+                }
+            };
             children.push((child, inner.clone()));
         }
         let module = &mut self.modules[m];
@@ -432,12 +445,51 @@ impl Index {
             self.impls[i].trait_ = trait_;
         }
         self.index_open_impls();
+        self.index_twins();
         for (id, f) in self.fns.iter().enumerate() {
             if f.sig.has_self {
                 self.methods_by_name
                     .entry(f.sig.name.clone())
                     .or_default()
                     .push(id);
+            }
+        }
+    }
+
+    /// The child module `name` of `m`, when one was declared already.
+    pub fn child_module(&self, m: ModId, name: &str) -> Option<ModId> {
+        self.modules[m]
+            .names
+            .get(name)?
+            .iter()
+            .find_map(|r| match r {
+                Res::Mod(c) if self.modules[*c].parent == Some(m) => Some(*c),
+                _ => None,
+            })
+    }
+
+    /// Every definition sharing `f`'s path: cfg-gated twins (`#[cfg(feature = "x")]` and
+    /// `#[cfg(not(..))]`) are all real in some build, so a call reaches each.
+    pub fn twins(&self, f: FnId) -> &[FnId] {
+        self.twins.get(&f).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Groups fns by path (and, for impl methods, the trait implemented).
+    fn index_twins(&mut self) {
+        let mut groups: HashMap<String, Vec<FnId>> = HashMap::new();
+        for (id, f) in self.fns.iter().enumerate() {
+            let key = match f.owner {
+                Owner::Impl(i) => match &self.impls[i].trait_raw {
+                    Some(t) => format!("{} for {}", f.path, t.names().join("::")),
+                    None => f.path.clone(),
+                },
+                _ => f.path.clone(),
+            };
+            groups.entry(key).or_default().push(id);
+        }
+        for g in groups.into_values().filter(|g| g.len() > 1) {
+            for f in &g {
+                self.twins.insert(*f, g.clone());
             }
         }
     }

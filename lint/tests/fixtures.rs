@@ -427,3 +427,27 @@ fn std_and_foreign_receivers_of_known_type_are_not_matched_by_name() {
     );
     assert_eq!(v["violations"].as_array().unwrap().len(), 4, "{v:#}");
 }
+
+#[test]
+fn cfg_gated_twins_are_all_kept() {
+    let entries = [
+        "on_reply",
+        "on_think",
+        "on_ping",
+        "on_fetch",
+        "on_probe",
+        "on_render",
+    ]
+    .map(|e| format!("app::hot::{e}"));
+    let expected: Vec<(&str, &str)> = entries.iter().map(|e| (e.as_str(), "resolved")).collect();
+    let v = check_bad("cfg_twins", &expected);
+    // The chain names the twin that calls the sink, by its file and line.
+    let fetch = v["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["entry"] == "app::hot::on_fetch")
+        .unwrap();
+    assert_eq!(fetch["chain"][1]["file"], "app/src/net/remote.rs", "{v:#}");
+    check_clean("cfg_twins");
+}
