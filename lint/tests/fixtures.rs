@@ -451,3 +451,31 @@ fn cfg_gated_twins_are_all_kept() {
     assert_eq!(fetch["chain"][1]["file"], "app/src/net/remote.rs", "{v:#}");
     check_clean("cfg_twins");
 }
+
+#[test]
+fn every_hot_entry_reaching_a_violation_is_listed() {
+    let v = check_bad(
+        "outer_entries",
+        &[("app::hot::combat::resolve_hit", "resolved")],
+    );
+    let list = v["violations"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{v:#}");
+    // The innermost hot fn stays the entry; the handlers calling it follow, nearest first;
+    // the caller whose call is suppressed is not among them.
+    assert_eq!(list[0]["entry"], "app::hot::combat::resolve_hit");
+    assert_eq!(
+        list[0]["also_reached_from"],
+        serde_json::json!(["app::hot::on_attack", "app::hot::on_combo"])
+    );
+    assert_eq!(v["summary"]["affected_entries"], 3);
+    let (_, text, _) = run("outer_entries/bad", &[]);
+    assert!(
+        text.contains("  reached from: app::hot::on_attack, app::hot::on_combo\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 violation(s) affecting 3 hot entries"),
+        "{text}"
+    );
+    check_clean("outer_entries");
+}
