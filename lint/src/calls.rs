@@ -120,6 +120,58 @@ struct Walker<'a> {
     closure_param: Option<Ty>,
 }
 
+/// Methods of the std smart pointers and locks themselves (`Arc`, `Mutex`, `RwLock`, ...).
+const WRAPPER_METHODS: &[&str] = &[
+    "lock",
+    "read",
+    "write",
+    "try_lock",
+    "try_read",
+    "try_write",
+    "borrow",
+    "borrow_mut",
+    "try_borrow",
+    "try_borrow_mut",
+    "get_mut",
+    "into_inner",
+    "clone",
+    "as_ptr",
+    "is_poisoned",
+    "clear_poison",
+    "replace",
+    "swap",
+    "take",
+    "set",
+    "get",
+    "as_mut",
+    "as_ref",
+];
+
+/// Outside macros whose value is never a workspace value: tracing spans, text and
+/// compile-time information.
+const OUTSIDE_VALUE_MACROS: &[&str] = &[
+    "span",
+    "trace_span",
+    "debug_span",
+    "info_span",
+    "warn_span",
+    "error_span",
+    "format",
+    "format_args",
+    "concat",
+    "stringify",
+    "env",
+    "option_env",
+    "include_str",
+    "include_bytes",
+    "line",
+    "column",
+    "file",
+    "module_path",
+    "matches",
+    "json",
+];
+
 const SPAWNERS: &[&str] = &["spawn", "spawn_blocking", "spawn_local", "block_in_place"];
 const CTOR_PREFIXES: &[&str] = &[
     "new", "default", "from", "with", "build", "open", "connect", "create",
@@ -355,6 +407,13 @@ impl<'a> Walker<'a> {
                 let mut out = vec![(Target::Ext(format!("{p}::{name}")), Via::Resolved)];
                 out.extend(self.open_impl_targets(ty, name));
                 out
+            }
+            // A smart pointer or lock around a type the lint cannot name: its own methods are
+            // its own; any other method is the inner value's, matched by name.
+            Ty::ExtOf(_, args)
+                if args.as_slice() == [Ty::Unknown] && !WRAPPER_METHODS.contains(&name) =>
+            {
+                self.method_targets(&Ty::Unknown, name)
             }
             Ty::ExtOf(p, args) => {
                 let mut out = vec![(Target::Ext(format!("{p}::{name}")), Via::Resolved)];
@@ -655,7 +714,16 @@ impl<'a> Walker<'a> {
                 }
                 .to_string(),
             ),
-            syn::Expr::Macro(m) if m.mac.path.is_ident("format") => Ty::Ext("String".into()),
+            syn::Expr::Macro(m)
+                if m.mac.path.segments.last().is_some_and(|s| {
+                    OUTSIDE_VALUE_MACROS.contains(&s.ident.to_string().as_str())
+                }) =>
+            {
+                match m.mac.path.segments.last().map(|s| s.ident.to_string()) {
+                    Some(n) if n == "format" => Ty::Ext("String".into()),
+                    n => Ty::Ext(format!("{}!()", n.unwrap_or_default())),
+                }
+            }
             _ => Ty::Unknown,
         }
     }
@@ -733,6 +801,15 @@ impl<'a> Walker<'a> {
         }
         if let Some(Res::Type(t)) = self.resolve_path(&segs, global) {
             return self.ix.member_ty(t, &args, None, member);
+        }
+        // A bare variant name brought in by `use Enum::*`: the scrutinee's enum has it.
+        if segs.len() == 1
+            && let Ty::Def(t, a) = scrutinee
+        {
+            let found = self.ix.member_ty(*t, a, Some(&segs[0]), member);
+            if found != Ty::Unknown {
+                return found;
+            }
         }
         if segs.len() >= 2 {
             let prefix = &segs[..segs.len() - 1];

@@ -674,7 +674,13 @@ impl Index {
                     | "RwLockWriteGuard" | "Ref" | "RefMut" | "LazyLock" | "LazyCell" | "Lazy"
                         if args.len() == 1 && self.is_not_workspace(ctx.module, &names) =>
                     {
-                        return arg(0);
+                        // Of a wrapper around a type the lint cannot name (a projection such
+                        // as `<DB as Database>::Options`), the wrapper's own methods are
+                        // still known: see `WRAPPER_METHODS`.
+                        return match arg(0) {
+                            Ty::Unknown => Ty::ExtOf(format!("std::{last}"), vec![Ty::Unknown]),
+                            inner => inner,
+                        };
                     }
                     "Option" | "Result" | "Poll"
                         if !args.is_empty() && self.is_not_workspace(ctx.module, &names) =>
@@ -697,7 +703,13 @@ impl Index {
                     Some(Res::Type(t)) => {
                         let def = &self.types[t];
                         if let TypeKind::Alias(target) = &def.kind {
-                            let env = self.bounds_env(def.module, &def.generics, &HashMap::new());
+                            // `type Result<T> = std::result::Result<T, Error>`: the alias's
+                            // parameters take the arguments written at the use.
+                            let mut env =
+                                self.bounds_env(def.module, &def.generics, &HashMap::new());
+                            for ((name, _), a) in def.generics.iter().zip(args) {
+                                env.insert(name.clone(), self.resolve_ty_depth(ctx, a, depth + 1));
+                            }
                             let actx = TyCtx {
                                 module: def.module,
                                 self_ty: ctx.self_ty,

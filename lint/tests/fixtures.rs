@@ -479,3 +479,8 @@ fn every_hot_entry_reaching_a_violation_is_listed() {
     );
     check_clean("outer_entries");
 }
+
+#[test]
+fn false_alarms_found_on_real_crates_stay_fixed() {
+    check_clean("real_world");
+}
