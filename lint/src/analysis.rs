@@ -30,6 +30,9 @@ pub struct Violation {
     /// The configured sink pattern, extended to what it matched.
     pub sink: String,
     pub chain: Vec<Hop>,
+    /// The other hot entries whose calls reach `entry` (and so this sink), nearest first:
+    /// `entry` is the innermost hot fn of the chain, these are the handlers that call it.
+    pub also_reached_from: Vec<String>,
 }
 
 impl Violation {
@@ -267,6 +270,7 @@ pub fn analyze(ws: &Workspace, cfg: &Config) -> Result<Analysis> {
     // Per entry, a breadth-first search restricted to nodes that can reach a sink gives the
     // shortest chain to each sink; most of the graph is never touched.
     let mut violations = Vec::new();
+    let mut violation_roots: Vec<usize> = Vec::new();
     let mut stamp = vec![usize::MAX; n];
     let mut parent = vec![usize::MAX; n];
     for &r in &root_list {
@@ -290,12 +294,14 @@ pub fn analyze(ws: &Workspace, cfg: &Config) -> Result<Analysis> {
                 if !via_other_entry && !sinks_seen.contains(&label) {
                     sinks_seen.push(label);
                     let def = &ix.fns[r];
+                    violation_roots.push(r);
                     violations.push(Violation {
                         entry: def.path.clone(),
                         entry_file: ix.files[def.file].rel.clone(),
                         entry_line: def.sig.line,
                         sink: sink_of[v].clone().unwrap_or_default(),
                         chain: chain.into_iter().map(hop).collect(),
+                        also_reached_from: Vec::new(),
                     });
                 }
                 continue;
@@ -309,6 +315,32 @@ pub fn analyze(ws: &Workspace, cfg: &Config) -> Result<Analysis> {
                 }
             }
         }
+    }
+    // The hot entries calling each violating entry: a backward search over the same
+    // followable calls, so a chain cut by a suppression or a vetted fn does not count.
+    let mut callers_of: HashMap<usize, Vec<String>> = HashMap::new();
+    for (v, r) in violations.iter_mut().zip(&violation_roots) {
+        let list = callers_of.entry(*r).or_insert_with(|| {
+            let mut dist: HashMap<usize, usize> = HashMap::from([(*r, 0)]);
+            let mut queue = VecDeque::from([*r]);
+            let mut found: Vec<(usize, String)> = Vec::new();
+            while let Some(x) = queue.pop_front() {
+                let d = dist[&x];
+                for &ei in &in_edges[x] {
+                    let e = &edges[ei];
+                    if passable(e, true) && !dist.contains_key(&e.from) {
+                        dist.insert(e.from, d + 1);
+                        queue.push_back(e.from);
+                        if is_root[e.from] && !allowed[e.from] {
+                            found.push((d + 1, ix.fns[e.from].path.clone()));
+                        }
+                    }
+                }
+            }
+            found.sort();
+            found.into_iter().map(|(_, p)| p).collect()
+        });
+        v.also_reached_from = list.clone();
     }
     violations
         .sort_by(|a, b| (&a.entry, &a.sink, a.callee()).cmp(&(&b.entry, &b.sink, b.callee())));

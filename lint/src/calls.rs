@@ -5,7 +5,7 @@
 //! When a receiver's type cannot be known the call is matched by method name against every
 //! workspace method (`Via::Name`): the lint prefers a visible false alarm to a silent miss.
 
-use crate::index::{FnId, Index, ModId, Owner, Res, TraitRef, Ty, TyCtx};
+use crate::index::{FnId, Index, ModId, Owner, Res, TraitId, TraitRef, Ty, TyCtx};
 use crate::syntax::{lower_ty, lower_use_item, macro_exprs, stmt_line};
 use std::collections::HashMap;
 use syn::visit::{self, Visit};
@@ -27,6 +27,9 @@ pub enum Via {
     Dyn,
     /// The receiver's type is unknown: matched by method name only.
     Name,
+    /// The receiver is an outside wrapper of workspace types (`State<App>`): matched by
+    /// name against the methods of the wrapped types, which it may deref to.
+    Deref,
     /// The call is inside a spawned task (`tokio::spawn`, `std::thread::spawn`, ...).
     Spawned,
 }
@@ -37,6 +40,7 @@ impl Via {
             Via::Resolved => "resolved",
             Via::Dyn => "dyn",
             Via::Name => "name",
+            Via::Deref => "deref",
             Via::Spawned => "spawned",
         }
     }
@@ -116,6 +120,58 @@ struct Walker<'a> {
     closure_param: Option<Ty>,
 }
 
+/// Methods of the std smart pointers and locks themselves (`Arc`, `Mutex`, `RwLock`, ...).
+const WRAPPER_METHODS: &[&str] = &[
+    "lock",
+    "read",
+    "write",
+    "try_lock",
+    "try_read",
+    "try_write",
+    "borrow",
+    "borrow_mut",
+    "try_borrow",
+    "try_borrow_mut",
+    "get_mut",
+    "into_inner",
+    "clone",
+    "as_ptr",
+    "is_poisoned",
+    "clear_poison",
+    "replace",
+    "swap",
+    "take",
+    "set",
+    "get",
+    "as_mut",
+    "as_ref",
+];
+
+/// Outside macros whose value is never a workspace value: tracing spans, text and
+/// compile-time information.
+const OUTSIDE_VALUE_MACROS: &[&str] = &[
+    "span",
+    "trace_span",
+    "debug_span",
+    "info_span",
+    "warn_span",
+    "error_span",
+    "format",
+    "format_args",
+    "concat",
+    "stringify",
+    "env",
+    "option_env",
+    "include_str",
+    "include_bytes",
+    "line",
+    "column",
+    "file",
+    "module_path",
+    "matches",
+    "json",
+];
+
 const SPAWNERS: &[&str] = &["spawn", "spawn_blocking", "spawn_local", "block_in_place"];
 const CTOR_PREFIXES: &[&str] = &[
     "new", "default", "from", "with", "build", "open", "connect", "create",
@@ -155,7 +211,19 @@ impl<'a> Walker<'a> {
             return;
         }
         let suppressed_by = self.suppression_for(line);
-        for (to, via) in targets {
+        let twins: Vec<(Target, Via)> = targets
+            .iter()
+            .flat_map(|(t, via)| match t {
+                Target::Fn(f) => self
+                    .ix
+                    .twins(*f)
+                    .iter()
+                    .map(|x| (Target::Fn(*x), *via))
+                    .collect(),
+                Target::Ext(_) => Vec::new(),
+            })
+            .collect();
+        for (to, via) in targets.into_iter().chain(twins) {
             let via = if self.spawned > 0 { Via::Spawned } else { via };
             self.edges.push(Edge {
                 to,
@@ -248,6 +316,15 @@ impl<'a> Walker<'a> {
             if self.var(&last).is_some() {
                 return Vec::new(); // a closure or fn pointer held in a local
             }
+            // Twin `use`s under opposite cfgs bind one name to two fns: both are reached.
+            let block_bound = self.scopes.iter().any(|s| s.uses.contains_key(&last));
+            if !global
+                && !block_bound
+                && let Some(rs) = self.ix.lookup(self.module, &last)
+                && rs.iter().filter(|r| matches!(r, Res::Fn(_))).count() > 1
+            {
+                return fn_targets(rs);
+            }
             return match self.resolve_path(&segs, global) {
                 Some(Res::Fn(f)) => vec![(Target::Fn(f), Via::Resolved)],
                 Some(Res::Ext(p)) if p.contains("::") => vec![(Target::Ext(p), Via::Resolved)],
@@ -265,15 +342,7 @@ impl<'a> Walker<'a> {
         }
         match self.resolve_path(prefix, global) {
             Some(Res::Mod(m)) => match self.ix.lookup(m, &last) {
-                Some(rs) => rs
-                    .iter()
-                    .filter_map(|r| match r {
-                        Res::Fn(f) => Some((Target::Fn(*f), Via::Resolved)),
-                        Res::Ext(p) => Some((Target::Ext(p.clone()), Via::Resolved)),
-                        _ => None,
-                    })
-                    .take(1)
-                    .collect(),
+                Some(rs) => fn_targets(rs),
                 None => Vec::new(),
             },
             Some(Res::Type(t)) => {
@@ -317,35 +386,96 @@ impl<'a> Walker<'a> {
         self.resolve_written(&crate::syntax::TyExpr::Path(p))
     }
 
-    /// `Type::f` / `T::f` on a resolved type.
+    /// `Type::f` / `T::f` on a resolved type; also `recv.f()` once the receiver's type is
+    /// known (never matched by name against unrelated types).
     fn static_targets(&self, ty: &Ty, name: &str) -> Vec<(Target, Via)> {
         match ty {
-            Ty::Def(t, _) => self
-                .ix
-                .methods_of_type(*t, name)
-                .into_iter()
-                .map(|f| (Target::Fn(f), Via::Resolved))
-                .collect(),
+            Ty::Def(t, _) => {
+                let own: Vec<(Target, Via)> = self
+                    .ix
+                    .methods_of_type(*t, name)
+                    .into_iter()
+                    .map(|f| (Target::Fn(f), Via::Resolved))
+                    .collect();
+                if own.is_empty() {
+                    self.open_impl_targets(ty, name)
+                } else {
+                    own
+                }
+            }
             Ty::Ext(p) => {
                 let mut out = vec![(Target::Ext(format!("{p}::{name}")), Via::Resolved)];
-                out.extend(self.ext_impl_methods(p, name));
+                out.extend(self.open_impl_targets(ty, name));
+                out
+            }
+            // A smart pointer or lock around a type the lint cannot name: its own methods are
+            // its own; any other method is the inner value's, matched by name.
+            Ty::ExtOf(_, args)
+                if args.as_slice() == [Ty::Unknown] && !WRAPPER_METHODS.contains(&name) =>
+            {
+                self.method_targets(&Ty::Unknown, name)
+            }
+            Ty::ExtOf(p, args) => {
+                let mut out = vec![(Target::Ext(format!("{p}::{name}")), Via::Resolved)];
+                out.extend(self.open_impl_targets(ty, name));
+                if !is_std(p) {
+                    out.extend(self.deref_targets(args, name));
+                }
                 out
             }
             Ty::Traits(trs) => self.trait_targets(trs, name),
-            _ => Vec::new(),
+            Ty::Coll(_) | Ty::Wrap(_) | Ty::Tuple(_) => self.open_impl_targets(ty, name),
+            Ty::Unknown => Vec::new(),
         }
     }
 
-    /// Workspace trait impls on outside types (`impl Summarize for String`).
-    fn ext_impl_methods(&self, p: &str, name: &str) -> Vec<(Target, Via)> {
+    /// Workspace trait impls on types the workspace does not define (`impl Announce for
+    /// f64`, `impl<T: Display> Announce for T`), for a trait in scope at the call.
+    fn open_impl_targets(&self, recv: &Ty, name: &str) -> Vec<(Target, Via)> {
         self.ix
-            .ext_impls
-            .get(p)
+            .open_impl_methods(recv, name)
             .into_iter()
-            .flatten()
-            .filter_map(|i| self.ix.impls[*i].methods.get(name))
-            .map(|f| (Target::Fn(*f), Via::Resolved))
+            .filter(|(i, _)| match &self.ix.impls[*i].trait_ {
+                Some(TraitRef::Ws(t)) => self.trait_in_scope(*t),
+                _ => false,
+            })
+            .map(|(_, f)| (Target::Fn(f), Via::Resolved))
             .collect()
+    }
+
+    /// A trait's methods are callable with method syntax only where the trait is in scope:
+    /// imported (also `as _`), defined in the module, or brought by a glob.
+    fn trait_in_scope(&self, t: TraitId) -> bool {
+        let is_t = |r: &Res| *r == Res::Trait(t);
+        self.ix.trait_in_scope(self.module, t)
+            || self.scopes.iter().any(|s| {
+                s.uses.values().any(is_t) || s.globs.iter().any(|m| self.ix.trait_in_scope(*m, t))
+            })
+    }
+
+    /// Methods named `name` of the workspace types an outside wrapper holds (`State<App>`
+    /// derefs to `App`); the wrapper's own method is listed separately as an outside call.
+    fn deref_targets(&self, args: &[Ty], name: &str) -> Vec<(Target, Via)> {
+        let mut out = Vec::new();
+        for a in args {
+            match a {
+                Ty::Def(t, _) => out.extend(
+                    self.ix
+                        .methods_of_type(*t, name)
+                        .into_iter()
+                        .map(|f| (Target::Fn(f), Via::Deref)),
+                ),
+                Ty::Traits(trs) => out.extend(
+                    self.trait_targets(trs, name)
+                        .into_iter()
+                        .filter(|(t, _)| matches!(t, Target::Fn(_)))
+                        .map(|(t, _)| (t, Via::Deref)),
+                ),
+                Ty::ExtOf(p, inner) if !is_std(p) => out.extend(self.deref_targets(inner, name)),
+                _ => {}
+            }
+        }
+        out
     }
 
     fn trait_targets(&self, trs: &[TraitRef], name: &str) -> Vec<(Target, Via)> {
@@ -364,13 +494,22 @@ impl<'a> Walker<'a> {
         out
     }
 
-    /// Targets of `recv.name(..)` given the receiver's type.
+    /// Targets of `recv.name(..)` given the receiver's type. Only a receiver whose type is
+    /// unknown (or a bare generic parameter) is matched by name.
     fn method_targets(&self, recv: &Ty, name: &str) -> Vec<(Target, Via)> {
         match recv {
-            Ty::Def(..) | Ty::Ext(_) => self.static_targets(recv, name),
-            Ty::Traits(trs) if !trs.is_empty() => self.trait_targets(trs, name),
-            Ty::Wrap(_) | Ty::Coll(_) => Vec::new(),
-            _ => self
+            Ty::Traits(trs) if !trs.is_empty() => {
+                let mut out = self.trait_targets(trs, name);
+                if !out.iter().any(|(t, _)| matches!(t, Target::Fn(_))) {
+                    // `impl<T: Display> Announce for T` applies to `dyn Display` too.
+                    out.extend(self.open_impl_targets(recv, name));
+                }
+                out
+            }
+            Ty::Def(..) | Ty::Ext(_) | Ty::ExtOf(..) | Ty::Wrap(_) | Ty::Coll(_) | Ty::Tuple(_) => {
+                self.static_targets(recv, name)
+            }
+            Ty::Traits(_) | Ty::Unknown => self
                 .ix
                 .methods_by_name
                 .get(name)
@@ -438,6 +577,11 @@ impl<'a> Walker<'a> {
                 };
                 match base {
                     Ty::Def(t, args) => self.ix.field_ty(t, &args, &member),
+                    Ty::Tuple(es) => member
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| es.get(i).cloned())
+                        .unwrap_or(Ty::Unknown),
                     Ty::Ext(p) => Ty::Ext(format!("{p}.{member}")),
                     _ => Ty::Unknown,
                 }
@@ -540,6 +684,7 @@ impl<'a> Walker<'a> {
                     &s.path,
                 )))
             }
+            syn::Expr::Tuple(t) => Ty::Tuple(t.elems.iter().map(|e| self.infer(e)).collect()),
             syn::Expr::Reference(r) => self.infer(&r.expr),
             syn::Expr::Paren(p) => self.infer(&p.expr),
             syn::Expr::Group(g) => self.infer(&g.expr),
@@ -558,15 +703,27 @@ impl<'a> Walker<'a> {
             syn::Expr::Lit(l) => Ty::Ext(
                 match &l.lit {
                     syn::Lit::Str(_) => "str",
-                    syn::Lit::Int(_) => "i32",
-                    syn::Lit::Float(_) => "f64",
+                    // Unsuffixed literals take the type the impl or binding wants.
+                    syn::Lit::Int(i) if i.suffix().is_empty() => "{integer}",
+                    syn::Lit::Float(f) if f.suffix().is_empty() => "{float}",
+                    syn::Lit::Int(i) => i.suffix(),
+                    syn::Lit::Float(f) => f.suffix(),
                     syn::Lit::Bool(_) => "bool",
                     syn::Lit::Char(_) => "char",
                     _ => "literal",
                 }
                 .to_string(),
             ),
-            syn::Expr::Macro(m) if m.mac.path.is_ident("format") => Ty::Ext("String".into()),
+            syn::Expr::Macro(m)
+                if m.mac.path.segments.last().is_some_and(|s| {
+                    OUTSIDE_VALUE_MACROS.contains(&s.ident.to_string().as_str())
+                }) =>
+            {
+                match m.mac.path.segments.last().map(|s| s.ident.to_string()) {
+                    Some(n) if n == "format" => Ty::Ext("String".into()),
+                    n => Ty::Ext(format!("{}!()", n.unwrap_or_default())),
+                }
+            }
             _ => Ty::Unknown,
         }
     }
@@ -644,6 +801,15 @@ impl<'a> Walker<'a> {
         }
         if let Some(Res::Type(t)) = self.resolve_path(&segs, global) {
             return self.ix.member_ty(t, &args, None, member);
+        }
+        // A bare variant name brought in by `use Enum::*`: the scrutinee's enum has it.
+        if segs.len() == 1
+            && let Ty::Def(t, a) = scrutinee
+        {
+            let found = self.ix.member_ty(*t, a, Some(&segs[0]), member);
+            if found != Ty::Unknown {
+                return found;
+            }
         }
         if segs.len() >= 2 {
             let prefix = &segs[..segs.len() - 1];
@@ -785,8 +951,12 @@ impl<'a> Walker<'a> {
                 }
             }
             syn::Pat::Tuple(t) => {
-                for p in &t.elems {
-                    self.bind_pat(p, Ty::Unknown);
+                let elems = match &ty {
+                    Ty::Tuple(es) if es.len() == t.elems.len() => es.clone(),
+                    _ => vec![Ty::Unknown; t.elems.len()],
+                };
+                for (p, e) in t.elems.iter().zip(elems) {
+                    self.bind_pat(p, e);
                 }
             }
             syn::Pat::Struct(s) => {
@@ -814,6 +984,34 @@ impl<'a> Walker<'a> {
             self.visit_expr(&e);
         }
     }
+}
+
+/// The fns a name stands for (every cfg twin), else the outside path it names.
+fn fn_targets(rs: &[Res]) -> Vec<(Target, Via)> {
+    let fns: Vec<(Target, Via)> = rs
+        .iter()
+        .filter_map(|r| match r {
+            Res::Fn(f) => Some((Target::Fn(*f), Via::Resolved)),
+            _ => None,
+        })
+        .collect();
+    if !fns.is_empty() {
+        return fns;
+    }
+    rs.iter()
+        .find_map(|r| match r {
+            Res::Ext(p) => Some(vec![(Target::Ext(p.clone()), Via::Resolved)]),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// Std's generic types do not deref to their type arguments (those that do, `Box`, `Arc`,
+/// guards, `LazyLock`, are seen through when types are resolved).
+fn is_std(p: &str) -> bool {
+    ["std::", "core::", "alloc::"]
+        .iter()
+        .any(|s| p.starts_with(s))
 }
 
 fn with_self(rest: &[String]) -> Vec<String> {
@@ -859,6 +1057,12 @@ impl<'ast> Visit<'ast> for Walker<'_> {
                         .unwrap_or(Res::Ext(us.path.join("::")));
                     let scope = self.scopes.last_mut().expect("a scope");
                     match (us.alias, r) {
+                        // Several `as _` imports may share a block: keep each (under a key
+                        // no path can spell) so their traits stay in scope.
+                        (Some(alias), r) if alias == "_" => {
+                            let key = format!("_ {}", scope.uses.len());
+                            scope.uses.insert(key, r);
+                        }
                         (Some(alias), r) => {
                             scope.uses.insert(alias, r);
                         }

@@ -36,6 +36,12 @@ pub enum Ty {
     Def(TypeId, Vec<Ty>),
     /// A type outside the workspace.
     Ext(String),
+    /// An outside type with type arguments involving workspace types (`Sender<Job>`,
+    /// `State<App>`): its own methods are outside calls; through `Deref` it may also expose
+    /// the methods of those arguments.
+    ExtOf(String, Vec<Ty>),
+    /// A tuple type (or `()`).
+    Tuple(Vec<Ty>),
     /// `dyn`/`impl` trait objects and generic parameters: any implementor.
     Traits(Vec<TraitRef>),
     /// `Option<T>` / `Result<T, _>`: `?`, `unwrap()` and `Some(x)` patterns give `T`.
@@ -116,6 +122,8 @@ pub struct Crate {
     pub name: String,
     pub root: ModId,
     pub is_lib: bool,
+    /// Renamed dependencies: the name code uses → the crate it stands for.
+    pub externs: HashMap<String, String>,
 }
 
 /// A file that is part of some crate's module tree.
@@ -149,8 +157,11 @@ pub struct Index {
     pub impls_of_type: HashMap<TypeId, Vec<ImplId>>,
     /// Every method taking `self`, by name: the fallback when a receiver's type is unknown.
     pub methods_by_name: HashMap<String, Vec<FnId>>,
-    /// Impls of workspace traits on outside types, by the outside type's path.
-    pub ext_impls: HashMap<String, Vec<ImplId>>,
+    /// Impls of workspace traits on types the workspace does not define (outside types,
+    /// blanket impls, slices, tuples), with the fn each provides, by method name.
+    pub open_impls: HashMap<String, Vec<(ImplId, FnId)>>,
+    /// cfg-gated twins: fns sharing a path, each mapped to the whole group.
+    pub twins: HashMap<FnId, Vec<FnId>>,
     /// Declared types of consts and statics, by defining module and name.
     pub const_types: HashMap<(ModId, String), TyExpr>,
 }
@@ -249,13 +260,24 @@ impl Index {
         }
         let mut children = Vec::new();
         for (name, _, inner) in &skel.inline_mods {
-            let child = self.new_module(
-                format!("{mpath}::{name}"),
-                self.modules[m].krate,
-                Some(m),
-                file,
-            );
-            names.push((name.clone(), Res::Mod(child)));
+            // Twin modules under opposite cfgs merge into one, holding both definitions.
+            let twin = names.iter().find_map(|(n, r)| match r {
+                Res::Mod(c) if n == name => Some(*c),
+                _ => None,
+            });
+            let child = match twin.or_else(|| self.child_module(m, name)) {
+                Some(c) => c,
+                None => {
+                    let c = self.new_module(
+                        format!("{mpath}::{name}"),
+                        self.modules[m].krate,
+                        Some(m),
+                        file,
+                    );
+                    names.push((name.clone(), Res::Mod(c)));
+                    c
+                }
+            };
             children.push((child, inner.clone()));
         }
         let module = &mut self.modules[m];
@@ -413,10 +435,8 @@ impl Index {
                 .trait_raw
                 .clone()
                 .and_then(|p| self.resolve_trait(m, &p));
-            match &self_ty {
-                Ty::Def(t, _) => self.impls_of_type.entry(*t).or_default().push(i),
-                Ty::Ext(p) => self.ext_impls.entry(p.clone()).or_default().push(i),
-                _ => {}
+            if let Ty::Def(t, _) = &self_ty {
+                self.impls_of_type.entry(*t).or_default().push(i);
             }
             if let Some(TraitRef::Ws(t)) = &trait_ {
                 self.traits[*t].impls.push(i);
@@ -424,6 +444,8 @@ impl Index {
             self.impls[i].self_ty = self_ty;
             self.impls[i].trait_ = trait_;
         }
+        self.index_open_impls();
+        self.index_twins();
         for (id, f) in self.fns.iter().enumerate() {
             if f.sig.has_self {
                 self.methods_by_name
@@ -432,6 +454,55 @@ impl Index {
                     .push(id);
             }
         }
+    }
+
+    /// The child module `name` of `m`, when one was declared already.
+    pub fn child_module(&self, m: ModId, name: &str) -> Option<ModId> {
+        self.modules[m]
+            .names
+            .get(name)?
+            .iter()
+            .find_map(|r| match r {
+                Res::Mod(c) if self.modules[*c].parent == Some(m) => Some(*c),
+                _ => None,
+            })
+    }
+
+    /// Every definition sharing `f`'s path: cfg-gated twins (`#[cfg(feature = "x")]` and
+    /// `#[cfg(not(..))]`) are all real in some build, so a call reaches each.
+    pub fn twins(&self, f: FnId) -> &[FnId] {
+        self.twins.get(&f).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Groups fns by path (and, for impl methods, the trait implemented).
+    fn index_twins(&mut self) {
+        let mut groups: HashMap<String, Vec<FnId>> = HashMap::new();
+        for (id, f) in self.fns.iter().enumerate() {
+            let key = match f.owner {
+                Owner::Impl(i) => match &self.impls[i].trait_raw {
+                    Some(t) => format!("{} for {}", f.path, t.names().join("::")),
+                    None => f.path.clone(),
+                },
+                _ => f.path.clone(),
+            };
+            groups.entry(key).or_default().push(id);
+        }
+        for g in groups.into_values().filter(|g| g.len() > 1) {
+            for f in &g {
+                self.twins.insert(*f, g.clone());
+            }
+        }
+    }
+
+    /// Is the trait nameable in module `m` (defined there, imported, `as _`, or by a glob)?
+    pub fn trait_in_scope(&self, m: ModId, t: TraitId) -> bool {
+        let module = &self.modules[m];
+        module
+            .names
+            .values()
+            .chain(module.glob_names.values())
+            .flatten()
+            .any(|r| *r == Res::Trait(t))
     }
 
     /// Looks a single name up in a module: items and explicit uses, then globs, then the
@@ -463,9 +534,7 @@ impl Index {
     ) -> Option<Res> {
         let (first, rest) = segs.split_first()?;
         let mut cur = if global {
-            self.libs
-                .get(first)
-                .map(|r| Res::Mod(*r))
+            self.extern_crate(m, first)
                 .unwrap_or(Res::Ext(first.clone()))
         } else {
             match first.as_str() {
@@ -477,8 +546,8 @@ impl Index {
                     .and_then(|rs| pick(rs, rest.is_empty()))
                 {
                     Some(r) => r,
-                    None => match self.libs.get(first.as_str()) {
-                        Some(r) => Res::Mod(*r),
+                    None => match self.extern_crate(m, first) {
+                        Some(r) => r,
                         None if lenient => match self.modules[m].ext_globs.first() {
                             Some(g) if rest.is_empty() || !is_known_crate_like(first) => {
                                 Res::Ext(format!("{g}::{first}"))
@@ -512,6 +581,18 @@ impl Index {
             };
         }
         Some(cur)
+    }
+
+    /// A crate name as the code of module `m` writes it: a renamed dependency first (its key
+    /// shadows a workspace crate of the same name), then a workspace library.
+    fn extern_crate(&self, m: ModId, name: &str) -> Option<Res> {
+        let krate = &self.crates[self.modules[m].krate];
+        let real = krate.externs.get(name).map(String::as_str).unwrap_or(name);
+        match self.libs.get(real) {
+            Some(root) => Some(Res::Mod(*root)),
+            None if real != name => Some(Res::Ext(real.to_string())),
+            None => None,
+        }
     }
 
     /// Resolves a trait path (bounds, impls).
@@ -563,6 +644,11 @@ impl Index {
                     .filter_map(|p| self.resolve_trait(ctx.module, p))
                     .collect(),
             ),
+            TyExpr::Tuple(es) => Ty::Tuple(
+                es.iter()
+                    .map(|e| self.resolve_ty_depth(ctx, e, depth + 1))
+                    .collect(),
+            ),
             TyExpr::Unknown => Ty::Unknown,
             TyExpr::Path(p) => {
                 let names = p.names();
@@ -585,10 +671,16 @@ impl Index {
                 match last.as_str() {
                     "Box" | "Arc" | "Rc" | "Cow" | "Mutex" | "RwLock" | "RefCell" | "Cell"
                     | "Pin" | "ManuallyDrop" | "MutexGuard" | "RwLockReadGuard"
-                    | "RwLockWriteGuard" | "Ref" | "RefMut"
+                    | "RwLockWriteGuard" | "Ref" | "RefMut" | "LazyLock" | "LazyCell" | "Lazy"
                         if args.len() == 1 && self.is_not_workspace(ctx.module, &names) =>
                     {
-                        return arg(0);
+                        // Of a wrapper around a type the lint cannot name (a projection such
+                        // as `<DB as Database>::Options`), the wrapper's own methods are
+                        // still known: see `WRAPPER_METHODS`.
+                        return match arg(0) {
+                            Ty::Unknown => Ty::ExtOf(format!("std::{last}"), vec![Ty::Unknown]),
+                            inner => inner,
+                        };
                     }
                     "Option" | "Result" | "Poll"
                         if !args.is_empty() && self.is_not_workspace(ctx.module, &names) =>
@@ -611,7 +703,13 @@ impl Index {
                     Some(Res::Type(t)) => {
                         let def = &self.types[t];
                         if let TypeKind::Alias(target) = &def.kind {
-                            let env = self.bounds_env(def.module, &def.generics, &HashMap::new());
+                            // `type Result<T> = std::result::Result<T, Error>`: the alias's
+                            // parameters take the arguments written at the use.
+                            let mut env =
+                                self.bounds_env(def.module, &def.generics, &HashMap::new());
+                            for ((name, _), a) in def.generics.iter().zip(args) {
+                                env.insert(name.clone(), self.resolve_ty_depth(ctx, a, depth + 1));
+                            }
                             let actx = TyCtx {
                                 module: def.module,
                                 self_ty: ctx.self_ty,
@@ -626,13 +724,18 @@ impl Index {
                         Ty::Def(t, args)
                     }
                     Some(Res::Trait(t)) => Ty::Traits(vec![TraitRef::Ws(t)]),
-                    // An outside type generic over workspace types (`Json<Req>`, `State<App>`)
-                    // may hand those back: unknown, so its methods fall back by name.
+                    // An outside type generic over workspace types (`Json<Req>`, `State<App>`,
+                    // `Sender<Job>`) keeps its arguments: what it derefs to is theirs.
                     Some(Res::Ext(s)) => {
-                        let all_outside = args.iter().all(|a| {
-                            matches!(self.resolve_ty_depth(ctx, a, depth + 1), Ty::Ext(_))
-                        });
-                        if all_outside { Ty::Ext(s) } else { Ty::Unknown }
+                        let args: Vec<Ty> = args
+                            .iter()
+                            .map(|a| self.resolve_ty_depth(ctx, a, depth + 1))
+                            .collect();
+                        if args.iter().all(|a| matches!(a, Ty::Ext(_))) {
+                            Ty::Ext(s)
+                        } else {
+                            Ty::ExtOf(s, args)
+                        }
                     }
                     _ => Ty::Unknown,
                 }
@@ -837,7 +940,15 @@ fn is_known_crate_like(name: &str) -> bool {
 fn ty_display_name(t: &TyExpr) -> String {
     match t {
         TyExpr::Path(p) => p.segs.last().map(|(n, _)| n.clone()).unwrap_or_default(),
-        TyExpr::Ref(inner) | TyExpr::Slice(inner) => ty_display_name(inner),
+        TyExpr::Ref(inner) => ty_display_name(inner),
+        TyExpr::Slice(inner) => format!("[{}]", ty_display_name(inner)),
+        TyExpr::Tuple(es) => format!(
+            "({})",
+            es.iter()
+                .map(ty_display_name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         TyExpr::Traits(ps) => ps
             .first()
             .and_then(|p| p.segs.last())

@@ -9,9 +9,10 @@
 //!
 //! Map, lowest first:
 //! - [`config`] — `hotpath.toml`.
-//! - [`workspace`] — members and crate targets.
+//! - [`workspace`] — members and crate targets; [`deps`] — renamed dependencies.
 //! - [`syntax`] — syn trees lowered to owned skeletons; suppression comments.
-//! - [`index`] — the item index and name resolution.
+//! - [`index`] — the item index and name resolution; [`foreign_impls`] — workspace trait
+//!   impls on outside types, blanket impls included.
 //! - [`calls`] — fn bodies to call edges.
 //! - [`load`] — parallel parsing, module trees, indexing, walking.
 //! - [`patterns`] — roots, sinks and allowed fns matched against the index.
@@ -23,7 +24,9 @@ pub mod baseline;
 pub mod calls;
 pub mod cli;
 pub mod config;
+pub mod deps;
 pub mod error;
+pub mod foreign_impls;
 pub mod index;
 pub mod load;
 pub mod patterns;

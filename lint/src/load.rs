@@ -212,6 +212,7 @@ fn build(root: &Path, targets: &[CrateTarget], pool: &mut Pool) -> Result<Worksp
             name: t.name.clone(),
             root: m,
             is_lib: t.is_lib,
+            externs: extern_names(t, targets),
         });
         if t.is_lib {
             ix.libs.insert(t.name.clone(), m);
@@ -362,35 +363,67 @@ fn place_module(
         );
     }
     for decl in &skel.mod_decls {
-        let mpath = format!("{}::{}", ix.modules[m].path, decl.name);
-        let child = ix.new_module(mpath, ix.modules[m].krate, Some(m), fid);
-        ix.modules[m]
-            .names
-            .entry(decl.name.clone())
-            .or_default()
-            .push(crate::index::Res::Mod(child));
-        let (path, child_dir) = match &decl.path_attr {
-            Some(p) => {
-                let path = file_dir.unwrap_or(dir).join(p);
-                let cd = path.parent().unwrap_or(dir).to_path_buf();
-                (path, cd)
+        // `mod x;` declared twice under opposite cfgs is one module with both files in it.
+        let child = match ix.child_module(m, &decl.name) {
+            Some(c) => c,
+            None => {
+                let mpath = format!("{}::{}", ix.modules[m].path, decl.name);
+                let child = ix.new_module(mpath, ix.modules[m].krate, Some(m), fid);
+                ix.modules[m]
+                    .names
+                    .entry(decl.name.clone())
+                    .or_default()
+                    .push(crate::index::Res::Mod(child));
+                child
             }
+        };
+        let by_attr = |p: &String| {
+            let path = file_dir.unwrap_or(dir).join(p);
+            let cd = path.parent().unwrap_or(dir).to_path_buf();
+            (path, cd)
+        };
+        let mut files: Vec<(PathBuf, PathBuf)> = decl.cfg_paths.iter().map(by_attr).collect();
+        match &decl.path_attr {
+            Some(p) => files.push(by_attr(p)),
             None => {
                 let flat = dir.join(format!("{}.rs", decl.name));
-                if flat.is_file() {
+                let default = if flat.is_file() {
                     (flat, dir.join(&decl.name))
                 } else {
                     (dir.join(&decl.name).join("mod.rs"), dir.join(&decl.name))
+                };
+                // With `cfg_attr` paths, the default file is used only by builds where no
+                // condition holds, and may rightly not exist.
+                if decl.cfg_paths.is_empty() || default.0.is_file() {
+                    files.push(default);
                 }
             }
-        };
-        pending.push(PendingFile {
-            module: child,
-            path,
-            child_dir,
-            declared_at: Some((fid, decl.line)),
-        });
+        }
+        for (path, child_dir) in files {
+            pending.push(PendingFile {
+                module: child,
+                path,
+                child_dir,
+                declared_at: Some((fid, decl.line)),
+            });
+        }
     }
+}
+
+/// What the renamed dependencies of a target stand for: the library crate of a workspace
+/// member with that package name, else the outside crate (`llm-client` → `llm_client`).
+fn extern_names(t: &CrateTarget, targets: &[CrateTarget]) -> HashMap<String, String> {
+    t.renamed_deps
+        .iter()
+        .map(|(code, package)| {
+            let real = targets
+                .iter()
+                .find(|o| o.is_lib && o.package == *package)
+                .map(|o| o.name.clone())
+                .unwrap_or_else(|| package.replace('-', "_"));
+            (code.clone(), real)
+        })
+        .collect()
 }
 
 fn file_id(ix: &mut Index, ids: &mut HashMap<PathBuf, FileId>, root: &Path, path: &Path) -> FileId {

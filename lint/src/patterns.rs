@@ -84,6 +84,17 @@ pub fn resolve(ix: &Index, text: &str) -> Option<Pattern> {
     if fns.is_empty() {
         return None;
     }
+    // A cfg twin of a matched fn is the same item in another build.
+    let mut fns = fns;
+    let twins: Vec<(FnId, String)> = fns
+        .iter()
+        .flat_map(|(f, p)| ix.twins(*f).iter().map(move |t| (*t, p.clone())))
+        .collect();
+    for t in twins {
+        if !fns.iter().any(|(f, _)| *f == t.0) {
+            fns.push(t);
+        }
+    }
     Some(Pattern {
         text: text.to_string(),
         def_path,

@@ -49,6 +49,25 @@ pub fn render(format: Format, a: &Analysis, violations: &[Violation], ctx: &Cont
     }
 }
 
+/// The hot entries affected by these violations: each one's entry and the entries calling it.
+pub fn affected_entries(violations: &[Violation]) -> usize {
+    let mut all: Vec<&str> = violations
+        .iter()
+        .flat_map(|v| {
+            std::iter::once(v.entry.as_str()).chain(v.also_reached_from.iter().map(String::as_str))
+        })
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    all.len()
+}
+
+/// `reached from: a, b`, or nothing when only the entry itself is hot.
+fn reached_from(v: &Violation) -> Option<String> {
+    (!v.also_reached_from.is_empty())
+        .then(|| format!("reached from: {}", v.also_reached_from.join(", ")))
+}
+
 fn chain_text(v: &Violation) -> String {
     let mut s = format!(
         "    {}  (entry, {}:{})\n",
@@ -75,6 +94,9 @@ fn text(a: &Analysis, violations: &[Violation], ctx: &Context) -> String {
         let _ = writeln!(s, "  --> {}:{}", first.file, first.line);
         let _ = writeln!(s, "  entry: {}", v.entry);
         let _ = writeln!(s, "  sink:  {}", v.sink);
+        if let Some(r) = reached_from(v) {
+            let _ = writeln!(s, "  {r}");
+        }
         let _ = writeln!(s, "  chain:");
         s.push_str(&chain_text(v));
         let _ = writeln!(s, "  help: {FIX_HINT}\n");
@@ -90,8 +112,9 @@ fn text(a: &Analysis, violations: &[Violation], ctx: &Context) -> String {
     let stale = a.suppressions.iter().filter(|x| x.stale).count();
     let _ = write!(
         s,
-        "hotpath-lint: {} violation(s), {} suppression(s) ({} stale); {} entries, {} fns, {} files",
+        "hotpath-lint: {} violation(s) affecting {} hot entries, {} suppression(s) ({} stale); {} entries, {} fns, {} files",
         violations.len(),
+        affected_entries(violations),
         a.suppressions.len(),
         stale,
         a.stats.entries,
@@ -117,15 +140,23 @@ fn suppression_json(s: &Suppression) -> Value {
     json!({"file": s.file, "line": s.line, "reason": s.reason, "stale": s.stale})
 }
 
-/// `{"violations":[{"entry","sink","chain":[{"fn","file","line","via"}]}],"suppressions":[..]}`.
+/// `{"violations":[{"entry","also_reached_from","sink","chain":[{"fn","file","line","via"}]}],
+/// "suppressions":[..],"summary":{..}}`.
 pub fn json_value(a: &Analysis, violations: &[Violation], ctx: &Context) -> Value {
     let mut v = json!({
         "violations": violations.iter().map(|v| json!({
             "entry": v.entry,
+            "also_reached_from": v.also_reached_from,
             "sink": v.sink,
             "chain": v.chain.iter().map(hop_json).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "suppressions": a.suppressions.iter().map(suppression_json).collect::<Vec<_>>(),
+        "summary": {
+            "violations": violations.len(),
+            "affected_entries": affected_entries(violations),
+            "suppressions": a.suppressions.len(),
+            "stale_suppressions": a.suppressions.iter().filter(|s| s.stale).count(),
+        },
     });
     if ctx.baseline {
         v["baseline"] = json!({"known": ctx.baselined, "fixed": ctx.baseline_fixed});
@@ -171,9 +202,12 @@ fn sarif(a: &Analysis, violations: &[Violation]) -> Value {
                 "ruleId": RULE_ID,
                 "level": "error",
                 "message": {"text": format!(
-                    "LLM call reachable from hot path: {} -> {} (sink {}). Fix: {}",
-                    v.entry, chain.join(" -> "), v.sink, FIX_HINT
+                    "LLM call reachable from hot path: {} -> {} (sink {}).{}\nFix: {}",
+                    v.entry, chain.join(" -> "), v.sink,
+                    reached_from(v).map(|r| format!("\n{r}")).unwrap_or_default(),
+                    FIX_HINT
                 )},
+                "properties": {"entry": v.entry, "alsoReachedFrom": v.also_reached_from},
                 "locations": [location(&first.file, first.line, None)],
                 "partialFingerprints": {"hotpathLint/v1": fingerprint(v)},
                 "codeFlows": [{"threadFlows": [{"locations": flow}]}],
@@ -242,8 +276,11 @@ fn github(a: &Analysis, violations: &[Violation]) -> String {
             .map(|h| format!("{} ({}:{}, {})", h.func, h.file, h.line, h.via.as_str()))
             .collect();
         let msg = format!(
-            "LLM call reachable from hot path.\nentry: {}\nsink: {}\nchain: {} -> {}\nhelp: {}",
+            "LLM call reachable from hot path.\nentry: {}\n{}sink: {}\nchain: {} -> {}\nhelp: {}",
             v.entry,
+            reached_from(v)
+                .map(|r| format!("{r}\n"))
+                .unwrap_or_default(),
             v.sink,
             v.entry,
             chain.join(" -> "),

@@ -34,6 +34,8 @@ pub enum TyExpr {
     Traits(Vec<PathExpr>),
     /// `[T]` or `[T; N]`.
     Slice(Box<TyExpr>),
+    /// `(A, B)`, and `()`.
+    Tuple(Vec<TyExpr>),
     Unknown,
 }
 
@@ -102,6 +104,9 @@ pub struct UseSkel {
 pub struct ModDecl {
     pub name: String,
     pub path_attr: Option<String>,
+    /// Files chosen by `#[cfg_attr(<cfg>, path = "..")]`: each is loaded, as a twin of the
+    /// same module, since some build selects it.
+    pub cfg_paths: Vec<String>,
     pub line: usize,
 }
 
@@ -369,6 +374,7 @@ impl<'a> Lowerer<'a> {
                         None => m.mod_decls.push(ModDecl {
                             name: md.ident.to_string(),
                             path_attr,
+                            cfg_paths: cfg_attr_paths(&md.attrs),
                             line: md.ident.span().start().line,
                         }),
                     }
@@ -476,6 +482,33 @@ fn path_attr(attrs: &[syn::Attribute]) -> Option<String> {
     })
 }
 
+/// The `path = ".."` arguments of `#[cfg_attr(<cfg>, ..)]` attributes.
+fn cfg_attr_paths(attrs: &[syn::Attribute]) -> Vec<String> {
+    let parser = Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated;
+    let mut out = Vec::new();
+    for a in attrs {
+        let syn::Meta::List(l) = &a.meta else {
+            continue;
+        };
+        if !l.path.is_ident("cfg_attr") {
+            continue;
+        }
+        let Ok(args) = syn::parse::Parser::parse2(parser, l.tokens.clone()) else {
+            continue;
+        };
+        // The first argument is the condition; the rest are attributes.
+        out.extend(args.iter().skip(1).filter_map(|m| {
+            path_attr(std::slice::from_ref(&syn::Attribute {
+                pound_token: Default::default(),
+                style: syn::AttrStyle::Outer,
+                bracket_token: Default::default(),
+                meta: m.clone(),
+            }))
+        }));
+    }
+    out
+}
+
 fn lower_use(tree: &syn::UseTree, prefix: &mut Vec<String>, global: bool, out: &mut Vec<UseSkel>) {
     match tree {
         syn::UseTree::Path(p) => {
@@ -513,14 +546,13 @@ fn lower_use(tree: &syn::UseTree, prefix: &mut Vec<String>, global: bool, out: &
                 p.push(name);
                 p
             };
-            let alias = r.rename.to_string();
-            if alias != "_" {
-                out.push(UseSkel {
-                    path,
-                    global,
-                    alias: Some(alias),
-                });
-            }
+            // `use x::Trait as _` binds no usable name but puts the trait in scope for
+            // method calls; it is kept under the name `_`, which no path can spell.
+            out.push(UseSkel {
+                path,
+                global,
+                alias: Some(r.rename.to_string()),
+            });
         }
         syn::UseTree::Glob(_) => out.push(UseSkel {
             path: prefix.clone(),
@@ -647,6 +679,7 @@ pub fn lower_ty(t: &syn::Type) -> TyExpr {
         syn::Type::ImplTrait(i) => TyExpr::Traits(bound_paths(&i.bounds)),
         syn::Type::Slice(s) => TyExpr::Slice(Box::new(lower_ty(&s.elem))),
         syn::Type::Array(a) => TyExpr::Slice(Box::new(lower_ty(&a.elem))),
+        syn::Type::Tuple(t) => TyExpr::Tuple(t.elems.iter().map(lower_ty).collect()),
         _ => TyExpr::Unknown,
     }
 }

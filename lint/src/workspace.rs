@@ -16,12 +16,20 @@ pub struct CrateTarget {
     pub is_lib: bool,
     /// The package directory, whose `src/` is pre-parsed in parallel.
     pub package_dir: PathBuf,
+    /// The package name as written in its manifest (`npc-brain`).
+    pub package: String,
+    /// Dependencies whose key differs from their package: `(name in code, package)`.
+    pub renamed_deps: Vec<(String, String)>,
 }
 
 /// Lists the crate targets of the workspace or package at `root`.
 pub fn discover(root: &Path) -> Result<Vec<CrateTarget>> {
     let manifest = root.join("Cargo.toml");
     let doc = read_manifest(&manifest)?;
+    let workspace_deps = doc
+        .get("workspace")
+        .and_then(|w| w.get("dependencies"))
+        .and_then(|d| d.as_table());
     let mut dirs = Vec::new();
     if let Some(ws) = doc.get("workspace").and_then(|w| w.as_table()) {
         let excluded: Vec<PathBuf> = string_array(ws.get("exclude"))
@@ -48,7 +56,7 @@ pub fn discover(root: &Path) -> Result<Vec<CrateTarget>> {
     }
     let mut targets = Vec::new();
     for dir in dirs {
-        package_targets(&dir, &mut targets)?;
+        package_targets(&dir, workspace_deps, &mut targets)?;
     }
     Ok(targets)
 }
@@ -99,7 +107,11 @@ fn expand_member(root: &Path, member: &str) -> Result<Vec<PathBuf>> {
     }
 }
 
-fn package_targets(dir: &Path, out: &mut Vec<CrateTarget>) -> Result<()> {
+fn package_targets(
+    dir: &Path,
+    workspace_deps: Option<&toml::Table>,
+    out: &mut Vec<CrateTarget>,
+) -> Result<()> {
     let manifest = dir.join("Cargo.toml");
     let doc = read_manifest(&manifest)?;
     let Some(pkg_name) = doc
@@ -111,6 +123,7 @@ fn package_targets(dir: &Path, out: &mut Vec<CrateTarget>) -> Result<()> {
         return Ok(());
     };
     let crate_name = |n: &str| n.replace('-', "_");
+    let renamed_deps = crate::deps::renamed(&doc, workspace_deps);
     let lib = doc.get("lib");
     let lib_path = lib
         .and_then(|l| l.get("path"))
@@ -127,6 +140,8 @@ fn package_targets(dir: &Path, out: &mut Vec<CrateTarget>) -> Result<()> {
             root: lib_path,
             is_lib: true,
             package_dir: dir.to_path_buf(),
+            package: pkg_name.to_string(),
+            renamed_deps: renamed_deps.clone(),
         });
     }
     let mut bins: Vec<(String, PathBuf)> = Vec::new();
@@ -182,6 +197,8 @@ fn package_targets(dir: &Path, out: &mut Vec<CrateTarget>) -> Result<()> {
                 root: path,
                 is_lib: false,
                 package_dir: dir.to_path_buf(),
+                package: pkg_name.to_string(),
+                renamed_deps: renamed_deps.clone(),
             });
         }
     }

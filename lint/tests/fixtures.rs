@@ -341,3 +341,146 @@ fn receivers_inferred_through_variants_extractors_adapters_and_consts() {
     // With the receiver's type truly unknown, the name fallback still reports it.
     check_bad("inference", &[("app::hot::unknown", "name")]);
 }
+
+/// The last hop of the violation from `entry`.
+fn callee_of<'a>(v: &'a Value, entry: &str) -> &'a str {
+    let x = v["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["entry"] == entry)
+        .unwrap_or_else(|| panic!("no violation from {entry}: {v:#}"));
+    x["chain"].as_array().unwrap().last().unwrap()["fn"]
+        .as_str()
+        .unwrap()
+}
+
+#[test]
+fn renamed_dependencies_resolve_to_their_package() {
+    let v = check_bad(
+        "renamed_deps",
+        &[
+            ("game::hot::on_talk", "resolved"),
+            ("game::hot::on_ask", "resolved"),
+            ("game::hot::on_remote", "resolved"),
+            ("game::hot::on_think", "resolved"),
+        ],
+    );
+    // Each call lands on the package's crate, not on the key it was written with.
+    assert_eq!(
+        callee_of(&v, "game::hot::on_talk"),
+        "npc_brain::llm::respond"
+    );
+    assert_eq!(
+        callee_of(&v, "game::hot::on_ask"),
+        "llm_client::Client::send"
+    );
+    assert_eq!(callee_of(&v, "game::hot::on_remote"), "llm_rpc::call");
+    assert_eq!(
+        callee_of(&v, "game::hot::on_think"),
+        "npc_mind::think::generate"
+    );
+    check_clean("renamed_deps");
+}
+
+#[test]
+fn trait_impls_for_std_and_foreign_types_and_blanket_impls() {
+    let entries = [
+        "announce_seconds",
+        "announce_param",
+        "narrate_string",
+        "narrate_slice",
+        "narrate_vec",
+        "narrate_tuple",
+        "narrate_tuple_literal",
+        "narrate_option",
+        "narrate_wrapping",
+        "speak_ref",
+        "speak_boxed",
+        "speak_arc",
+    ]
+    .map(|e| format!("app::hot::{e}"));
+    let expected: Vec<(&str, &str)> = entries.iter().map(|e| (e.as_str(), "resolved")).collect();
+    let v = check_bad("foreign_impls", &expected);
+    // Every chain goes through the impl that applies, never by name.
+    assert_eq!(v["violations"].as_array().unwrap().len(), entries.len());
+    assert_eq!(
+        v["violations"][0]["chain"][0]["fn"], "app::say::T::announce",
+        "{v:#}"
+    );
+    check_clean("foreign_impls");
+}
+
+#[test]
+fn std_and_foreign_receivers_of_known_type_are_not_matched_by_name() {
+    // `send` on `std::sync::mpsc::Sender<Job>` (field, let, parameter, tuple, map value) and
+    // on tokio's `Sender<Job>` is not the LLM client's `send`.
+    check_clean("std_receivers");
+    let v = check_bad(
+        "std_receivers",
+        &[
+            ("app::hot::Engine::ask", "resolved"),
+            ("app::hot::handler", "resolved"),
+            ("app::hot::wrapped", "deref"),
+            ("app::hot::unknown", "name"),
+        ],
+    );
+    assert_eq!(v["violations"].as_array().unwrap().len(), 4, "{v:#}");
+}
+
+#[test]
+fn cfg_gated_twins_are_all_kept() {
+    let entries = [
+        "on_reply",
+        "on_think",
+        "on_ping",
+        "on_fetch",
+        "on_probe",
+        "on_render",
+    ]
+    .map(|e| format!("app::hot::{e}"));
+    let expected: Vec<(&str, &str)> = entries.iter().map(|e| (e.as_str(), "resolved")).collect();
+    let v = check_bad("cfg_twins", &expected);
+    // The chain names the twin that calls the sink, by its file and line.
+    let fetch = v["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["entry"] == "app::hot::on_fetch")
+        .unwrap();
+    assert_eq!(fetch["chain"][1]["file"], "app/src/net/remote.rs", "{v:#}");
+    check_clean("cfg_twins");
+}
+
+#[test]
+fn every_hot_entry_reaching_a_violation_is_listed() {
+    let v = check_bad(
+        "outer_entries",
+        &[("app::hot::combat::resolve_hit", "resolved")],
+    );
+    let list = v["violations"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{v:#}");
+    // The innermost hot fn stays the entry; the handlers calling it follow, nearest first;
+    // the caller whose call is suppressed is not among them.
+    assert_eq!(list[0]["entry"], "app::hot::combat::resolve_hit");
+    assert_eq!(
+        list[0]["also_reached_from"],
+        serde_json::json!(["app::hot::on_attack", "app::hot::on_combo"])
+    );
+    assert_eq!(v["summary"]["affected_entries"], 3);
+    let (_, text, _) = run("outer_entries/bad", &[]);
+    assert!(
+        text.contains("  reached from: app::hot::on_attack, app::hot::on_combo\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 violation(s) affecting 3 hot entries"),
+        "{text}"
+    );
+    check_clean("outer_entries");
+}
+
+#[test]
+fn false_alarms_found_on_real_crates_stay_fixed() {
+    check_clean("real_world");
+}

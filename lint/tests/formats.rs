@@ -193,3 +193,27 @@ fn baseline_records_then_fails_only_on_new_violations() {
     assert_eq!(v["violations"].as_array().unwrap().len(), 1);
     assert_eq!(v["violations"][0]["entry"], "app::hot::fresh");
 }
+
+#[test]
+fn every_format_names_the_hot_entries_reaching_a_violation() {
+    let dir = fixture("outer_entries/bad");
+    let (_, out, _) = run_at(&dir, &["--format", "sarif"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let r = &v["runs"][0]["results"][0];
+    assert!(
+        r["message"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("\nreached from: app::hot::on_attack, app::hot::on_combo\n"),
+        "{r:#}"
+    );
+    assert_eq!(
+        r["properties"]["alsoReachedFrom"],
+        serde_json::json!(["app::hot::on_attack", "app::hot::on_combo"])
+    );
+    let (_, out, _) = run_at(&dir, &["--format", "github"]);
+    assert!(
+        out.contains("%0Areached from: app::hot::on_attack, app::hot::on_combo%0A"),
+        "{out}"
+    );
+}
