@@ -14,6 +14,7 @@ use utoipa::IntoParams;
 
 use hotpath_cache::GameId;
 use hotpath_cache::events::{GameEvent, RESET_EVENT};
+use hotpath_cache::store::CommittedEvents;
 use hotpath_cache::stream::{Position, StreamId, StreamItem, Subscription};
 
 use super::auth::Caller;
@@ -117,7 +118,7 @@ async fn resume(
     };
     let mut replayed: Vec<StreamItem> = Vec::new();
     loop {
-        let page = tokio::time::timeout(
+        let page: CommittedEvents = tokio::time::timeout(
             hot.config.budget,
             hot.store.stream_events_after(game, after, REPLAY_PAGE),
         )

@@ -15,7 +15,9 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use hotpath_cache::GameId;
+use hotpath_cache::events::GameEvent;
 use hotpath_cache::store::{BatchItem, ItemError, ItemOutcome, Store, StoreError};
+use hotpath_cache::stream::StreamId;
 
 use super::relay::Relay;
 
@@ -131,8 +133,9 @@ async fn run(
         {
             match &result {
                 Ok(finished) => {
-                    if !finished.events.is_empty() {
-                        published.push((game, finished.stream_entries(seq)));
+                    let entries: Vec<(StreamId, GameEvent)> = finished.stream_entries(seq);
+                    if !entries.is_empty() {
+                        published.push((game, entries));
                     }
                 }
                 Err(_) => {

@@ -142,8 +142,9 @@ async fn recover_recent(store: &dyn Store, stream: &dyn EventStream) {
     let games = per_game.len();
     let mut published = 0usize;
     for (game, entries) in per_game {
+        let count = Entries::len(&entries);
         match stream.publish_committed(game, &entries, false).await {
-            Ok(_) => published += entries.len(),
+            Ok(_) => published += count,
             Err(e) => {
                 tracing::warn!(%game, error = %e, "relay recovery: publish failed");
             }
