@@ -515,7 +515,7 @@ async fn touch(args: &Args, client: &reqwest::Client, n: usize) -> anyhow::Resul
                 if i >= n {
                     return;
                 }
-                if i > 0 && i % 1000 == 0 {
+                if i > 0 && i.is_multiple_of(1000) {
                     eprintln!("load: {i} games touched");
                 }
                 let run = async {
