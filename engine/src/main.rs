@@ -3,6 +3,10 @@
 //! Exit codes: 0 success, 1 runtime failure (a backend could not be reached, a bind failed),
 //! 2 bad usage or an invalid scenario file.
 
+/// mimalloc: glibc's malloc took a third of the engine's CPU at 64 connections (perf).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -267,6 +267,11 @@ async fn seed(args: &Args, players: &[Vec<Player>]) -> anyhow::Result<()> {
                     .await?;
             }
         }
+        // Leave no seeding WAL for the engine's next commit to checkpoint.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&pool)
+            .await?;
+        pool.close().await;
     } else {
         bail!("--seed-reactions needs --database-url or --sqlite");
     }

@@ -54,9 +54,28 @@ impl MemoryCache {
     }
 }
 
+impl MemoryCache {
+    /// A cache holding at most `max_bytes` of keys and values (least recently used go first):
+    /// memory an operator can budget, whatever the values weigh.
+    pub fn with_max_bytes(max_bytes: u64) -> MemoryCache {
+        let entries = Moka::builder()
+            .weigher(|k: &String, v: &Entry| {
+                u32::try_from(k.len() + v.bytes.len()).unwrap_or(u32::MAX)
+            })
+            .max_capacity(max_bytes)
+            .expire_after(PerEntryTtl)
+            .support_invalidation_closures()
+            .build();
+        MemoryCache { entries }
+    }
+}
+
+/// The embedded deployment's default: 32 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 32 * 1024 * 1024;
+
 impl Default for MemoryCache {
     fn default() -> Self {
-        MemoryCache::new(100_000)
+        MemoryCache::with_max_bytes(DEFAULT_MAX_BYTES)
     }
 }
 

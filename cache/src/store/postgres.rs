@@ -19,38 +19,47 @@ use crate::model::PlannedAction;
 use crate::state::ContextHash;
 use crate::time::Millis;
 
-/// Claims for many requests at once. Each row of the arrays is one (request, stakeholder); a
-/// request's rank among requests for the same stakeholder and context (`rk`) makes the k-th
-/// request take the k-th best row, so two actions of one batch never want the same one. For
-/// each, the best ready row of this context and the best ready reaction are locked with
+/// Claims for many requests at once. Each row of the arrays is one (request, stakeholder).
+/// Requests for the same stakeholder and context form a group of `n`; for each group the `n`
+/// best ready rows of that context and the `n` best ready reactions are locked with
 /// `FOR UPDATE SKIP LOCKED` — a concurrent claimer skips rows another holds instead of waiting
-/// or taking them twice — and the better of the two is marked consumed, in one statement. Each
-/// lookup is one range of a partial index, whatever other games and contexts hold.
+/// or taking them twice — and the k-th request of the group takes the k-th best of them, so
+/// two actions of one batch never want the same row. Each lookup is one range of a partial
+/// index, whatever other games and contexts hold; no more rows are locked than can be taken
+/// (an `OFFSET` would lock every row it skips).
 const CLAIM: &str = "
 WITH req AS (
     SELECT r.*, (row_number() OVER (
         PARTITION BY r.game_id, r.scene_id, r.stakeholder_id, r.context_hash ORDER BY r.item) - 1) AS rk
     FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[])
         AS r(item, game_id, scene_id, stakeholder_id, context_hash)),
+grp AS (
+    SELECT game_id, scene_id, stakeholder_id, context_hash, COUNT(*) AS n
+    FROM req GROUP BY game_id, scene_id, stakeholder_id, context_hash),
 cand AS (
-    SELECT req.item, req.stakeholder_id, c.id, c.priority, c.created_at FROM req CROSS JOIN LATERAL (
+    SELECT g.game_id, g.scene_id, g.stakeholder_id, g.context_hash, c.* FROM grp g CROSS JOIN LATERAL (
         SELECT p.id, p.priority, p.created_at FROM planned_stakeholder_actions p
-        WHERE p.game_id = req.game_id AND p.scene_id = req.scene_id
-          AND p.context_hash = req.context_hash AND p.stakeholder_id = req.stakeholder_id
+        WHERE p.game_id = g.game_id AND p.scene_id = g.scene_id
+          AND p.context_hash = g.context_hash AND p.stakeholder_id = g.stakeholder_id
           AND p.status = 'ready' AND p.kind = 'action' AND p.expires_at > $6
         ORDER BY p.priority DESC, p.created_at, p.id
-        OFFSET req.rk LIMIT 1 FOR UPDATE SKIP LOCKED) c
+        LIMIT g.n FOR UPDATE SKIP LOCKED) c
     UNION ALL
-    SELECT req.item, req.stakeholder_id, c.id, c.priority, c.created_at FROM req CROSS JOIN LATERAL (
+    SELECT g.game_id, g.scene_id, g.stakeholder_id, g.context_hash, c.* FROM grp g CROSS JOIN LATERAL (
         SELECT p.id, p.priority, p.created_at FROM planned_stakeholder_actions p
-        WHERE p.game_id = req.game_id AND p.scene_id = req.scene_id
-          AND p.stakeholder_id = req.stakeholder_id
+        WHERE p.game_id = g.game_id AND p.scene_id = g.scene_id
+          AND p.stakeholder_id = g.stakeholder_id
           AND p.status = 'ready' AND p.kind = 'reaction' AND p.expires_at > $6
         ORDER BY p.priority DESC, p.created_at, p.id
-        OFFSET req.rk LIMIT 1 FOR UPDATE SKIP LOCKED) c),
+        LIMIT g.n FOR UPDATE SKIP LOCKED) c),
+ranked AS (
+    SELECT cand.*, (row_number() OVER (
+        PARTITION BY game_id, scene_id, stakeholder_id, context_hash
+        ORDER BY priority DESC, created_at, id) - 1) AS rk
+    FROM cand),
 best AS (
-    SELECT DISTINCT ON (item, stakeholder_id) item, id FROM cand
-    ORDER BY item, stakeholder_id, priority DESC, created_at, id)
+    SELECT req.item, ranked.id FROM req JOIN ranked
+    USING (game_id, scene_id, stakeholder_id, context_hash, rk))
 UPDATE planned_stakeholder_actions t SET status = 'consumed', claimed_at = $6
 FROM best WHERE t.id = best.id AND t.status = 'ready'
 RETURNING best.item, t.*";
@@ -161,7 +170,17 @@ impl PostgresStore {
             // Our tables (and our migration history) in `public`; the job storage's types
             // (apalis creates `hstore` in its own schema) found after them, for the jobs the
             // committer inserts.
-            .options([("search_path", format!("public,{JOBS_META_SCHEMA}"))]);
+            .options([
+                ("search_path", format!("public,{JOBS_META_SCHEMA}")),
+                // The action statements are planned once per connection, not per call (their
+                // plans do not depend on the values; a custom plan cost more than running it).
+                ("plan_cache_mode", "force_generic_plan".to_owned()),
+                // A stuck statement or lock is the database's to end: the write path never
+                // drops a transaction half way.
+                ("statement_timeout", "5s".to_owned()),
+                ("lock_timeout", "5s".to_owned()),
+                ("idle_in_transaction_session_timeout", "10s".to_owned()),
+            ]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(2))
@@ -181,6 +200,13 @@ impl PostgresStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The statements an action runs that read planned actions (name, SQL, binds as for the
+    /// batch: item, game, scene, stakeholder, context arrays and now), for plan checks.
+    #[doc(hidden)]
+    pub fn planned_statements() -> [(&'static str, &'static str); 2] {
+        [("claim", CLAIM), ("ready", READY)]
     }
 
     async fn claim_one(&self, q: &ClaimQuery) -> Result<Vec<PlannedAction>, StoreError> {
@@ -330,4 +356,4 @@ impl BatchSql for PostgresStore {
     }
 }
 
-super::sql::impl_store!(PostgresStore);
+super::sql::impl_store!(PostgresStore, super::sql::READY_COUNTS);

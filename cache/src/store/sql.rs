@@ -170,9 +170,10 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (dedupe_key) DO NOTHING";
 
 /// Implements `Store` for `$store`, which has `pool`, an inherent `claim_one` (each engine locks
-/// rows its own way) and implements [`BatchSql`](super::batch::BatchSql).
+/// rows its own way) and implements [`BatchSql`](super::batch::BatchSql); `$ready_counts` is its
+/// form of [`READY_COUNTS`].
 macro_rules! impl_store {
-    ($store:ty) => {
+    ($store:ty, $ready_counts:expr) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             async fn ping(&self) -> Result<(), $crate::store::StoreError> {
@@ -510,7 +511,7 @@ macro_rules! impl_store {
                 context: &$crate::state::ContextHash,
                 now: $crate::time::Millis,
             ) -> Result<std::collections::BTreeMap<$crate::ids::StakeholderId, u32>, $crate::store::StoreError> {
-                let rows: Vec<(String, i64)> = sqlx::query_as($crate::store::sql::READY_COUNTS)
+                let rows: Vec<(String, i64)> = sqlx::query_as($ready_counts)
                     .bind(game.to_string())
                     .bind(scene.as_str())
                     .bind(&context.0)

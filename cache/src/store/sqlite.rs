@@ -14,7 +14,7 @@ use sqlx::sqlite::{
 };
 
 use super::batch::{self, BatchItem, BatchSql, Finished, ReadyCounts};
-use super::sql::{PlannedRow, READY_COUNTS, rows_to_planned, to_json};
+use super::sql::{PlannedRow, rows_to_planned, to_json};
 use super::{ClaimQuery, StoreError};
 use crate::ids::StakeholderId;
 use crate::jobs::QUEUE;
@@ -24,26 +24,36 @@ use crate::time::Millis;
 /// SQLite has no `SKIP LOCKED`, but it runs one writer at a time, so one `UPDATE … RETURNING`
 /// is atomic: two claimers can never both see a row as ready. For each stakeholder present
 /// (`$3`, a JSON array) the better of the best ready row of this context and the best ready
-/// reaction is taken; each lookup is one range of a partial index.
+/// reaction is taken; each lookup is one range of a partial index, named with `INDEXED BY`
+/// (without statistics SQLite may prefer `planned_expiry` and scan every ready row).
 const CLAIM: &str = "
 UPDATE planned_stakeholder_actions SET status = 'consumed', claimed_at = $5
 WHERE status = 'ready' AND id IN (
     SELECT (SELECT id FROM (
         SELECT * FROM (
-            SELECT p.id, p.priority, p.created_at FROM planned_stakeholder_actions p
+            SELECT p.id, p.priority, p.created_at
+            FROM planned_stakeholder_actions p INDEXED BY planned_ready_action
             WHERE p.game_id = $1 AND p.scene_id = $2 AND p.context_hash = $4
               AND p.stakeholder_id = s.value
               AND p.status = 'ready' AND p.kind = 'action' AND p.expires_at > $5
             ORDER BY p.priority DESC, p.created_at, p.id LIMIT 1)
         UNION ALL
         SELECT * FROM (
-            SELECT p.id, p.priority, p.created_at FROM planned_stakeholder_actions p
+            SELECT p.id, p.priority, p.created_at
+            FROM planned_stakeholder_actions p INDEXED BY planned_ready_reaction
             WHERE p.game_id = $1 AND p.scene_id = $2 AND p.stakeholder_id = s.value
               AND p.status = 'ready' AND p.kind = 'reaction' AND p.expires_at > $5
             ORDER BY p.priority DESC, p.created_at, p.id LIMIT 1))
         ORDER BY priority DESC, created_at, id LIMIT 1)
     FROM json_each($3) s)
 RETURNING *";
+
+/// [`super::sql::READY_COUNTS`] with its index named.
+const READY_COUNTS_INDEXED: &str = "
+SELECT stakeholder_id, COUNT(*) FROM planned_stakeholder_actions INDEXED BY planned_ready_action
+WHERE game_id = $1 AND scene_id = $2 AND context_hash = $3
+  AND status = 'ready' AND kind = 'action' AND expires_at > $4
+GROUP BY stakeholder_id";
 
 const INSERT_EVENT: &str = "
 INSERT INTO game_events (game_id, seq, kind, payload, created_at) VALUES ($1, $2, $3, $4, $5)
@@ -140,6 +150,13 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// The statements an action runs that read planned actions (name, SQL; binds: game, scene,
+    /// JSON array of stakeholders or context, context, now), for plan checks.
+    #[doc(hidden)]
+    pub fn planned_statements() -> [(&'static str, &'static str); 2] {
+        [("claim", CLAIM), ("ready", READY_COUNTS_INDEXED)]
+    }
+
     /// Wake-ups for the job workers of this process, one per committed batch with jobs.
     pub fn job_wakeups(&self) -> JobWakeups {
         self.wakeups.clone()
@@ -223,7 +240,7 @@ impl BatchSql for SqliteStore {
                     out.push(None);
                     continue;
                 };
-                let rows: Vec<(String, i64)> = sqlx::query_as(READY_COUNTS)
+                let rows: Vec<(String, i64)> = sqlx::query_as(READY_COUNTS_INDEXED)
                     .bind(i.game_id.to_string())
                     .bind(q.scene_id.as_str())
                     .bind(&q.context_hash.0)
@@ -293,4 +310,4 @@ impl BatchSql for SqliteStore {
     }
 }
 
-super::sql::impl_store!(SqliteStore);
+super::sql::impl_store!(SqliteStore, READY_COUNTS_INDEXED);

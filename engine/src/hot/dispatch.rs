@@ -258,16 +258,20 @@ pub fn guard_key(job: &Job) -> String {
 #[derive(Debug, Default)]
 pub struct Guards {
     held: HashMap<String, Instant>,
+    /// The size at which expired guards are swept next: doubled past what a sweep leaves, so
+    /// a busy game (whose guards rarely expire) pays for sweeps in proportion, not per take.
+    sweep_at: usize,
 }
 
-/// Guards above this many are swept for expired ones before another is taken.
+/// The least size at which guards are swept for expired ones.
 const GUARD_SWEEP_AT: usize = 256;
 
 impl Guards {
     /// Takes the guard for `key` unless it is held and younger than `ttl`.
     fn take(&mut self, key: String, ttl: Duration, now: Instant) -> bool {
-        if self.held.len() >= GUARD_SWEEP_AT {
+        if self.held.len() >= self.sweep_at.max(GUARD_SWEEP_AT) {
             self.held.retain(|_, at| now.duration_since(*at) < ttl);
+            self.sweep_at = (self.held.len() * 2).max(GUARD_SWEEP_AT);
         }
         match self.held.get(&key) {
             Some(at) if now.duration_since(*at) < ttl => false,
@@ -469,5 +473,31 @@ mod tests {
         let k = kinds(&plan(&input(&after, &resolved)));
         assert!(k.contains(&"canonize_conflict"));
         assert!(k.contains(&"generate_canon_references"));
+    }
+
+    #[test]
+    fn guards_hold_until_released_or_expired_and_sweeps_stay_amortized() {
+        let mut g = Guards::default();
+        let ttl = Duration::from_secs(60);
+        let t0 = Instant::now();
+        assert!(g.take("a".into(), ttl, t0));
+        assert!(!g.take("a".into(), ttl, t0), "held");
+        g.release(&["a".to_owned()]);
+        assert!(g.take("a".into(), ttl, t0), "released");
+        assert!(g.take("a".into(), ttl, t0 + ttl), "expired");
+        // Many live guards: each sweep finds nothing to drop and moves the next one away.
+        for i in 0..1000 {
+            assert!(g.take(format!("k{i}"), ttl, t0));
+        }
+        assert!(g.sweep_at > 1000 / 2, "sweep threshold grew: {}", g.sweep_at);
+        let later = t0 + ttl + Duration::from_secs(1);
+        for i in 0..g.sweep_at {
+            g.take(format!("n{i}"), ttl, later);
+        }
+        assert!(
+            !g.held.contains_key("k0") && !g.held.contains_key("k999"),
+            "expired guards were swept"
+        );
+        assert!(g.take("k0".into(), ttl, later));
     }
 }

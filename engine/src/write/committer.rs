@@ -4,6 +4,10 @@
 //! load batches grow by themselves. One transaction is in flight at a time, which keeps each
 //! game's items in seq order.
 //!
+//! Items whose deadline passed before their batch began are refused (their client was answered
+//! 503); a batch that began is never abandoned, so an item whose client gave up may still
+//! commit — which is why a retry should carry an `Idempotency-Key`.
+//!
 //! A game whose item failed (the store is down, the deadline passed, the seq was taken) is
 //! poisoned for that writer generation: its later items of the same generation are refused
 //! without touching the store, since they were applied on top of a state that did not commit.
@@ -38,7 +42,8 @@ pub(crate) struct Submit {
 pub(crate) struct Outcome {
     pub id: u64,
     pub generation: u64,
-    pub result: ItemOutcome,
+    /// Boxed: a writer's outcome channel allocates slots of this size.
+    pub result: Box<ItemOutcome>,
 }
 
 #[derive(Clone)]
@@ -103,32 +108,22 @@ async fn run(
         if live.is_empty() {
             continue;
         }
-        // The batch's budget is its most urgent item's.
-        let deadline = live.iter().map(|s| s.deadline).min().expect("non-empty");
         let (items, meta): (Vec<BatchItem>, Vec<_>) = live
             .into_iter()
-            .map(|s| (s.item, (s.id, s.generation, s.writer, s.deadline)))
+            .map(|s| (s.item, (s.id, s.generation, s.writer)))
             .unzip();
         let games: Vec<(GameId, u64)> = items.iter().map(|i| (i.game_id, i.seq)).collect();
         let started = Instant::now();
         let size = items.len();
-        let outcomes = match tokio::time::timeout_at(deadline, store.commit_batch(items)).await {
-            Ok(outcomes) => outcomes,
-            Err(_) => {
-                metrics::counter!("hotpath_commit_timeouts_total").increment(1);
-                (0..size)
-                    .map(|_| {
-                        Err(ItemError::Store(StoreError::Unavailable(
-                            "the database did not commit within the budget".into(),
-                        )))
-                    })
-                    .collect()
-            }
-        };
+        // Never abandoned half way: a transaction dropped mid-statement would keep its locks
+        // on a pooled connection and stall every later batch. Clients are answered 503 at
+        // their own deadlines meanwhile; the database bounds a stuck statement itself
+        // (`statement_timeout`, set by the store).
+        let outcomes = store.commit_batch(items).await;
         metrics::histogram!("hotpath_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("hotpath_commit_batch_size").record(size as f64);
         let mut published = Vec::new();
-        for (((game, seq), (id, generation, writer, _)), result) in
+        for (((game, seq), (id, generation, writer)), result) in
             games.into_iter().zip(meta).zip(outcomes)
         {
             match &result {
@@ -146,7 +141,7 @@ async fn run(
             let _ = writer.send(Outcome {
                 id,
                 generation,
-                result,
+                result: Box::new(result),
             });
         }
         relay.publish(published);
@@ -157,6 +152,6 @@ fn refuse(s: Submit, error: StoreError) {
     let _ = s.writer.send(Outcome {
         id: s.id,
         generation: s.generation,
-        result: Err(ItemError::Store(error)),
+        result: Box::new(Err(ItemError::Store(error))),
     });
 }

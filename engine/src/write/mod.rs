@@ -41,11 +41,14 @@ pub use self::writer::Act;
 pub(crate) enum Msg {
     Act(Box<Act>),
     /// Append an event outside an action (a player joining); answers its seq.
-    Append {
-        event: LoggedEvent,
-        deadline: tokio::time::Instant,
-        reply: tokio::sync::oneshot::Sender<Result<u64, HotError>>,
-    },
+    Append(Box<Append>),
+}
+
+/// An event to append outside an action.
+pub(crate) struct Append {
+    pub event: LoggedEvent,
+    pub deadline: tokio::time::Instant,
+    pub reply: tokio::sync::oneshot::Sender<Result<u64, HotError>>,
 }
 
 /// The write path of this process: the writers of the games it serves, the committer and the
@@ -124,11 +127,11 @@ impl WritePath {
         self.send(
             game,
             scenario,
-            Msg::Append {
+            Msg::Append(Box::new(Append {
                 event,
                 deadline,
                 reply,
-            },
+            })),
         )?;
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(result)) => result,

@@ -26,7 +26,7 @@ use hotpath_cache::state::GameState;
 use hotpath_cache::store::{BatchItem, Finished, IdempotencyKey, ItemError, StoredResponse};
 
 use super::committer::{Outcome, Submit};
-use super::{Msg, WritePath};
+use super::{Append, Msg, WritePath};
 use crate::hot::dispatch::Guards;
 use crate::hot::reads::CachedContent;
 use crate::hot::{HotError, resolve};
@@ -56,18 +56,14 @@ struct Inflight {
 
 enum Work {
     Act(Box<Act>),
-    Append {
-        event: LoggedEvent,
-        deadline: tokio::time::Instant,
-        reply: oneshot::Sender<Result<u64, HotError>>,
-    },
+    Append(Box<Append>),
 }
 
 impl Work {
     fn deadline(&self) -> tokio::time::Instant {
         match self {
             Work::Act(a) => a.deadline,
-            Work::Append { deadline, .. } => *deadline,
+            Work::Append(a) => a.deadline,
         }
     }
 
@@ -78,8 +74,8 @@ impl Work {
                     let _ = reply.send(Err(error));
                 }
             }
-            Work::Append { reply, .. } => {
-                let _ = reply.send(Err(error));
+            Work::Append(a) => {
+                let _ = a.reply.send(Err(error));
             }
         }
     }
@@ -96,7 +92,6 @@ pub(crate) fn spawn(
     let (outcomes_tx, outcomes) = mpsc::unbounded_channel();
     let writer = Writer {
         game,
-        state: GameState::new(game, &scenario),
         scenario,
         path,
         own: Some(tx.clone()),
@@ -117,8 +112,6 @@ pub(crate) fn spawn(
 struct Writer {
     game: GameId,
     scenario: Arc<Scenario>,
-    /// A fresh state, the base a load starts from.
-    state: GameState,
     path: WritePath,
     /// This writer's own mailbox sender, to leave the registry only if the entry is still its own.
     own: Option<mpsc::Sender<Msg>>,
@@ -191,8 +184,8 @@ impl Writer {
             Ok(Ok(s)) => s,
             _ => None,
         };
-        self.catch_up(snapshot.unwrap_or_else(|| self.state.clone()), deadline)
-            .await
+        let base = snapshot.unwrap_or_else(|| GameState::new(self.game, &self.scenario));
+        self.catch_up(base, deadline).await
     }
 
     async fn catch_up(
@@ -214,15 +207,7 @@ impl Writer {
     async fn on_msg(&mut self, msg: Msg) {
         let work = match msg {
             Msg::Act(act) => Work::Act(act),
-            Msg::Append {
-                event,
-                deadline,
-                reply,
-            } => Work::Append {
-                event,
-                deadline,
-                reply,
-            },
+            Msg::Append(append) => Work::Append(append),
         };
         let deadline = work.deadline();
         if deadline <= tokio::time::Instant::now() {
@@ -252,7 +237,7 @@ impl Writer {
                 taken.clone(),
                 config,
             ),
-            Work::Append { event, .. } => append_item(&self.scenario, before, event.clone()),
+            Work::Append(a) => append_item(&self.scenario, before, a.event.clone()),
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -283,7 +268,7 @@ impl Writer {
         let Some(pos) = self.inflight.iter().position(|i| i.id == outcome.id) else {
             return;
         };
-        match outcome.result {
+        match *outcome.result {
             Ok(finished) => {
                 // Outcomes of one generation arrive in submission order.
                 let done = self.inflight.remove(pos).expect("found above");
@@ -338,7 +323,10 @@ impl Writer {
             .chain(replayed.iter().map(Work::deadline))
             .max()
             .unwrap_or_else(tokio::time::Instant::now);
-        let base = self.committed.clone().unwrap_or_else(|| self.state.clone());
+        let base = self
+            .committed
+            .clone()
+            .unwrap_or_else(|| GameState::new(self.game, &self.scenario));
         match self.catch_up(base, deadline).await {
             Ok(state) => {
                 self.committed = Some(state.clone());
@@ -417,9 +405,9 @@ fn answer(work: Work, finished: Finished) {
                 let _ = reply.send(Ok(finished.response));
             }
         }
-        Work::Append { reply, .. } => {
+        Work::Append(a) => {
             let seq = finished.response["seq"].as_u64().unwrap_or_default();
-            let _ = reply.send(Ok(seq));
+            let _ = a.reply.send(Ok(seq));
         }
     }
 }
