@@ -78,6 +78,13 @@ enum Command {
         /// The hot path's answer budget, in milliseconds.
         #[arg(long, env = "HOTPATH_BUDGET_MS", default_value_t = 200)]
         budget_ms: u64,
+        /// A game's writer with nothing to do for this many seconds drops the game's state
+        /// from memory (the next action reloads it: a cache read and a log read).
+        #[arg(long, env = "HOTPATH_WRITER_IDLE_SECS", default_value_t = 10)]
+        writer_idle_secs: u64,
+        /// Actions one game may have queued in this process before it answers 429.
+        #[arg(long, env = "HOTPATH_WRITER_QUEUE", default_value_t = 512)]
+        writer_queue: usize,
         /// Sustained actions per second per player.
         #[arg(long, env = "HOTPATH_RATE_PER_SECOND", default_value_t = 10)]
         rate_per_second: u32,
@@ -173,6 +180,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             workers,
             scenario_dirs,
             budget_ms,
+            writer_idle_secs,
+            writer_queue,
             rate_per_second,
         } => {
             let scenarios = compose::load_scenarios(&scenario_dirs)?;
@@ -187,6 +196,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             let hot_config = HotConfig {
                 budget: Duration::from_millis(budget_ms),
+                writer_idle: Duration::from_secs(writer_idle_secs.max(1)),
+                writer_queue: writer_queue.max(1),
                 ..HotConfig::default()
             };
             let api_config = ApiConfig {

@@ -25,10 +25,12 @@ use crate::time::Millis;
 /// is atomic: two claimers can never both see a row as ready. For each stakeholder present
 /// (`$3`, a JSON array) the better of the best ready row of this context and the best ready
 /// reaction is taken; each lookup is one range of a partial index, named with `INDEXED BY`
-/// (without statistics SQLite may prefer `planned_expiry` and scan every ready row).
+/// (without statistics SQLite may prefer `planned_expiry` and scan every ready row). The `+` in
+/// `+status` keeps the outer `UPDATE` on the primary key: measured, with it on `planned_expiry`
+/// every claim walked all ready rows of the table (17 ms with 60,000 of them).
 const CLAIM: &str = "
 UPDATE planned_stakeholder_actions SET status = 'consumed', claimed_at = $5
-WHERE status = 'ready' AND id IN (
+WHERE +status = 'ready' AND id IN (
     SELECT (SELECT id FROM (
         SELECT * FROM (
             SELECT p.id, p.priority, p.created_at

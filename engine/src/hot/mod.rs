@@ -78,7 +78,7 @@ impl Default for HotConfig {
             snapshot_ttl: Duration::from_secs(3600),
             writer_queue: 512,
             max_batch: 256,
-            writer_idle: Duration::from_secs(30),
+            writer_idle: Duration::from_secs(10),
             snapshot_every: 64,
             relay_recovery: false,
         }

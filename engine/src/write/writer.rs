@@ -138,11 +138,13 @@ impl Writer {
             if mailbox_closed && self.inflight.is_empty() {
                 break;
             }
+            // The handlers' futures are boxed: an idle writer (most of them, most of the time)
+            // then holds only this small loop, not the largest future it could await.
             tokio::select! {
                 biased;
-                Some(outcome) = outcomes.recv() => self.on_outcome(outcome).await,
+                Some(outcome) = outcomes.recv() => Box::pin(self.on_outcome(outcome)).await,
                 msg = rx.recv(), if !mailbox_closed => match msg {
-                    Some(msg) => self.on_msg(msg).await,
+                    Some(msg) => Box::pin(self.on_msg(msg)).await,
                     None => mailbox_closed = true,
                 },
                 () = tokio::time::sleep(idle), if !retiring && self.inflight.is_empty() => {
@@ -166,8 +168,14 @@ impl Writer {
     /// with the log, inside the work's deadline.
     async fn tip(&mut self, deadline: tokio::time::Instant) -> Result<&GameState, HotError> {
         if self.tip.is_none() {
-            let state = self.load(deadline).await?;
-            self.committed = Some(state.clone());
+            let state = match &self.committed {
+                Some(committed) => committed.clone(),
+                None => {
+                    let state = self.load(deadline).await?;
+                    self.committed = Some(state.clone());
+                    state
+                }
+            };
             self.tip = Some(state);
         }
         Ok(self.tip.as_ref().expect("loaded above"))
@@ -273,6 +281,10 @@ impl Writer {
                 // Outcomes of one generation arrive in submission order.
                 let done = self.inflight.remove(pos).expect("found above");
                 self.committed = Some(done.after);
+                if self.inflight.is_empty() {
+                    // Nothing in flight: the tip is the committed state; keep one copy.
+                    self.tip = None;
+                }
                 for j in &finished.jobs {
                     metrics::counter!("hotpath_dispatched_jobs_total", "kind" => j.job.kind().as_str())
                         .increment(1);
@@ -298,7 +310,7 @@ impl Writer {
             }
             Err(ItemError::Store(e)) => {
                 self.generation += 1;
-                self.tip = self.committed.clone();
+                self.tip = None;
                 let message = e.to_string();
                 for lost in std::mem::take(&mut self.inflight) {
                     self.release(&lost.taken);
