@@ -137,3 +137,108 @@ async fn embedded_store_down_is_503() {
     let ready = app.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// The log and the outbox of a game agree: every action in the log has its `action.applied`
+/// in the outbox at `<seq>-0`, and the seqs have no gap — a commit happened whole or not at all.
+async fn log_and_outbox_agree(app: &TestApp, game: &str) -> usize {
+    let game: hotpath_cache::GameId = game.parse().unwrap();
+    let log = app.backends.store.events(game, 0).await.unwrap();
+    let seqs: Vec<u64> = log.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=log.len() as u64).collect::<Vec<_>>(), "no gap");
+    let outbox = app
+        .backends
+        .store
+        .stream_events_after(game, hotpath_cache::stream::StreamId { ms: 0, seq: 0 }, 10_000)
+        .await
+        .unwrap();
+    let mut actions = 0;
+    for (seq, event) in &log {
+        if let hotpath_cache::events::LoggedEvent::ActionApplied(a) = event {
+            actions += 1;
+            let first = outbox.events.iter().find(|(id, _)| id.ms == *seq && id.seq == 0);
+            match first {
+                Some((_, hotpath_cache::events::GameEvent::ActionApplied { action_id, .. })) => {
+                    assert_eq!(*action_id, a.action_id)
+                }
+                other => panic!("seq {seq}: outbox has {other:?}"),
+            }
+        }
+    }
+    actions
+}
+
+/// A database made slow (a lock every commit needs, held by another session) is answered 503
+/// with Retry-After at the budget, not when the database gets round to it; once it is fast
+/// again, the actions that did commit are whole.
+async fn slow_database_is_503_within_the_budget(app: TestApp, hold: impl AsyncFnOnce() -> Box<dyn FnOnce() + Send>) {
+    let (game, token) = app.new_game().await;
+    let body = json!({"scene_id": "docks", "text": "Hello"});
+    assert_eq!(app.act(&game, &token, body.clone()).await.status, StatusCode::OK);
+
+    let release = hold().await;
+    let started = Instant::now();
+    let r = app.act(&game, &token, body.clone()).await;
+    let waited = started.elapsed();
+    r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(r.headers.contains_key("retry-after"));
+    // The budget is 200 ms; the database would have kept it for seconds.
+    assert!(waited < Duration::from_secs(2), "answered after {waited:?}");
+    release();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if app.act(&game, &token, body.clone()).await.status == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the game recovers once the database is fast");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(log_and_outbox_agree(&app, &game).await >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_postgres_is_503_within_the_budget() {
+    let app = TestApp::distributed().await;
+    let url = app.database.clone().unwrap();
+    slow_database_is_503_within_the_budget(app, async move || {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("LOCK TABLE stream_events IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let (done, wait) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            // Held for a second after the slow answer, then released.
+            let _ = wait.await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tx.rollback().await.unwrap();
+        });
+        Box::new(move || {
+            let _ = done.send(());
+        }) as Box<dyn FnOnce() + Send>
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_sqlite_is_503_within_the_budget() {
+    let app = TestApp::embedded().await;
+    let file = app.config.data_dir.join("hotpath.sqlite");
+    slow_database_is_503_within_the_budget(app, async move || {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&file);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        // Another writer holds SQLite's one write lock.
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let (done, wait) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = wait.await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tx.rollback().await.unwrap();
+        });
+        Box::new(move || {
+            let _ = done.send(());
+        }) as Box<dyn FnOnce() + Send>
+    })
+    .await;
+}
