@@ -75,7 +75,9 @@ fn planned(game: GameId, who: &str, kind: PlannedKind, key: &str) -> PlannedActi
     }
 }
 
-use hotpath_cache::model::{PlannedAction, PlannedKind, PlannedStatus, Provenance, StakeholderMove};
+use hotpath_cache::model::{
+    PlannedAction, PlannedKind, PlannedStatus, Provenance, StakeholderMove,
+};
 
 /// The claim and the ready count of one action, through the batch, must find this context's
 /// rows among the 100,000 others.
@@ -146,7 +148,10 @@ async fn postgres_action_sql_is_bounded_by_the_game() {
     let url = hotpath_testkit::fresh_postgres_database();
     let store = PostgresStore::connect(&url).await.unwrap();
     let game = GameId::generate();
-    store.create_game(game, &builtin()["harbor-strike"]).await.unwrap();
+    store
+        .create_game(game, &builtin()["harbor-strike"])
+        .await
+        .unwrap();
     sqlx::query(FILL_PG)
         .bind(game.to_string())
         .bind(now_ms())
@@ -176,16 +181,25 @@ async fn postgres_action_sql_is_bounded_by_the_game() {
             .await
             .unwrap();
         let plan: Vec<String> = rows.into_iter().map(|r| r.0).collect();
-        assert_indexed(name, &plan.join("\n"), "Seq Scan on planned_stakeholder_actions");
+        assert_indexed(
+            name,
+            &plan.join("\n"),
+            "Seq Scan on planned_stakeholder_actions",
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_action_sql_is_bounded_by_the_game() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("hotpath.sqlite")).await.unwrap();
+    let store = SqliteStore::open(&dir.path().join("hotpath.sqlite"))
+        .await
+        .unwrap();
     let game = GameId::generate();
-    store.create_game(game, &builtin()["harbor-strike"]).await.unwrap();
+    store
+        .create_game(game, &builtin()["harbor-strike"])
+        .await
+        .unwrap();
     sqlx::query(FILL_SQLITE)
         .bind(game.to_string())
         .bind(now_ms())
@@ -211,7 +225,10 @@ async fn sqlite_action_sql_is_bounded_by_the_game() {
         let plan = plan.join("\n");
         // SQLite says `SCAN p` (or the table name) for a full scan of a table.
         assert_indexed(name, &plan, "SCAN planned_stakeholder_actions");
-        assert!(!plan.lines().any(|l| l.trim() == "SCAN p"), "{name}:\n{plan}");
+        assert!(
+            !plan.lines().any(|l| l.trim() == "SCAN p"),
+            "{name}:\n{plan}"
+        );
         // A search by status alone walks every ready row of every game.
         assert!(!plan.contains("planned_expiry"), "{name}:\n{plan}");
     }

@@ -148,14 +148,21 @@ async fn log_and_outbox_agree(app: &TestApp, game: &str) -> usize {
     let outbox = app
         .backends
         .store
-        .stream_events_after(game, hotpath_cache::stream::StreamId { ms: 0, seq: 0 }, 10_000)
+        .stream_events_after(
+            game,
+            hotpath_cache::stream::StreamId { ms: 0, seq: 0 },
+            10_000,
+        )
         .await
         .unwrap();
     let mut actions = 0;
     for (seq, event) in &log {
         if let hotpath_cache::events::LoggedEvent::ActionApplied(a) = event {
             actions += 1;
-            let first = outbox.events.iter().find(|(id, _)| id.ms == *seq && id.seq == 0);
+            let first = outbox
+                .events
+                .iter()
+                .find(|(id, _)| id.ms == *seq && id.seq == 0);
             match first {
                 Some((_, hotpath_cache::events::GameEvent::ActionApplied { action_id, .. })) => {
                     assert_eq!(*action_id, a.action_id)
@@ -170,10 +177,16 @@ async fn log_and_outbox_agree(app: &TestApp, game: &str) -> usize {
 /// A database made slow (a lock every commit needs, held by another session) is answered 503
 /// with Retry-After at the budget, not when the database gets round to it; once it is fast
 /// again, the actions that did commit are whole.
-async fn slow_database_is_503_within_the_budget(app: TestApp, hold: impl AsyncFnOnce() -> Box<dyn FnOnce() + Send>) {
+async fn slow_database_is_503_within_the_budget(
+    app: TestApp,
+    hold: impl AsyncFnOnce() -> Box<dyn FnOnce() + Send>,
+) {
     let (game, token) = app.new_game().await;
     let body = json!({"scene_id": "docks", "text": "Hello"});
-    assert_eq!(app.act(&game, &token, body.clone()).await.status, StatusCode::OK);
+    assert_eq!(
+        app.act(&game, &token, body.clone()).await.status,
+        StatusCode::OK
+    );
 
     let release = hold().await;
     let started = Instant::now();
@@ -190,7 +203,10 @@ async fn slow_database_is_503_within_the_budget(app: TestApp, hold: impl AsyncFn
         if app.act(&game, &token, body.clone()).await.status == StatusCode::OK {
             break;
         }
-        assert!(Instant::now() < deadline, "the game recovers once the database is fast");
+        assert!(
+            Instant::now() < deadline,
+            "the game recovers once the database is fast"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(log_and_outbox_agree(&app, &game).await >= 2);
@@ -229,7 +245,7 @@ async fn slow_sqlite_is_503_within_the_budget() {
         let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&file);
         let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
         // Another writer holds SQLite's one write lock.
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
         let (done, wait) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = wait.await;

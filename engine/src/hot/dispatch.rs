@@ -489,7 +489,11 @@ mod tests {
         for i in 0..1000 {
             assert!(g.take(format!("k{i}"), ttl, t0));
         }
-        assert!(g.sweep_at > 1000 / 2, "sweep threshold grew: {}", g.sweep_at);
+        assert!(
+            g.sweep_at > 1000 / 2,
+            "sweep threshold grew: {}",
+            g.sweep_at
+        );
         let later = t0 + ttl + Duration::from_secs(1);
         for i in 0..g.sweep_at {
             g.take(format!("n{i}"), ttl, later);
