@@ -51,6 +51,24 @@ pub(crate) struct Append {
     pub reply: tokio::sync::oneshot::Sender<Result<u64, HotError>>,
 }
 
+/// The writer's reply, or 503 at the deadline: the client is answered inside its budget even if
+/// the commit is still under way.
+async fn reply_by<T>(
+    deadline: tokio::time::Instant,
+    answer: tokio::sync::oneshot::Receiver<Result<T, HotError>>,
+    what: &str,
+) -> Result<T, HotError> {
+    match tokio::time::timeout_at(deadline, answer).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(HotError::Unavailable(
+            "the game's writer stopped; retry".into(),
+        )),
+        Err(_) => Err(HotError::Unavailable(format!(
+            "the {what} could not be recorded within the budget; retry"
+        ))),
+    }
+}
+
 /// The write path of this process: the writers of the games it serves, the committer and the
 /// relay. Cheap to clone.
 #[derive(Clone)]
@@ -104,15 +122,7 @@ impl WritePath {
                 ..act
             })),
         )?;
-        match tokio::time::timeout_at(deadline, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(HotError::Unavailable(
-                "the game's writer stopped; retry".into(),
-            )),
-            Err(_) => Err(HotError::Unavailable(
-                "the action could not be recorded within the budget; retry".into(),
-            )),
-        }
+        reply_by(deadline, answer, "action").await
     }
 
     /// Appends `event` to the game's log through its writer; returns its seq.
@@ -133,15 +143,7 @@ impl WritePath {
                 reply,
             })),
         )?;
-        match tokio::time::timeout_at(deadline, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(HotError::Unavailable(
-                "the game's writer stopped; retry".into(),
-            )),
-            Err(_) => Err(HotError::Unavailable(
-                "the event could not be recorded within the budget; retry".into(),
-            )),
-        }
+        reply_by(deadline, answer, "event").await
     }
 
     /// How many games have a writer in this process.
