@@ -137,6 +137,7 @@ async fn tick(_tick: Tick, data: Data<CronData>) -> Result<(), BoxDynError> {
         .push(
             CleanupExpiredActions {
                 retain_secs: data.retain_secs,
+                stream_retain_secs: hotpath_cache::jobs::DEFAULT_STREAM_RETAIN_SECS,
             }
             .into(),
         )

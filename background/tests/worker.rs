@@ -306,7 +306,11 @@ async fn every_kind_writes_what_the_hot_path_reads(env: Env) {
             world_version: seq,
         }
         .into(),
-        CleanupExpiredActions { retain_secs: 3600 }.into(),
+        CleanupExpiredActions {
+            retain_secs: 3600,
+            stream_retain_secs: 3600,
+        }
+        .into(),
     ];
     let mut ids = Vec::new();
     for job in jobs {

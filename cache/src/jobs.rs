@@ -205,6 +205,17 @@ job!(StreamDialogueReply, StreamDialogueReply,
 pub struct CleanupExpiredActions {
     /// Spent rows older than this many seconds are deleted.
     pub retain_secs: u64,
+    /// Committed stream events (the outbox) older than this many seconds are deleted; a client
+    /// resuming from before them gets `reset`.
+    #[serde(default = "default_stream_retain_secs")]
+    pub stream_retain_secs: u64,
+}
+
+/// How long the outbox keeps committed stream events by default: a week.
+pub const DEFAULT_STREAM_RETAIN_SECS: u64 = 7 * 24 * 3600;
+
+fn default_stream_retain_secs() -> u64 {
+    DEFAULT_STREAM_RETAIN_SECS
 }
 
 impl JobMessage for CleanupExpiredActions {

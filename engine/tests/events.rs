@@ -225,3 +225,44 @@ async fn distributed_resume_survives_lost_redis_data() {
     assert_eq!(id, ids[1], "replayed from the outbox");
     assert_eq!(data["turn"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_into_a_pruned_outbox_gets_reset() {
+    let s = serve(TestApp::embedded().await).await;
+    let (game, token) = s.app.new_game().await;
+    let ids = three_actions(&s, &game, &token).await;
+    // The cleanup job's retention, run now: every committed stream event is pruned.
+    let now = hotpath_cache::time::now_ms();
+    assert!(
+        s.app
+            .backends
+            .store
+            .delete_stream_events(now + 1)
+            .await
+            .unwrap()
+            > 0
+    );
+    // A stream that still holds them would serve them; this one is new (a restart).
+    let fresh = serve(
+        TestApp::build(
+            s.app.config.clone(),
+            None,
+            tempfile::tempdir().unwrap(),
+            common::api_config(1000),
+        )
+        .await,
+    )
+    .await;
+    let (status, mut resumed) = open(&fresh, &game, &token, "", Some(&ids[0])).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        resumed.next().await.event,
+        "reset",
+        "pruned events are not silence"
+    );
+    // From the last id there is nothing missing: no reset, the next action comes.
+    let (_, mut caught_up) = open(&fresh, &game, &token, "", Some(&ids[2])).await;
+    act(&fresh, &game, &token, "Four").await;
+    let next = caught_up.next_of(&["action.applied", "reset"]).await;
+    assert_eq!(next.event, "action.applied");
+}

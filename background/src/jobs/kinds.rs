@@ -691,8 +691,18 @@ async fn cleanup(j: &CleanupExpiredActions, deps: &Deps) -> Result<Outcome, TryE
         .delete_spent_planned(now - (j.retain_secs as Millis) * 1000)
         .await
         .map_err(TryError::infra)?;
-    tracing::info!(expired, deleted, "cleaned up planned actions");
+    let events = deps
+        .store
+        .delete_stream_events(now - (j.stream_retain_secs as Millis) * 1000)
+        .await
+        .map_err(TryError::infra)?;
+    tracing::info!(
+        expired,
+        deleted,
+        events,
+        "cleaned up planned actions and the outbox"
+    );
     Ok(Outcome::Skipped(format!(
-        "expired {expired}, deleted {deleted} planned actions"
+        "expired {expired}, deleted {deleted} planned actions and {events} committed stream events"
     )))
 }

@@ -190,6 +190,14 @@ pub trait Store: Send + Sync {
         since: Millis,
         limit: u32,
     ) -> Result<Vec<(GameId, StreamId, GameEvent)>, StoreError>;
+    /// How many actions the log holds strictly between seqs `after` and `before`: each of them
+    /// committed stream events, so if the outbox has none there, they were pruned.
+    async fn actions_between(
+        &self,
+        game: GameId,
+        after: u64,
+        before: u64,
+    ) -> Result<u64, StoreError>;
     /// Deletes stream events created before `before`; returns how many.
     async fn delete_stream_events(&self, before: Millis) -> Result<u64, StoreError>;
 

@@ -447,6 +447,25 @@ macro_rules! impl_store {
                     .collect()
             }
 
+            async fn actions_between(
+                &self,
+                game: $crate::ids::GameId,
+                after: u64,
+                before: u64,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM game_events \
+                     WHERE game_id = $1 AND seq > $2 AND seq < $3 AND kind = 'action_applied'",
+                )
+                .bind(game.to_string())
+                .bind(after as i64)
+                .bind(before.min(i64::MAX as u64) as i64)
+                .fetch_one(&self.pool)
+                .await
+                .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(n.max(0) as u64)
+            }
+
             async fn delete_stream_events(
                 &self,
                 before: $crate::time::Millis,

@@ -128,6 +128,27 @@ async fn resume(
         if replayed.is_empty() && after.ms > page.last_seq {
             return reset_then_live(hot, game).await;
         }
+        // A seq gap right after the client's id is fine where the log holds no action (a
+        // player joining, a dialogue reply), but an action there means its events were
+        // pruned from the outbox (after `stream_retain_secs`).
+        if replayed.is_empty() {
+            let next = page
+                .events
+                .first()
+                .map_or(page.last_seq + 1, |(id, _)| id.ms);
+            if next > after.ms + 1 {
+                let pruned = tokio::time::timeout(
+                    hot.config.budget,
+                    hot.store.actions_between(game, after.ms, next),
+                )
+                .await
+                .map_err(|_| unavailable(&"database timed out"))?
+                .map_err(|e| unavailable(&e))?;
+                if pruned > 0 {
+                    return reset_then_live(hot, game).await;
+                }
+            }
+        }
         let full = page.events.len() as u32 == REPLAY_PAGE;
         for (id, event) in page.events {
             after = id;
