@@ -21,6 +21,7 @@
 pub mod cache;
 pub mod events;
 pub mod guard;
+pub mod hex;
 pub mod ids;
 pub mod jobs;
 pub mod model;

@@ -161,7 +161,7 @@ impl GameState {
             }
         }
         let digest = h.finalize();
-        ContextHash(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
+        ContextHash(crate::hex::hex(&digest[..8]))
     }
 }
 

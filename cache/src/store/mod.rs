@@ -68,10 +68,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// SHA-256 (hex) of a bearer token: what the `players` table stores.
 pub fn hash_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::hex(&Sha256::digest(token.as_bytes()))
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -109,10 +109,7 @@ fn validate<'s>(scenario: &'s Scenario, input: &ActionInput) -> Result<Valid<'s>
 
 fn request_hash(game: GameId, input: &ActionInput) -> String {
     let canonical = serde_json::to_vec(&(game, input)).unwrap_or_default();
-    Sha256::digest(&canonical)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hotpath_cache::hex::hex(&Sha256::digest(&canonical))
 }
 
 fn record_piece(piece: &'static str, source: Source) {
