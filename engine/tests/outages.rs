@@ -212,6 +212,20 @@ async fn slow_database_is_503_within_the_budget(
     assert!(log_and_outbox_agree(&app, &game).await >= 2);
 }
 
+/// What a test calls after the slow answer: `release` runs a second later (the database stays
+/// slow a little longer than the answer took).
+fn release_later(release: impl Future<Output = ()> + Send + 'static) -> Box<dyn FnOnce() + Send> {
+    let (done, wait) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = wait.await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        release.await;
+    });
+    Box::new(move || {
+        let _ = done.send(());
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_postgres_is_503_within_the_budget() {
     let app = TestApp::distributed().await;
@@ -223,16 +237,7 @@ async fn slow_postgres_is_503_within_the_budget() {
             .execute(&mut *tx)
             .await
             .unwrap();
-        let (done, wait) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            // Held for a second after the slow answer, then released.
-            let _ = wait.await;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            tx.rollback().await.unwrap();
-        });
-        Box::new(move || {
-            let _ = done.send(());
-        }) as Box<dyn FnOnce() + Send>
+        release_later(async move { tx.rollback().await.unwrap() })
     })
     .await;
 }
@@ -246,15 +251,7 @@ async fn slow_sqlite_is_503_within_the_budget() {
         let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
         // Another writer holds SQLite's one write lock.
         let tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
-        let (done, wait) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = wait.await;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            tx.rollback().await.unwrap();
-        });
-        Box::new(move || {
-            let _ = done.send(());
-        }) as Box<dyn FnOnce() + Send>
+        release_later(async move { tx.rollback().await.unwrap() })
     })
     .await;
 }
