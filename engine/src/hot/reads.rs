@@ -7,12 +7,10 @@ use hotpath_cache::model::{
     BeatText, CanonReferences, Narration, SocialBundle, StakeholderDetails,
 };
 use hotpath_cache::scenario::{Scenario, Scene};
-use hotpath_cache::state::GameState;
 use hotpath_cache::{ConflictId, GameId, PhaseId, StakeholderId};
 
 /// The slots of one action's batch.
 pub struct ActionReads {
-    pub snapshot: Slot<GameState>,
     pub social: Slot<SocialBundle>,
     pub canon: Slot<CanonReferences>,
     pub narration: BTreeMap<(ConflictId, PhaseId), Slot<Narration>>,
@@ -23,7 +21,6 @@ pub struct ActionReads {
 /// What came back: a value per slot, or nothing if the cache could not be read.
 #[derive(Default)]
 pub struct CachedContent {
-    pub snapshot: Option<GameState>,
     pub social: Option<SocialBundle>,
     pub canon: Option<CanonReferences>,
     pub narration: BTreeMap<(ConflictId, PhaseId), Narration>,
@@ -38,7 +35,6 @@ impl ActionReads {
     /// details.
     pub fn plan(game: GameId, scenario: &Scenario, scene: &Scene) -> (Batch, ActionReads) {
         let mut batch = Batch::default();
-        let snapshot = batch.add(&keys::snapshot(game));
         let social = batch.add(&keys::social(game));
         let canon = batch.add(&keys::canon_references(game));
         let mut narration = BTreeMap::new();
@@ -59,7 +55,6 @@ impl ActionReads {
             .map(|s| (s.clone(), batch.add(&keys::stakeholder_details(game, s))))
             .collect();
         let reads = ActionReads {
-            snapshot,
             social,
             canon,
             narration,
@@ -80,7 +75,6 @@ impl ActionReads {
         }
         let f = &mut fetched;
         CachedContent {
-            snapshot: get(f, self.snapshot),
             social: get(f, self.social),
             canon: get(f, self.canon),
             narration: self
