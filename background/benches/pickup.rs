@@ -13,13 +13,13 @@ use hotpath_background::JobStorage;
 use hotpath_background::jobs::Deps;
 use hotpath_background::llm::scripted::{ScriptedConfig, ScriptedProvider};
 use hotpath_background::worker::{self, WorkerConfig};
+use hotpath_cache::GameId;
 use hotpath_cache::cache::MemoryCache;
 use hotpath_cache::events::GameEvent;
-use hotpath_cache::jobs::{JobQueue, PopulateStakeholderDetails};
+use hotpath_cache::jobs::{GenerateSocialBundle, JobQueue};
 use hotpath_cache::scenario::builtin;
 use hotpath_cache::store::{PostgresStore, SqliteStore, Store};
 use hotpath_cache::stream::{EventStream, MemoryStream, Position, StreamItem};
-use hotpath_cache::{GameId, StakeholderId};
 
 async fn measure(name: &str, storage: JobStorage, store: Arc<dyn Store>, samples: usize) {
     let stream: Arc<dyn EventStream> = Arc::new(MemoryStream::new(100_000));
@@ -42,12 +42,11 @@ async fn measure(name: &str, storage: JobStorage, store: Arc<dyn Store>, samples
         let _ = stopped.await;
     }));
     let mut sub = stream.subscribe(game, Position::Live).await.unwrap();
-    let who = StakeholderId::new("mara").unwrap();
     let mut latencies = Vec::with_capacity(samples);
     for i in 0..samples + 10 {
-        let job = PopulateStakeholderDetails {
+        let job = GenerateSocialBundle {
             game_id: game,
-            stakeholder_id: who.clone(),
+            world_version: i as u64,
         };
         let t = Instant::now();
         let id = storage.push(job.into()).await.unwrap();

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use hotpath_cache::StakeholderId;
-use hotpath_cache::model::{Gossip, StakeholderMove};
+use hotpath_cache::model::{ActionKind, Gossip, StakeholderMove};
 use hotpath_cache::scenario::Scenario;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -78,7 +78,23 @@ struct RawMove {
 
 /// A stakeholder action or reaction.
 pub fn stakeholder_move(text: &str) -> Result<StakeholderMove, Invalid> {
-    let raw: RawMove = parse(text)?;
+    checked_move(parse(text)?)
+}
+
+#[derive(Deserialize)]
+struct RawReaction {
+    stakeholder_id: String,
+    action_kind: String,
+    #[serde(flatten)]
+    reaction: RawMove,
+}
+
+#[derive(Deserialize)]
+struct RawReactions {
+    reactions: Vec<RawReaction>,
+}
+
+fn checked_move(raw: RawMove) -> Result<StakeholderMove, Invalid> {
     let intent = text_field("intent", &raw.intent, 2, 24)?.to_lowercase();
     if !intent.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
         return invalid(format!(
@@ -92,20 +108,63 @@ pub fn stakeholder_move(text: &str) -> Result<StakeholderMove, Invalid> {
     })
 }
 
-#[derive(Deserialize)]
-pub struct Details {
-    pub appearance: String,
-    pub voice: String,
-    pub secret: String,
+/// A scene's reactions: each names a stakeholder of `present` and an action kind of
+/// `wanted`. Entries for pairs not asked for are refused; a pair asked for but missing is
+/// refused too, so the retry asks again.
+pub fn scene_reactions(
+    text: &str,
+    wanted: &BTreeMap<(StakeholderId, ActionKind), u32>,
+) -> Result<Vec<(StakeholderId, ActionKind, StakeholderMove)>, Invalid> {
+    let raw: RawReactions = parse(text)?;
+    let mut out = Vec::new();
+    for r in raw.reactions {
+        let kind = ActionKind::parse(&r.action_kind).ok_or_else(|| {
+            Invalid(format!(
+                "`action_kind` `{}` is not a kind of action",
+                r.action_kind
+            ))
+        })?;
+        let who = StakeholderId::new(r.stakeholder_id.clone())
+            .ok()
+            .filter(|id| wanted.contains_key(&(id.clone(), kind)))
+            .ok_or_else(|| {
+                Invalid(format!(
+                    "a reaction of `{}` to `{}` was not asked for",
+                    r.stakeholder_id, r.action_kind
+                ))
+            })?;
+        out.push((who, kind, checked_move(r.reaction)?));
+    }
+    for (who, kind) in wanted.keys() {
+        if !out.iter().any(|(w, k, _)| w == who && k == kind) {
+            return invalid(format!(
+                "no reaction of `{who}` to `{}` was given",
+                kind.as_str()
+            ));
+        }
+    }
+    Ok(out)
 }
 
-pub fn details(text: &str) -> Result<Details, Invalid> {
-    let raw: Details = parse(text)?;
-    Ok(Details {
-        appearance: text_field("appearance", &raw.appearance, 3, 400)?,
-        voice: text_field("voice", &raw.voice, 3, 400)?,
-        secret: text_field("secret", &raw.secret, 3, 400)?,
-    })
+#[derive(Deserialize)]
+struct RawBeats {
+    beats: Vec<String>,
+}
+
+/// The descriptions of a phase's `count` beats, in order.
+pub fn beats(text: &str, count: usize) -> Result<Vec<String>, Invalid> {
+    let raw: RawBeats = parse(text)?;
+    if raw.beats.len() < count {
+        return invalid(format!(
+            "`beats` must have {count} strings, found {}",
+            raw.beats.len()
+        ));
+    }
+    raw.beats
+        .iter()
+        .take(count)
+        .map(|b| text_field("beats[]", b, 10, 1200))
+        .collect()
 }
 
 #[derive(Deserialize)]

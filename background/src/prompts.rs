@@ -19,16 +19,8 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../prompts/_stakeholder.j2"),
     ),
     (
-        "stakeholder_action.j2",
-        include_str!("../prompts/stakeholder_action.j2"),
-    ),
-    (
-        "stakeholder_reaction.j2",
-        include_str!("../prompts/stakeholder_reaction.j2"),
-    ),
-    (
-        "stakeholder_details.j2",
-        include_str!("../prompts/stakeholder_details.j2"),
+        "scene_reactions.j2",
+        include_str!("../prompts/scene_reactions.j2"),
     ),
     (
         "phase_narration.j2",
@@ -59,9 +51,7 @@ const TEMPLATES: &[(&str, &str)] = &[
 /// The template of a job kind (`None` for kinds that call no model).
 pub fn template_of(kind: JobKind) -> Option<&'static str> {
     Some(match kind {
-        JobKind::GenerateStakeholderAction => "stakeholder_action.j2",
-        JobKind::GenerateStakeholderReaction => "stakeholder_reaction.j2",
-        JobKind::PopulateStakeholderDetails => "stakeholder_details.j2",
+        JobKind::PrepareSceneReactions => "scene_reactions.j2",
         JobKind::NarratePhaseTransition => "phase_narration.j2",
         JobKind::GenerateBeatDescription => "beat_description.j2",
         JobKind::GenerateSocialBundle => "social_bundle.j2",
@@ -162,7 +152,8 @@ mod tests {
         let facts = json!({
             "scenario": {"title": "The Harbor Strike", "description": "A port town."},
             "scene": {"name": "The Docks", "description": "Wet planks."},
-            "present": ["mara", "brann"],
+            "present": [{"id": "mara", "name": "Mara", "role": "dock boss", "traits": ["bold"], "standing": 10}],
+            "wanted": [{"stakeholder_id": "mara", "action_kind": "threaten", "count": 2}],
             "conflicts": [{"name": "Strike", "phase": "walkout", "intensity": 40, "resolved": false}],
             "stakeholder": {"id": "mara", "name": "Mara", "role": "dock boss", "traits": ["bold"], "goals": [], "relationships": []},
             "standing": 10,
@@ -186,7 +177,7 @@ mod tests {
             assert_eq!(retry.version, p.version);
         }
         assert!(
-            render(JobKind::GenerateStakeholderAction, &facts, true, None)
+            render(JobKind::PrepareSceneReactions, &facts, true, None)
                 .unwrap()
                 .user
                 .contains("Mara")

@@ -9,6 +9,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::time::Duration;
 
 use apalis::prelude::*;
 use apalis_postgres::PostgresStorage;
@@ -181,12 +182,45 @@ impl JobStorage {
     }
 
     fn task(&self, job: Job, id: &TaskId) -> Task<Job> {
-        let priority = job.priority().max(0) as usize;
+        // As the write path does: the kind's head start in `run_at` (see `JobKind::head_start`).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let run_at = now.saturating_sub(job.kind().head_start()).as_secs();
         TaskBuilder::new(job)
             .task_id(id.clone())
-            .priority(priority)
+            .priority(0)
+            .run_at_timestamp(run_at)
             .max_attempts(self.max_deliveries as usize)
             .build()
+    }
+
+    /// Holds job `id` in the storage until `after` from now: the retry of a failed delivery
+    /// is scheduled by the storage (apalis fetches failed jobs again once `run_at` passed),
+    /// not slept in a worker slot.
+    pub async fn reschedule(&self, id: &str, after: Duration) -> Result<(), QueueError> {
+        let secs = after.as_secs().max(1) as i64;
+        match &self.backend {
+            Backend::Sqlite { storage, .. } => {
+                sqlx::query("UPDATE Jobs SET run_at = strftime('%s', 'now') + ? WHERE id = ?")
+                    .bind(secs)
+                    .bind(id)
+                    .execute(storage.pool())
+                    .await
+                    .map_err(unavailable)?;
+            }
+            Backend::Postgres { storage } => {
+                sqlx::query(
+                    "UPDATE apalis.jobs SET run_at = now() + make_interval(secs => $2) WHERE id = $1",
+                )
+                .bind(id)
+                .bind(secs as f64)
+                .execute(storage.pool())
+                .await
+                .map_err(unavailable)?;
+            }
+        }
+        Ok(())
     }
 
     /// One job by id.
@@ -348,6 +382,75 @@ impl JobQueue for JobStorage {
             .map_err(unavailable)?,
         };
         Ok(n.max(0) as u64)
+    }
+
+    /// Deletes finished jobs done more than `done_secs` ago and dead letters older than
+    /// `dead_secs`; returns how many.
+    async fn purge(&self, done_secs: u64, dead_secs: u64) -> Result<u64, QueueError> {
+        let (done, dead) = (done_secs as i64, dead_secs as i64);
+        let n = match &self.backend {
+            Backend::Sqlite { storage, .. } => sqlx::query(
+                "DELETE FROM Jobs WHERE job_type = ?1 AND ( \
+                 (status = 'Done' AND done_at < strftime('%s', 'now') - ?2) OR \
+                 ((status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts)) \
+                  AND done_at < strftime('%s', 'now') - ?3))",
+            )
+            .bind(QUEUE)
+            .bind(done)
+            .bind(dead)
+            .execute(storage.pool())
+            .await
+            .map_err(unavailable)?
+            .rows_affected(),
+            Backend::Postgres { storage } => sqlx::query(
+                "DELETE FROM apalis.jobs WHERE job_type = $1 AND ( \
+                 (status = 'Done' AND done_at < now() - make_interval(secs => $2)) OR \
+                 ((status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts)) \
+                  AND done_at < now() - make_interval(secs => $3)))",
+            )
+            .bind(QUEUE)
+            .bind(done as f64)
+            .bind(dead as f64)
+            .execute(storage.pool())
+            .await
+            .map_err(unavailable)?
+            .rows_affected(),
+        };
+        Ok(n)
+    }
+
+    async fn counts(&self) -> Result<hotpath_cache::jobs::JobCounts, QueueError> {
+        const STATE: &str = "CASE WHEN status = 'Pending' THEN 'pending' \
+            WHEN status IN ('Queued', 'Running') THEN 'running' \
+            WHEN status = 'Done' THEN 'done' \
+            WHEN status = 'Failed' AND attempts < max_attempts THEN 'retrying' \
+            ELSE 'dead' END";
+        let rows: Vec<(String, Option<String>, i64)> = match &self.backend {
+            Backend::Sqlite { storage, .. } => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {STATE}, json_extract(CAST(job AS TEXT), '$.kind'), COUNT(*) \
+                 FROM Jobs WHERE job_type = ? GROUP BY 1, 2"
+            )))
+            .bind(QUEUE)
+            .fetch_all(storage.pool())
+            .await
+            .map_err(unavailable)?,
+            Backend::Postgres { storage } => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {STATE}, convert_from(job, 'UTF8')::jsonb ->> 'kind', COUNT(*) \
+                 FROM apalis.jobs WHERE job_type = $1 GROUP BY 1, 2"
+            )))
+            .bind(QUEUE)
+            .fetch_all(storage.pool())
+            .await
+            .map_err(unavailable)?,
+        };
+        let mut out = hotpath_cache::jobs::JobCounts::new();
+        for (state, kind, n) in rows {
+            *out.entry(state)
+                .or_default()
+                .entry(kind.unwrap_or_else(|| "unknown".into()))
+                .or_default() += n.max(0) as u64;
+        }
+        Ok(out)
     }
 
     async fn ping(&self) -> Result<(), QueueError> {

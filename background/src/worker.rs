@@ -24,7 +24,7 @@ use apalis_cron::{CronScheduler, Tick};
 use apalis_postgres::Pubsub;
 use hotpath_cache::jobs::{CleanupExpiredActions, Job, JobQueue};
 
-use crate::jobs::{self, Deps, JobSettings};
+use crate::jobs::{self, Deps, Failure, JobSettings};
 use crate::queue::{Backend, JobStorage, QUEUE};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +98,21 @@ struct Runtime {
     deps: Deps,
     settings: JobSettings,
     max_deliveries: u32,
+    storage: JobStorage,
+}
+
+/// Gives back the job's coalescing guard, so the next action that needs its work can ask.
+async fn release_guard(rt: &Runtime, job: &Job, job_id: &str) {
+    let Some(game) = job.game_id() else { return };
+    if let Err(e) = rt
+        .deps
+        .store
+        .release_job_guard(game, &job.coalesce_key(), job_id)
+        .await
+    {
+        // The guard expires by itself (`JOB_GUARD_TTL_MS`); until then the work is not asked again.
+        tracing::warn!(job_id, error = %e, "could not release a job's guard");
+    }
 }
 
 async fn handle(
@@ -118,10 +133,32 @@ async fn handle(
         .into());
     }
     match jobs::execute(&job, &job_id, delivery, &rt.deps, &rt.settings).await {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            release_guard(&rt, &job, &job_id).await;
+            Ok(())
+        }
+        Err(Failure::Retry { after, reason }) if delivery < rt.max_deliveries => {
+            // The storage holds it until then; the error marks it `Failed` with a delivery
+            // left, which apalis fetches again once `run_at` has passed.
+            if let Err(e) = rt.storage.reschedule(&job_id, after).await {
+                tracing::warn!(job_id, error = %e, "could not schedule a job's retry");
+            }
+            Err(reason.into())
+        }
+        Err(Failure::Retry { reason, .. }) => {
+            release_guard(&rt, &job, &job_id).await;
+            Err(AbortError::new(format!(
+                "{}: delivery {delivery}: {reason}",
+                job.kind().as_str()
+            ))
+            .into())
+        }
         // AbortError: apalis marks the task `Killed` and its backend never fetches it again —
         // the dead-letter state, with the reason as its last result.
-        Err(dead) => Err(AbortError::new(dead.reason).into()),
+        Err(Failure::Dead(dead)) => {
+            release_guard(&rt, &job, &job_id).await;
+            Err(AbortError::new(dead.reason).into())
+        }
     }
 }
 
@@ -197,6 +234,7 @@ pub async fn run(
         deps,
         settings: config.jobs.clone(),
         max_deliveries: storage.max_deliveries(),
+        storage: storage.clone(),
     });
     let name = config.name.clone();
     let concurrency = config.concurrency;

@@ -4,15 +4,14 @@
 use hotpath_background::JobStorage;
 use hotpath_cache::jobs::*;
 use hotpath_cache::store::{PostgresStore, Store};
-use hotpath_cache::{ConflictId, GameId, PhaseId, SceneId, StakeholderId};
+use hotpath_cache::{ConflictId, GameId, PhaseId, SceneId};
 
 fn reaction(game: GameId) -> Job {
-    GenerateStakeholderReaction {
+    PrepareSceneReactions {
         game_id: game,
         scene_id: SceneId::new("docks").unwrap(),
-        stakeholder_id: StakeholderId::new("mara").unwrap(),
-        event_seq: 3,
         context_hash: hotpath_cache::state::ContextHash("abc".into()),
+        conflicts: Vec::new(),
         world_version: 3,
     }
     .into()

@@ -127,7 +127,16 @@ pub enum GameEvent {
     /// The slow path wrote something the hot path will serve: `what` it is and `location` (a
     /// cache key or `table/row id`).
     #[serde(rename = "content.ready")]
-    ContentReady { what: String, location: String },
+    ContentReady {
+        what: String,
+        location: String,
+        /// The job kind that wrote it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        job_kind: Option<crate::jobs::JobKind>,
+        /// Milliseconds from the job's dispatch to this content being written: its freshness.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lag_ms: Option<u64>,
+    },
     #[serde(rename = "dialogue.chunk")]
     DialogueChunk {
         request_id: RequestId,
@@ -176,6 +185,8 @@ mod tests {
         let e = GameEvent::ContentReady {
             what: "narration".into(),
             location: "k".into(),
+            job_kind: None,
+            lag_ms: None,
         };
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["type"], e.kind());

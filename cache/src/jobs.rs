@@ -28,9 +28,7 @@ pub fn new_job_id() -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
-    GenerateStakeholderAction,
-    GenerateStakeholderReaction,
-    PopulateStakeholderDetails,
+    PrepareSceneReactions,
     NarratePhaseTransition,
     GenerateBeatDescription,
     GenerateSocialBundle,
@@ -41,10 +39,8 @@ pub enum JobKind {
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 10] = [
-        JobKind::GenerateStakeholderAction,
-        JobKind::GenerateStakeholderReaction,
-        JobKind::PopulateStakeholderDetails,
+    pub const ALL: [JobKind; 8] = [
+        JobKind::PrepareSceneReactions,
         JobKind::NarratePhaseTransition,
         JobKind::GenerateBeatDescription,
         JobKind::GenerateSocialBundle,
@@ -56,9 +52,7 @@ impl JobKind {
 
     pub fn as_str(self) -> &'static str {
         match self {
-            JobKind::GenerateStakeholderAction => "generate_stakeholder_action",
-            JobKind::GenerateStakeholderReaction => "generate_stakeholder_reaction",
-            JobKind::PopulateStakeholderDetails => "populate_stakeholder_details",
+            JobKind::PrepareSceneReactions => "prepare_scene_reactions",
             JobKind::NarratePhaseTransition => "narrate_phase_transition",
             JobKind::GenerateBeatDescription => "generate_beat_description",
             JobKind::GenerateSocialBundle => "generate_social_bundle",
@@ -70,17 +64,37 @@ impl JobKind {
     }
 
     /// Higher runs first: a player is waiting on dialogue, reactions are served on the next
-    /// appearance, actions refill, narration prepares ahead, the rest can wait.
+    /// action, narration prepares ahead, the rest can wait.
     pub fn priority(self) -> i32 {
         match self {
             JobKind::StreamDialogueReply => 50,
-            JobKind::GenerateStakeholderReaction => 40,
-            JobKind::GenerateStakeholderAction => 30,
+            JobKind::PrepareSceneReactions => 40,
             JobKind::NarratePhaseTransition | JobKind::GenerateBeatDescription => 20,
             _ => 10,
         }
     }
+
+    /// How far ahead of its peers a job of this kind is fetched. The storages fetch by
+    /// `run_at`, so a job is stored with `run_at = now - head_start`: the priority becomes a
+    /// head start that a job of a lower kind wins back by waiting (aging), instead of an order
+    /// a busy queue never lets the low kinds reach.
+    pub fn head_start(self) -> std::time::Duration {
+        std::time::Duration::from_secs(match self {
+            JobKind::StreamDialogueReply => 60,
+            JobKind::PrepareSceneReactions => 20,
+            JobKind::NarratePhaseTransition | JobKind::GenerateBeatDescription => 10,
+            _ => 0,
+        })
+    }
 }
+
+/// How long a job's coalescing guard holds at most: a job that never reports back (its
+/// storage row lost) stops blocking its work after this long.
+pub const JOB_GUARD_TTL_MS: i64 = 10 * 60 * 1000;
+
+/// A job older than this (from its dispatch) is dropped before the model is called: what it
+/// prepares would be served too late to matter. The whole-job deadline.
+pub const JOB_DEADLINE_MS: i64 = 5 * 60 * 1000;
 
 /// Common face of every job message.
 pub trait JobMessage: Serialize + for<'de> Deserialize<'de> + Send + Sync + 'static {
@@ -109,40 +123,25 @@ macro_rules! job {
     };
 }
 
-job!(GenerateStakeholderAction, GenerateStakeholderAction,
-|j| format!(
-    "action:{}:{}:{}:{}:{}:{}",
-    j.game_id, j.scene_id, j.stakeholder_id, j.context_hash, j.world_version, j.slot
-),
+/// A conflict's phase in the context a job prepares for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictAt {
+    pub conflict_id: ConflictId,
+    pub phase_id: PhaseId,
+    pub resolved: bool,
+}
+
+job!(PrepareSceneReactions, PrepareSceneReactions,
+|j| format!("prepare:{}:{}:{}:{}", j.game_id, j.scene_id, j.context_hash, j.world_version),
 {
     pub game_id: GameId,
     pub scene_id: SceneId,
-    pub stakeholder_id: StakeholderId,
+    /// The scene's context the reactions are for: the current one, or the one a conflict's
+    /// next phase will bring (prepared ahead).
     pub context_hash: ContextHash,
+    /// The phases of the scene's conflicts in that context.
+    pub conflicts: Vec<ConflictAt>,
     pub world_version: u64,
-    /// Which of the actions dispatched together at this world version (0, 1, ...): the
-    /// dedupe key includes both, so a refill at a later version writes new rows while a job
-    /// that runs twice still writes one.
-    pub slot: u32,
-});
-
-job!(GenerateStakeholderReaction, GenerateStakeholderReaction,
-|j| format!("reaction:{}:{}:{}", j.game_id, j.stakeholder_id, j.event_seq),
-{
-    pub game_id: GameId,
-    pub scene_id: SceneId,
-    pub stakeholder_id: StakeholderId,
-    /// The logged event reacted to.
-    pub event_seq: u64,
-    pub context_hash: ContextHash,
-    pub world_version: u64,
-});
-
-job!(PopulateStakeholderDetails, PopulateStakeholderDetails,
-|j| format!("details:{}:{}", j.game_id, j.stakeholder_id),
-{
-    pub game_id: GameId,
-    pub stakeholder_id: StakeholderId,
 });
 
 job!(NarratePhaseTransition, NarratePhaseTransition,
@@ -156,12 +155,12 @@ job!(NarratePhaseTransition, NarratePhaseTransition,
 });
 
 job!(GenerateBeatDescription, GenerateBeatDescription,
-|j| format!("beat:{}:{}:{}:{}", j.game_id, j.conflict_id, j.phase_id, j.beat),
+|j| format!("beats:{}:{}:{}", j.game_id, j.conflict_id, j.phase_id),
 {
     pub game_id: GameId,
     pub conflict_id: ConflictId,
+    /// Every beat of this phase is described, in one call.
     pub phase_id: PhaseId,
-    pub beat: u32,
     pub world_version: u64,
 });
 
@@ -232,9 +231,7 @@ impl JobMessage for CleanupExpiredActions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Job {
-    GenerateStakeholderAction(GenerateStakeholderAction),
-    GenerateStakeholderReaction(GenerateStakeholderReaction),
-    PopulateStakeholderDetails(PopulateStakeholderDetails),
+    PrepareSceneReactions(PrepareSceneReactions),
     NarratePhaseTransition(NarratePhaseTransition),
     GenerateBeatDescription(GenerateBeatDescription),
     GenerateSocialBundle(GenerateSocialBundle),
@@ -247,9 +244,7 @@ pub enum Job {
 macro_rules! job_enum_dispatch {
     ($self:ident, |$j:ident| $body:expr) => {
         match $self {
-            Job::GenerateStakeholderAction($j) => $body,
-            Job::GenerateStakeholderReaction($j) => $body,
-            Job::PopulateStakeholderDetails($j) => $body,
+            Job::PrepareSceneReactions($j) => $body,
             Job::NarratePhaseTransition($j) => $body,
             Job::GenerateBeatDescription($j) => $body,
             Job::GenerateSocialBundle($j) => $body,
@@ -281,6 +276,23 @@ impl Job {
     pub fn priority(&self) -> i32 {
         self.kind().priority()
     }
+
+    /// What the job produces, without the world version: while a job with this key is queued
+    /// or running, another is not dispatched (coalescing). Its guard lives in the store
+    /// (`job_guards`), taken in the dispatching action's transaction and released when the job
+    /// ends, so it holds across processes.
+    pub fn coalesce_key(&self) -> String {
+        match self {
+            Job::PrepareSceneReactions(j) => format!("prepare:{}:{}", j.scene_id, j.context_hash),
+            Job::GenerateSocialBundle(_) => "social".into(),
+            Job::GenerateCanonReferences(_) => "canon-refs".into(),
+            Job::StreamDialogueReply(j) => format!("dialogue:{}", j.request_id),
+            Job::NarratePhaseTransition(j) => format!("narration:{}:{}", j.conflict_id, j.phase_id),
+            Job::GenerateBeatDescription(j) => format!("beats:{}:{}", j.conflict_id, j.phase_id),
+            Job::CanonizeConflict(j) => format!("canon:{}", j.conflict_id),
+            Job::CleanupExpiredActions(_) => "cleanup".into(),
+        }
+    }
 }
 
 macro_rules! job_from {
@@ -294,9 +306,7 @@ macro_rules! job_from {
 }
 
 job_from!(
-    GenerateStakeholderAction,
-    GenerateStakeholderReaction,
-    PopulateStakeholderDetails,
+    PrepareSceneReactions,
     NarratePhaseTransition,
     GenerateBeatDescription,
     GenerateSocialBundle,
@@ -305,6 +315,14 @@ job_from!(
     StreamDialogueReply,
     CleanupExpiredActions
 );
+
+/// Jobs by state, then by kind: `counts["pending"]["prepare_scene_reactions"]`.
+pub type JobCounts = std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>;
+
+/// How long finished jobs stay in the storage before the cleanup deletes them: an hour.
+pub const DONE_JOBS_RETAIN_SECS: u64 = 3600;
+/// How long dead letters stay, for operators to read and requeue: a week.
+pub const DEAD_JOBS_RETAIN_SECS: u64 = 7 * 24 * 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -329,6 +347,15 @@ pub trait JobQueue: Send + Sync {
     }
     /// Jobs waiting to run (for the queue-depth metric).
     async fn pending(&self) -> Result<u64, QueueError>;
+    /// Jobs by state (`pending`, `running`, `retrying`, `done`, `dead`), then by kind.
+    async fn counts(&self) -> Result<JobCounts, QueueError> {
+        Ok(JobCounts::default())
+    }
+    /// Deletes finished jobs done more than `done_secs` ago and dead letters older than
+    /// `dead_secs`; returns how many.
+    async fn purge(&self, _done_secs: u64, _dead_secs: u64) -> Result<u64, QueueError> {
+        Ok(0)
+    }
     /// Checks the storage answers (for `/readyz`).
     async fn ping(&self) -> Result<(), QueueError>;
 }
@@ -338,7 +365,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kinds_have_distinct_names_and_reactions_beat_actions() {
+    fn kinds_have_distinct_names_and_head_starts_follow_priority() {
         let names: std::collections::BTreeSet<_> =
             JobKind::ALL.iter().map(|k| k.as_str()).collect();
         assert_eq!(names.len(), JobKind::ALL.len());
@@ -346,13 +373,18 @@ mod tests {
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }
         assert!(
-            JobKind::GenerateStakeholderReaction.priority()
-                > JobKind::GenerateStakeholderAction.priority()
+            JobKind::StreamDialogueReply.priority() > JobKind::PrepareSceneReactions.priority()
         );
         assert!(
-            JobKind::GenerateStakeholderAction.priority()
-                > JobKind::NarratePhaseTransition.priority()
+            JobKind::PrepareSceneReactions.priority() > JobKind::NarratePhaseTransition.priority()
         );
+        for k in JobKind::ALL {
+            for l in JobKind::ALL {
+                if k.priority() > l.priority() {
+                    assert!(k.head_start() > l.head_start(), "{k:?} before {l:?}");
+                }
+            }
+        }
         assert!(
             JobKind::NarratePhaseTransition.priority() > JobKind::GenerateSocialBundle.priority()
         );

@@ -56,6 +56,24 @@ impl ActionKind {
     }
 }
 
+/// What a prepared reaction is made for, and what an action claims by: the scene's context
+/// (scene, who is present, the phases of its conflicts) and the kind of the player's action.
+/// Stored as the row's `context_hash`, so a reaction is only ever served for what it was
+/// written for.
+pub fn reaction_key(context: &ContextHash, kind: ActionKind) -> ContextHash {
+    ContextHash(format!("{}/{}", context.0, kind.as_str()))
+}
+
+/// The key a phase's narration is written for and served under.
+pub fn narration_key(conflict: &ConflictId, phase: &PhaseId) -> ContextHash {
+    ContextHash(format!("narration:{conflict}:{phase}"))
+}
+
+/// The key a beat description is written for and served under.
+pub fn beat_key(conflict: &ConflictId, phase: &PhaseId, beat: u32) -> ContextHash {
+    ContextHash(format!("beat:{conflict}:{phase}:{beat}"))
+}
+
 /// A player's action as the hot path received and classified it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlayerAction {
@@ -229,15 +247,5 @@ pub struct CanonReference {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CanonReferences {
     pub items: Vec<CanonReference>,
-    pub provenance: Provenance,
-}
-
-/// Background detail the slow path fills in about a stakeholder (voice, appearance, secrets).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StakeholderDetails {
-    pub stakeholder_id: StakeholderId,
-    pub appearance: String,
-    pub voice: String,
-    pub secret: String,
     pub provenance: Provenance,
 }

@@ -299,14 +299,15 @@ mod suite {
             .unwrap();
         let mut ids: Vec<_> = got.iter().map(|a| a.dedupe_key.clone()).collect();
         ids.sort();
-        let mut want: Vec<_> = [&high, &old_equal, &reaction]
+        let mut want: Vec<_> = [&high, &old_equal]
             .iter()
             .map(|a| a.dedupe_key.clone())
             .collect();
         want.sort();
         assert_eq!(
             ids, want,
-            "priority first, then age; reactions regardless of context"
+            "priority first, then age; only rows made for this very key (a reaction made for \
+             another context is never served)"
         );
         assert!(got.iter().all(|a| a.status == PlannedStatus::Consumed));
         assert_eq!(
@@ -417,6 +418,8 @@ mod suite {
                 events: vec![hotpath_cache::events::GameEvent::ContentReady {
                     what: format!("answer {seq}"),
                     location: "docks".into(),
+                    job_kind: None,
+                    lag_ms: None,
                 }],
             }),
         }
@@ -553,7 +556,8 @@ mod suite {
         stale.expires_at = now_ms() - 1_000;
         let mut reaction = planned(game, "docks", "brann", "c1", 1, "reaction");
         reaction.kind = PlannedKind::Reaction;
-        for a in [&a1, &a2, &b1, &stale, &reaction] {
+        let other_key = planned(game, "docks", "brann", "c1/threaten", 1, "other-key");
+        for a in [&a1, &a2, &b1, &stale, &reaction, &other_key] {
             s.insert_planned(a).await.unwrap();
         }
         let counts = s
@@ -563,8 +567,8 @@ mod suite {
         assert_eq!(counts.get(&sid("mara")), Some(&2));
         assert_eq!(
             counts.get(&sid("brann")),
-            Some(&1),
-            "expired rows and reactions do not count"
+            Some(&2),
+            "every ready row of the key counts, expired rows and other keys do not"
         );
 
         assert!(

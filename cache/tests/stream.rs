@@ -43,6 +43,8 @@ fn ev(n: usize) -> GameEvent {
     GameEvent::ContentReady {
         what: "test".into(),
         location: format!("n{n}"),
+        job_kind: None,
+        lag_ms: None,
     }
 }
 

@@ -93,9 +93,10 @@ enum Command {
     Worker {
         #[command(flatten)]
         backend: Backend,
-        /// Jobs run at once by this process.
-        #[arg(long, env = "HOTPATH_WORKER_CONCURRENCY", default_value_t = 4)]
-        concurrency: usize,
+        /// Jobs run at once by this process (default: the provider's concurrency limit,
+        /// `HOTPATH_LLM_MAX_CONCURRENT`: jobs wait on the model, not on this machine's CPU).
+        #[arg(long, env = "HOTPATH_WORKER_CONCURRENCY")]
+        concurrency: Option<usize>,
         /// Also schedule the periodic cleanup (run it in exactly one process).
         #[arg(long, env = "HOTPATH_CRON")]
         cron: bool,
@@ -225,6 +226,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let workers_done = if run_workers {
                 let config = WorkerConfig {
                     name: default_name("serve"),
+                    concurrency: llm.max_concurrent,
                     // Embedded: this process is the only one, so it also runs the cleanup.
                     run_cron: backends.mode == "embedded",
                     ..WorkerConfig::default()
@@ -262,7 +264,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let backends = Backends::connect(&backend.config()).await?;
             let config = WorkerConfig {
                 name: default_name("worker"),
-                concurrency,
+                concurrency: concurrency.unwrap_or(llm.max_concurrent),
                 run_cron: cron,
                 ..WorkerConfig::default()
             };

@@ -113,11 +113,11 @@ mod suite {
             .iter()
             .map(|d| d["kind"].as_str().unwrap())
             .collect();
+        assert!(kinds.contains(&"prepare_scene_reactions"), "{kinds:?}");
         assert!(
-            kinds.contains(&"generate_stakeholder_reaction"),
-            "{kinds:?}"
+            !kinds.contains(&"populate_stakeholder_details"),
+            "nothing reads details: {kinds:?}"
         );
-        assert!(kinds.contains(&"generate_stakeholder_action"), "{kinds:?}");
         let queued: Vec<_> = dispatched
             .iter()
             .filter(|d| d["status"] == "queued")
@@ -130,23 +130,32 @@ mod suite {
             );
         }
 
-        // The guard: the same work is not dispatched twice while in flight.
+        // Coalescing: work queued and not yet done is not dispatched again (no worker runs
+        // here), and other scenes are prepared once per context.
         let r2 = app.act(&game, &token, docks("Pay the crews or else")).await;
         assert_eq!(r2.json["turn"], 2);
         let again: Vec<_> = r2.json["dispatched"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|d| d["dedupe_key"].as_str().unwrap().to_owned())
+            .map(|d| d["kind"].as_str().unwrap().to_owned())
             .collect();
-        for d in dispatched {
-            if d["kind"] == "populate_stakeholder_details" {
-                assert!(
-                    !again.contains(&d["dedupe_key"].as_str().unwrap().to_owned()),
-                    "details dispatched twice"
-                );
-            }
-        }
+        assert!(kinds.contains(&"generate_social_bundle"), "{kinds:?}");
+        assert!(
+            !again.iter().any(|k| k == "generate_social_bundle"),
+            "the social bundle is still queued: {again:?}"
+        );
+        assert!(
+            again
+                .iter()
+                .filter(|k| *k == "prepare_scene_reactions")
+                .count()
+                < kinds
+                    .iter()
+                    .filter(|k| **k == "prepare_scene_reactions")
+                    .count(),
+            "first {kinds:?}, then {again:?}"
+        );
         let r = app
             .call(
                 Method::GET,
@@ -166,12 +175,13 @@ mod suite {
         let scenario = app.state.hot.scenario_of(game_id).await.unwrap();
         let docks_id = SceneId::new("docks").unwrap();
         let context = state.context_hash(&scenario, &docks_id);
-        let planned = PlannedAction {
+        // One row for each kind of action: the claim takes the one made for this action's.
+        let row = |kind: hotpath_cache::model::ActionKind| PlannedAction {
             id: PlannedActionId::generate(),
             game_id,
             scene_id: docks_id.clone(),
             stakeholder_id: StakeholderId::new("brann").unwrap(),
-            kind: PlannedKind::Action,
+            kind: PlannedKind::Reaction,
             payload: StakeholderMove {
                 behaviour: "Brann slams a crate down".into(),
                 intent: "oppose".into(),
@@ -180,12 +190,21 @@ mod suite {
             priority: 1,
             status: PlannedStatus::Ready,
             expires_at: now_ms() + 60_000,
-            dedupe_key: format!("test:{game}:brann"),
+            dedupe_key: format!("test:{game}:brann:{}", kind.as_str()),
             reacts_to: None,
-            provenance: provenance(context.clone(), state.seq),
+            provenance: provenance(
+                hotpath_cache::model::reaction_key(&context, kind),
+                state.seq,
+            ),
             created_at: now_ms(),
         };
-        assert!(app.backends.store.insert_planned(&planned).await.unwrap());
+        let rows: Vec<PlannedAction> = hotpath_cache::model::ActionKind::ALL
+            .into_iter()
+            .map(row)
+            .collect();
+        for p in &rows {
+            assert!(app.backends.store.insert_planned(p).await.unwrap());
+        }
         let strike = ConflictId::new("strike").unwrap();
         let simmering = PhaseId::new("simmering").unwrap();
         let beat = BeatText {
@@ -193,7 +212,10 @@ mod suite {
             phase_id: simmering.clone(),
             beat: 1,
             text: "Rain hisses on the idle cranes.".into(),
-            provenance: provenance(context.clone(), state.seq),
+            provenance: provenance(
+                hotpath_cache::model::beat_key(&strike, &simmering, 1),
+                state.seq,
+            ),
         };
         let ttl = Duration::from_secs(60);
         app.backends
@@ -231,6 +253,20 @@ mod suite {
         assert_eq!(brann["text"], "Six weeks, and not a copper!");
         assert!(brann["age_ms"].as_i64().unwrap() >= 1_000);
         assert_eq!(
+            brann["provenance"]["made_for"], brann["served_for"],
+            "served for what it was made for: {brann}"
+        );
+        assert!(
+            brann["served_for"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("/{}", r.json["kind"].as_str().unwrap()))
+        );
+        assert_eq!(
+            r.json["narration"]["provenance"]["made_for"],
+            r.json["narration"]["served_for"]
+        );
+        assert_eq!(
             r.json["narration"]["source"], "cache",
             "turn 1 shows beat 1: {}",
             r.json["narration"]
@@ -244,19 +280,37 @@ mod suite {
             r.json["social"]["gossip"][0]["line"],
             "Kest swears Voss keeps two ledgers."
         );
-        assert_eq!(
-            app.backends
+        let kind = r.json["kind"].as_str().unwrap().to_owned();
+        for p in &rows {
+            let status = app
+                .backends
                 .store
-                .planned(planned.id)
+                .planned(p.id)
                 .await
                 .unwrap()
                 .unwrap()
-                .status,
-            PlannedStatus::Consumed
-        );
+                .status;
+            let mine = p.provenance.context_hash.0.ends_with(&format!("/{kind}"));
+            assert_eq!(
+                status,
+                if mine {
+                    PlannedStatus::Consumed
+                } else {
+                    PlannedStatus::Ready
+                },
+                "only the row made for a `{kind}` is taken: {}",
+                p.provenance.context_hash.0
+            );
+        }
 
-        // Claimed once: the next action falls back.
-        let r = app.act(&game, &token, docks("Good evening again.")).await;
+        // Claimed once: the next action of the same kind falls back.
+        let r = app
+            .act(
+                &game,
+                &token,
+                json!({"scene_id": "docks", "kind": kind, "text": "Good evening again."}),
+            )
+            .await;
         let brann = r.json["reactions"]
             .as_array()
             .unwrap()

@@ -102,6 +102,8 @@ mod suite {
                 &hotpath_cache::events::GameEvent::ContentReady {
                     what: "test".into(),
                     location: "first".into(),
+                    job_kind: None,
+                    lag_ms: None,
                 },
             )
             .await
@@ -115,6 +117,8 @@ mod suite {
                     &hotpath_cache::events::GameEvent::ContentReady {
                         what: "test".into(),
                         location: format!("n{i}"),
+                        job_kind: None,
+                        lag_ms: None,
                     },
                 )
                 .await

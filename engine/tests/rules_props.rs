@@ -180,6 +180,7 @@ proptest! {
                 cached: &cached,
                 dialogue: Some(RequestId::generate()),
                 config: &config,
+                asked: &Default::default(),
             });
             prop_assert!(jobs.iter().all(|j| j.game_id() == Some(game)));
             for c in state.conflicts.values() {

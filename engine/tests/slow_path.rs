@@ -410,8 +410,7 @@ mod suite {
         assert_eq!(first.json["social"]["source"], "fallback");
         let kinds = dispatched_kinds(&first.json);
         for kind in [
-            "generate_stakeholder_reaction",
-            "generate_stakeholder_action",
+            "prepare_scene_reactions",
             "generate_beat_description",
             "generate_social_bundle",
         ] {
@@ -445,14 +444,21 @@ mod suite {
             .act(
                 &game,
                 &token,
-                json!({"scene_id": "docks", "kind": "say", "text": "The tide is turning."}),
+                json!({"scene_id": "docks", "kind": "threaten", "text": "Pay up or the cranes burn."}),
             )
             .await;
         assert_eq!(second.status, 200, "{}", second.text);
         let reactions = second.json["reactions"].as_array().unwrap();
         assert_eq!(reactions.len(), DOCKS_STAKEHOLDERS.len(), "{}", second.text);
+        // Prepared ahead for the kinds of action to come, not in reply to the first one: a
+        // threat finds reactions written for a threat in this very context.
         for r in reactions {
             assert_eq!(r["source"], "precomputed", "{}", second.text);
+            assert_eq!(r["provenance"]["made_for"], r["served_for"], "{r}");
+            assert!(
+                r["served_for"].as_str().unwrap().ends_with("/threaten"),
+                "{r}"
+            );
             assert!(r["age_ms"].as_i64().is_some_and(|a| a >= 0), "{r}");
             assert!(!r["text"].as_str().unwrap().is_empty(), "{r}");
         }
@@ -613,24 +619,32 @@ mod suite {
             "every job of the action done after the restart",
         )
         .await;
-        let mut expected: BTreeMap<StakeholderId, u32> = BTreeMap::new();
         let mut context: Option<ContextHash> = None;
-        let mut keys_seen = std::collections::BTreeSet::new();
         for j in &jobs {
-            if let Some(Job::GenerateStakeholderAction(a)) = &j.job {
-                assert!(keys_seen.insert(j.job.as_ref().unwrap().dedupe_key()));
-                *expected.entry(a.stakeholder_id.clone()).or_default() += 1;
+            if let Some(Job::PrepareSceneReactions(a)) = &j.job
+                && a.scene_id == docks()
+            {
                 context = Some(a.context_hash.clone());
             }
         }
         if let Some(context) = context {
+            // However many deliveries the preparation took, each (stakeholder, kind) holds
+            // exactly the target, never more: the rows' dedupe keys made the writes idempotent.
+            let key = hotpath_cache::model::reaction_key(
+                &context,
+                hotpath_cache::model::ActionKind::Help,
+            );
             let counts = app
                 .backends
                 .store
-                .ready_counts(game_id, &docks(), &context, now_ms())
+                .ready_counts(game_id, &docks(), &key, now_ms())
                 .await
                 .unwrap();
-            assert_eq!(counts, expected, "one row per planned-action job");
+            let target = JobSettings::default().reactions_per_kind;
+            assert!(
+                counts.values().all(|n| *n == target),
+                "one row per prepared reaction: {counts:?}"
+            );
         }
 
         // The restarted deployment still answers.
@@ -708,7 +722,7 @@ mod suite {
                     .unwrap()
                     .is_some(),
                 Job::GenerateBeatDescription(j) => cache
-                    .get_typed(&keys::beat(game_id, &j.conflict_id, &j.phase_id, j.beat))
+                    .get_typed(&keys::beat(game_id, &j.conflict_id, &j.phase_id, 0))
                     .await
                     .unwrap()
                     .is_some(),
@@ -717,18 +731,16 @@ mod suite {
                     .await
                     .unwrap()
                     .is_some(),
-                Job::PopulateStakeholderDetails(j) => cache
-                    .get_typed(&keys::stakeholder_details(game_id, &j.stakeholder_id))
-                    .await
-                    .unwrap()
-                    .is_some(),
                 Job::GenerateCanonReferences(_) => cache
                     .get_typed(&keys::canon_references(game_id))
                     .await
                     .unwrap()
                     .is_some(),
-                Job::GenerateStakeholderAction(j) => {
-                    action_context = Some(j.context_hash.clone());
+                Job::PrepareSceneReactions(j) if j.scene_id == docks() => {
+                    action_context = Some(hotpath_cache::model::reaction_key(
+                        &j.context_hash,
+                        hotpath_cache::model::ActionKind::Say,
+                    ));
                     false // checked below, for all rows at once
                 }
                 _ => false,

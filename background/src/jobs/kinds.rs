@@ -4,21 +4,20 @@
 //!
 //! | kind | writes |
 //! |---|---|
-//! | stakeholder action | `planned_stakeholder_actions` row, kind `action`, for the job's context |
-//! | stakeholder reaction | row, kind `reaction`, `reacts_to` the event, priority above actions |
-//! | stakeholder details | cache `keys::stakeholder_details` |
+//! | scene reactions | `planned_stakeholder_actions` rows, kind `reaction`, one per (present stakeholder, action kind) short of the target, for the job's context (`model::reaction_key`) — one call for the whole scene |
 //! | phase narration | cache `keys::narration` |
-//! | beat description | cache `keys::beat` |
+//! | beat descriptions | cache `keys::beat`, every beat of the phase — one call |
 //! | social bundle | cache `keys::social` |
 //! | conflict canonization | `canon_events` row, `conflict_canonized` logged; queues canon references |
 //! | canon references | cache `keys::canon_references` |
 //! | dialogue reply | `dialogue.chunk`… then `dialogue.done` on the stream, `dialogue_replied` logged |
 //! | cleanup | expires ready rows past `expires_at`, deletes old spent rows |
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::StreamExt;
+use hotpath_cache::StakeholderId;
 use hotpath_cache::cache::{CacheExt, Key, keys};
 use hotpath_cache::events::{GameEvent, LoggedEvent};
 use hotpath_cache::ids::PlannedActionId;
@@ -30,7 +29,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::context::{World, context_of, summarize};
+use super::context::{World, context_of};
 use super::{Deps, JobSettings, Outcome, Try, TryError};
 use crate::output;
 use crate::prompts;
@@ -45,11 +44,9 @@ pub async fn run(
     s: &JobSettings,
 ) -> Result<Outcome, TryError> {
     match job {
-        Job::GenerateStakeholderAction(j) => action(j, t, deps, s).await,
-        Job::GenerateStakeholderReaction(j) => reaction(j, t, deps, s).await,
-        Job::PopulateStakeholderDetails(j) => details(j, t, deps, s).await,
+        Job::PrepareSceneReactions(j) => prepare(j, t, deps, s).await,
         Job::NarratePhaseTransition(j) => narration(j, t, deps, s).await,
-        Job::GenerateBeatDescription(j) => beat(j, t, deps, s).await,
+        Job::GenerateBeatDescription(j) => beats(j, t, deps, s).await,
         Job::GenerateSocialBundle(j) => social(j, t, deps, s).await,
         Job::CanonizeConflict(j) => canonize(j, t, deps, s).await,
         Job::GenerateCanonReferences(j) => canon_references(j, t, deps, s).await,
@@ -102,195 +99,169 @@ async fn put<T: Serialize + Sync>(
     Ok(Outcome::Written(vec![(what.into(), key.as_str().into())]))
 }
 
-async fn planned(deps: &Deps, row: PlannedAction, what: &str) -> Result<Outcome, TryError> {
-    let id = row.id;
-    if deps
-        .store
-        .insert_planned(&row)
-        .await
-        .map_err(TryError::infra)?
-    {
-        Ok(Outcome::Written(vec![(
-            what.into(),
-            format!("planned_stakeholder_actions/{id}"),
-        )]))
-    } else {
-        Ok(Outcome::Skipped(format!(
-            "a row with dedupe key `{}` already exists",
-            row.dedupe_key
-        )))
+/// Whether the context `j` prepares for is still worth preparing: it is the scene's context
+/// now, or every conflict of the scene is in its current phase or the one after (the context a
+/// phase change about to happen will bring).
+fn still_ahead(world: &World, j: &PrepareSceneReactions) -> bool {
+    if world.state.context_hash(&world.scenario, &j.scene_id) == j.context_hash {
+        return true;
     }
+    j.conflicts.iter().all(|at| {
+        let (Some(c), Some(now)) = (
+            world.scenario.conflict(&at.conflict_id),
+            world.state.conflicts.get(&at.conflict_id),
+        ) else {
+            return false;
+        };
+        if now.resolved {
+            return at.resolved;
+        }
+        let idx = c.phases.iter().position(|p| p.id == now.phase);
+        let at_idx = c.phases.iter().position(|p| p.id == at.phase_id);
+        matches!((idx, at_idx), (Some(i), Some(a)) if a == i || a == i + 1) && !at.resolved
+    })
 }
 
-/// A job that ran before (a redelivery, a duplicate) finds its row and does not pay the model
-/// again; the unique dedupe key would drop its second row anyway.
-async fn already_planned(deps: &Deps, dedupe_key: &str) -> Result<Option<Outcome>, TryError> {
-    let exists = deps
-        .store
-        .planned_exists(dedupe_key)
-        .await
-        .map_err(TryError::infra)?;
-    Ok(exists.then(|| {
-        Outcome::Skipped(format!(
-            "a row with dedupe key `{dedupe_key}` already exists"
-        ))
-    }))
-}
-
-async fn action(
-    j: &GenerateStakeholderAction,
+async fn prepare(
+    j: &PrepareSceneReactions,
     t: &Try<'_>,
     deps: &Deps,
     s: &JobSettings,
 ) -> Result<Outcome, TryError> {
-    if let Some(done) = already_planned(deps, &j.dedupe_key()).await? {
-        return Ok(done);
-    }
     let world = World::load(deps, j.game_id).await?;
-    let who = world.stakeholder(&j.stakeholder_id)?;
-    let now_context = world.state.context_hash(&world.scenario, &j.scene_id);
-    if now_context != j.context_hash {
-        // The hot path claims by context: an action for a context that has passed would never
-        // be served, so do not pay for it.
+    let scene = world
+        .scenario
+        .scene(&j.scene_id)
+        .ok_or_else(|| TryError::Fatal(format!("unknown scene `{}`", j.scene_id)))?;
+    if !still_ahead(&world, j) {
+        // Claims match the context exactly: reactions for a context that has passed would
+        // never be served, so do not pay for them.
         return Ok(Outcome::Skipped(format!(
-            "context {} has moved on to {now_context}",
-            j.context_hash
+            "context {} of scene {} has moved on",
+            j.context_hash, j.scene_id
         )));
     }
-    let facts = world.stakeholder_facts(who, Some(&j.scene_id));
-    let (answer, _) = t
-        .ask(
-            deps,
-            s,
-            JobKind::GenerateStakeholderAction,
-            (Some(j.game_id), None),
-            facts,
-        )
-        .await?;
-    let payload = output::stakeholder_move(&answer.text)?;
     let now = now_ms();
-    let row = PlannedAction {
-        id: PlannedActionId::generate(),
-        game_id: j.game_id,
-        scene_id: j.scene_id.clone(),
-        stakeholder_id: j.stakeholder_id.clone(),
-        kind: PlannedKind::Action,
-        payload,
-        // Earlier slots first; every action stays below every reaction.
-        priority: 10 - j.slot.min(10) as i32,
-        status: PlannedStatus::Ready,
-        expires_at: expiry(s),
-        dedupe_key: j.dedupe_key(),
-        reacts_to: None,
-        provenance: provenance(
-            j.context_hash.clone(),
-            j.world_version,
-            &answer.model,
-            JobKind::GenerateStakeholderAction,
-        ),
-        created_at: now,
-    };
-    planned(deps, row, "planned_action").await
-}
-
-async fn reaction(
-    j: &GenerateStakeholderReaction,
-    t: &Try<'_>,
-    deps: &Deps,
-    s: &JobSettings,
-) -> Result<Outcome, TryError> {
-    if let Some(done) = already_planned(deps, &j.dedupe_key()).await? {
-        return Ok(done);
+    let mut wanted: BTreeMap<(StakeholderId, ActionKind), u32> = BTreeMap::new();
+    for kind in ActionKind::ALL {
+        let key = reaction_key(&j.context_hash, kind);
+        let ready = deps
+            .store
+            .ready_counts(j.game_id, &j.scene_id, &key, now)
+            .await
+            .map_err(TryError::infra)?;
+        for who in &scene.stakeholders {
+            let have = ready.get(who).copied().unwrap_or(0);
+            if have < s.reactions_per_kind {
+                wanted.insert((who.clone(), kind), s.reactions_per_kind - have);
+            }
+        }
     }
-    let world = World::load(deps, j.game_id).await?;
-    let who = world.stakeholder(&j.stakeholder_id)?;
-    let event = deps
-        .store
-        .events(j.game_id, j.event_seq.saturating_sub(1))
-        .await
-        .map_err(TryError::infra)?
-        .into_iter()
-        .find(|(seq, _)| *seq == j.event_seq)
-        .ok_or_else(|| TryError::Fatal(format!("event {} is not in the log", j.event_seq)))?;
-    let mut facts = world.stakeholder_facts(who, Some(&j.scene_id));
+    if wanted.is_empty() {
+        return Ok(Outcome::Skipped(
+            "every reaction of this context is ready".into(),
+        ));
+    }
+    let mut facts = world.base_facts();
     facts.insert(
-        "event".into(),
-        json!({"seq": j.event_seq, "summary": summarize(&event.1, &world.state)}),
+        "scene".into(),
+        json!({"id": scene.id, "name": scene.name, "description": scene.description}),
+    );
+    let present: Vec<serde_json::Value> = scene
+        .stakeholders
+        .iter()
+        .filter_map(|id| world.scenario.stakeholder(id))
+        .map(|who| {
+            let mut v = json!(who);
+            v["standing"] = json!(world.state.standing.get(&who.id).copied().unwrap_or(0));
+            v
+        })
+        .collect();
+    facts.insert("present".into(), json!(present));
+    // The phases of the context being prepared, which may be the next ones.
+    let conflicts: Vec<serde_json::Value> = j
+        .conflicts
+        .iter()
+        .filter_map(|at| {
+            let c = world.scenario.conflict(&at.conflict_id)?;
+            let phase = c.phases.iter().find(|p| p.id == at.phase_id)?;
+            let intensity = world
+                .state
+                .conflicts
+                .get(&at.conflict_id)
+                .map_or(phase.enter_at, |s| s.intensity.max(phase.enter_at));
+            Some(json!({"id": c.id, "name": c.name, "phase": phase.name,
+                        "intensity": intensity, "resolved": at.resolved}))
+        })
+        .collect();
+    facts.insert("conflicts".into(), json!(conflicts));
+    facts.insert(
+        "wanted".into(),
+        json!(
+            wanted
+                .iter()
+                .map(|((who, kind), n)| json!({"stakeholder_id": who, "action_kind": kind.as_str(), "count": n}))
+                .collect::<Vec<_>>()
+        ),
     );
     let (answer, _) = t
         .ask(
             deps,
             s,
-            JobKind::GenerateStakeholderReaction,
+            JobKind::PrepareSceneReactions,
             (Some(j.game_id), None),
             facts,
         )
         .await?;
-    let payload = output::stakeholder_move(&answer.text)?;
-    let row = PlannedAction {
-        id: PlannedActionId::generate(),
-        game_id: j.game_id,
-        scene_id: j.scene_id.clone(),
-        stakeholder_id: j.stakeholder_id.clone(),
-        kind: PlannedKind::Reaction,
-        payload,
-        priority: REACTION_PRIORITY,
-        status: PlannedStatus::Ready,
-        expires_at: expiry(s),
-        dedupe_key: j.dedupe_key(),
-        reacts_to: Some(j.event_seq),
-        provenance: provenance(
-            j.context_hash.clone(),
-            j.world_version,
-            &answer.model,
-            JobKind::GenerateStakeholderReaction,
-        ),
-        created_at: now_ms(),
-    };
-    planned(deps, row, "planned_reaction").await
-}
-
-async fn details(
-    j: &PopulateStakeholderDetails,
-    t: &Try<'_>,
-    deps: &Deps,
-    s: &JobSettings,
-) -> Result<Outcome, TryError> {
-    let key = keys::stakeholder_details(j.game_id, &j.stakeholder_id);
-    if cached_since(deps, &key, 0, |d: &StakeholderDetails| {
-        d.provenance.world_version
-    })
-    .await
-    .is_some()
-    {
-        return Ok(Outcome::Skipped("details already written".into()));
+    let moves = output::scene_reactions(&answer.text, &wanted)?;
+    let mut written = Vec::new();
+    let mut taken: BTreeMap<(StakeholderId, ActionKind), u32> = BTreeMap::new();
+    let created = now_ms();
+    for (who, kind, payload) in moves {
+        let n = taken.entry((who.clone(), kind)).or_default();
+        if *n >= wanted[&(who.clone(), kind)] {
+            continue;
+        }
+        *n += 1;
+        let row = PlannedAction {
+            id: PlannedActionId::generate(),
+            game_id: j.game_id,
+            scene_id: j.scene_id.clone(),
+            stakeholder_id: who.clone(),
+            kind: PlannedKind::Reaction,
+            payload,
+            priority: REACTION_PRIORITY,
+            status: PlannedStatus::Ready,
+            expires_at: expiry(s),
+            dedupe_key: format!("{}:{}:{}:{}", j.dedupe_key(), who, kind.as_str(), n),
+            reacts_to: None,
+            provenance: provenance(
+                reaction_key(&j.context_hash, kind),
+                j.world_version,
+                &answer.model,
+                JobKind::PrepareSceneReactions,
+            ),
+            created_at: created,
+        };
+        let id = row.id;
+        if deps
+            .store
+            .insert_planned(&row)
+            .await
+            .map_err(TryError::infra)?
+        {
+            written.push((
+                "reaction".to_owned(),
+                format!("planned_stakeholder_actions/{id}"),
+            ));
+        }
     }
-    let world = World::load(deps, j.game_id).await?;
-    let who = world.stakeholder(&j.stakeholder_id)?;
-    let facts = world.stakeholder_facts(who, None);
-    let (answer, _) = t
-        .ask(
-            deps,
-            s,
-            JobKind::PopulateStakeholderDetails,
-            (Some(j.game_id), None),
-            facts,
-        )
-        .await?;
-    let d = output::details(&answer.text)?;
-    let value = StakeholderDetails {
-        stakeholder_id: j.stakeholder_id.clone(),
-        appearance: d.appearance,
-        voice: d.voice,
-        secret: d.secret,
-        provenance: provenance(
-            context_of(&["details", j.stakeholder_id.as_str()]),
-            world.state.seq,
-            &answer.model,
-            JobKind::PopulateStakeholderDetails,
-        ),
-    };
-    put(deps, &key, &value, s.cache_ttl, "stakeholder_details").await
+    if written.is_empty() {
+        return Ok(Outcome::Skipped(
+            "these reactions were already written".into(),
+        ));
+    }
+    Ok(Outcome::Written(written))
 }
 
 async fn narration(
@@ -338,7 +309,7 @@ async fn narration(
         phase_id: j.phase_id.clone(),
         text: output::prose(&answer.text)?,
         provenance: provenance(
-            context_of(&["narration", j.conflict_id.as_str(), j.phase_id.as_str()]),
+            narration_key(&j.conflict_id, &j.phase_id),
             j.world_version,
             &answer.model,
             JobKind::NarratePhaseTransition,
@@ -347,37 +318,34 @@ async fn narration(
     put(deps, &key, &value, s.cache_ttl, "narration").await
 }
 
-async fn beat(
+async fn beats(
     j: &GenerateBeatDescription,
     t: &Try<'_>,
     deps: &Deps,
     s: &JobSettings,
 ) -> Result<Outcome, TryError> {
-    let key = keys::beat(j.game_id, &j.conflict_id, &j.phase_id, j.beat);
-    if cached_since(deps, &key, j.world_version, |b: &BeatText| {
-        b.provenance.world_version
-    })
-    .await
-    .is_some()
-    {
-        return Ok(Outcome::Skipped("beat already written".into()));
-    }
     let world = World::load(deps, j.game_id).await?;
     let (conflict, phase) = world.conflict_phase(&j.conflict_id, &j.phase_id)?;
+    let count = phase.beats.len().max(1);
+    let mut missing = false;
+    for beat in 0..count as u32 {
+        let key = keys::beat(j.game_id, &j.conflict_id, &j.phase_id, beat);
+        if cached_since(deps, &key, 0, |b: &BeatText| b.provenance.world_version)
+            .await
+            .is_none()
+        {
+            missing = true;
+        }
+    }
+    if !missing {
+        return Ok(Outcome::Skipped(
+            "every beat of this phase is written".into(),
+        ));
+    }
     let mut facts = world.base_facts();
     facts.insert("conflict".into(), json!(conflict));
     facts.insert("phase".into(), json!(phase));
-    facts.insert("beat".into(), json!(j.beat));
-    facts.insert(
-        "beat_text".into(),
-        json!(
-            phase
-                .beats
-                .get(j.beat as usize)
-                .cloned()
-                .unwrap_or_default()
-        ),
-    );
+    facts.insert("count".into(), json!(count));
     let (answer, _) = t
         .ask(
             deps,
@@ -387,19 +355,30 @@ async fn beat(
             facts,
         )
         .await?;
-    let value = BeatText {
-        conflict_id: j.conflict_id.clone(),
-        phase_id: j.phase_id.clone(),
-        beat: j.beat,
-        text: output::prose(&answer.text)?,
-        provenance: provenance(
-            context_of(&["beat", j.conflict_id.as_str(), j.phase_id.as_str()]),
-            j.world_version,
-            &answer.model,
-            JobKind::GenerateBeatDescription,
-        ),
-    };
-    put(deps, &key, &value, s.cache_ttl, "beat").await
+    let texts = output::beats(&answer.text, count)?;
+    let mut written = Vec::new();
+    for (beat, text) in texts.into_iter().enumerate() {
+        let beat = beat as u32;
+        let key = keys::beat(j.game_id, &j.conflict_id, &j.phase_id, beat);
+        let value = BeatText {
+            conflict_id: j.conflict_id.clone(),
+            phase_id: j.phase_id.clone(),
+            beat,
+            text,
+            provenance: provenance(
+                beat_key(&j.conflict_id, &j.phase_id, beat),
+                j.world_version,
+                &answer.model,
+                JobKind::GenerateBeatDescription,
+            ),
+        };
+        deps.cache
+            .set_typed(&key, &value, s.cache_ttl)
+            .await
+            .map_err(TryError::infra)?;
+        written.push(("beat".to_owned(), key.as_str().to_owned()));
+    }
+    Ok(Outcome::Written(written))
 }
 
 async fn social(
@@ -696,13 +675,29 @@ async fn cleanup(j: &CleanupExpiredActions, deps: &Deps) -> Result<Outcome, TryE
         .delete_stream_events(now - (j.stream_retain_secs as Millis) * 1000)
         .await
         .map_err(TryError::infra)?;
+    // The model-call ledger is kept as long as the outbox.
+    let calls = deps
+        .store
+        .delete_llm_calls(now - (j.stream_retain_secs as Millis) * 1000)
+        .await
+        .map_err(TryError::infra)?;
+    let jobs = match &deps.queue {
+        Some(q) => q
+            .purge(DONE_JOBS_RETAIN_SECS, DEAD_JOBS_RETAIN_SECS)
+            .await
+            .map_err(TryError::infra)?,
+        None => 0,
+    };
     tracing::info!(
         expired,
         deleted,
         events,
-        "cleaned up planned actions and the outbox"
+        calls,
+        jobs,
+        "cleaned up planned actions, the outbox, the ledger and finished jobs"
     );
     Ok(Outcome::Skipped(format!(
-        "expired {expired}, deleted {deleted} planned actions and {events} committed stream events"
+        "expired {expired}, deleted {deleted} planned actions, {events} committed stream events, \
+         {calls} ledger rows and {jobs} finished jobs"
     )))
 }

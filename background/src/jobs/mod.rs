@@ -65,6 +65,8 @@ pub struct JobSettings {
     pub cache_ttl: Duration,
     /// Output tokens asked for (dialogue replies get this too).
     pub max_tokens: u32,
+    /// Prepared reactions to keep per stakeholder, context and kind of action.
+    pub reactions_per_kind: u32,
 }
 
 impl Default for JobSettings {
@@ -77,6 +79,7 @@ impl Default for JobSettings {
             planned_ttl: Duration::from_secs(30 * 60),
             cache_ttl: Duration::from_secs(24 * 3600),
             max_tokens: 400,
+            reactions_per_kind: 3,
         }
     }
 }
@@ -127,11 +130,32 @@ pub struct Dead {
     pub reason: String,
 }
 
-/// One try's context: which try, and the feedback from the previous one.
+/// One try's context: which try, the feedback from the previous one, and the model calls it
+/// made (for the ledger).
 pub struct Try<'a> {
     pub job_id: &'a str,
     pub attempt: u32,
     pub feedback: Option<String>,
+    pub calls: std::sync::Mutex<Vec<(String, crate::llm::Usage, bool)>>,
+}
+
+impl<'a> Try<'a> {
+    pub fn new(job_id: &'a str, attempt: u32, feedback: Option<String>) -> Try<'a> {
+        Try {
+            job_id,
+            attempt,
+            feedback,
+            calls: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Notes a model call: its model, usage, and whether the usage is an estimate.
+    pub fn called(&self, model: &str, usage: crate::llm::Usage, estimated: bool) {
+        self.calls
+            .lock()
+            .expect("calls lock")
+            .push((model.to_owned(), usage, estimated));
+    }
 }
 
 impl Try<'_> {
@@ -147,7 +171,9 @@ impl Try<'_> {
     ) -> Result<(Completion, String), TryError> {
         let request = self.request(settings, kind, payer, facts, true)?;
         let version = prompts::version(kind);
-        Ok((deps.provider.complete(&request).await?, version))
+        let completion = deps.provider.complete(&request).await?;
+        self.called(&completion.model, completion.usage, false);
+        Ok((completion, version))
     }
 
     pub fn request(
@@ -198,23 +224,76 @@ async fn publish(deps: &Deps, game: Option<GameId>, event: GameEvent) {
     }
 }
 
-/// Runs `job` (delivery `delivery`, 1 for the first) with its retries. `Ok` when it wrote or
-/// had nothing to write; `Err(Dead)` when it must be dead-lettered.
+/// How a delivery of a job ended badly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Try again after this long: the storage holds the job until then (no worker slot waits).
+    Retry { after: Duration, reason: String },
+    /// Give up: the reason goes to the dead-letter record.
+    Dead(Dead),
+}
+
+/// When the job was dispatched (its id is a ULID, whose first 48 bits are milliseconds).
+pub fn dispatched_at(job_id: &str) -> Option<i64> {
+    ulid::Ulid::from_string(job_id)
+        .ok()
+        .map(|u| u.timestamp_ms() as i64)
+}
+
+async fn record_calls(deps: &Deps, job: &Job, t: &Try<'_>, ok: bool) {
+    let calls = std::mem::take(&mut *t.calls.lock().expect("calls lock"));
+    for (model, usage, estimated) in calls {
+        let call = hotpath_cache::store::LlmCall {
+            game_id: job.game_id(),
+            kind: job.kind(),
+            model,
+            prompt_tokens: usage.input_tokens,
+            completion_tokens: usage.output_tokens,
+            estimated,
+            ok,
+            at: hotpath_cache::time::now_ms(),
+        };
+        metrics::counter!("hotpath_llm_calls_total", "kind" => job.kind().as_str(), "written" => if ok { "true" } else { "false" })
+            .increment(1);
+        metrics::counter!("hotpath_llm_tokens_total", "kind" => job.kind().as_str())
+            .increment(usage.total());
+        if let Err(e) = deps.store.record_llm_call(&call).await {
+            tracing::warn!(error = %e, "could not record a model call in the ledger");
+        }
+    }
+}
+
+/// Runs delivery `delivery` (1 for the first) of `job`. An answer that does not validate is
+/// asked again at once, with the reason, up to `max_attempts` tries; a failure worth retrying
+/// later (the provider overloaded, the store down) ends the delivery with
+/// [`Failure::Retry`], and the storage runs it again after the backoff. `Ok` when it wrote or
+/// had nothing to write.
 pub async fn execute(
     job: &Job,
     job_id: &str,
     delivery: u32,
     deps: &Deps,
     settings: &JobSettings,
-) -> Result<Outcome, Dead> {
+) -> Result<Outcome, Failure> {
     let kind = job.kind();
     let game = job.game_id();
     let max = settings.max_attempts.max(1);
+    let dispatched = dispatched_at(job_id);
+    if let Some(at) = dispatched
+        && kind != JobKind::CleanupExpiredActions
+        && hotpath_cache::time::now_ms() - at > hotpath_cache::jobs::JOB_DEADLINE_MS
+    {
+        // What it prepares would be served too late to matter; newer actions ask again.
+        let why = "past its deadline".to_owned();
+        tracing::debug!(job_id, kind = kind.as_str(), "job dropped: {why}");
+        return Ok(Outcome::Skipped(why));
+    }
     let mut feedback: Option<String> = None;
-    for n in 1..=max {
-        // Attempts keep counting across deliveries, so a job redelivered after a crash does
-        // not report "attempt 1" again.
-        let attempt = (delivery.max(1) - 1) * max + n;
+    let mut n = 0;
+    loop {
+        n += 1;
+        // Tries keep counting across deliveries.
+        let attempt = delivery.max(1) - 1 + n;
         publish(
             deps,
             game,
@@ -225,20 +304,23 @@ pub async fn execute(
             },
         )
         .await;
-        let t = Try {
-            job_id,
-            attempt,
-            feedback: feedback.take(),
-        };
+        let t = Try::new(job_id, attempt, feedback.take());
         let result =
             match tokio::time::timeout(settings.timeout, kinds::run(job, &t, deps, settings)).await
             {
                 Ok(r) => r,
                 Err(_) => Err(TryError::Llm(LlmError::Timeout(settings.timeout))),
             };
+        record_calls(deps, job, &t, matches!(result, Ok(Outcome::Written(_)))).await;
         match result {
             Ok(outcome) => {
                 if let Outcome::Written(items) = &outcome {
+                    let lag_ms =
+                        dispatched.map(|at| (hotpath_cache::time::now_ms() - at).max(0) as u64);
+                    if let Some(lag) = lag_ms {
+                        metrics::histogram!("hotpath_content_lag_seconds", "kind" => kind.as_str())
+                            .record(lag as f64 / 1000.0);
+                    }
                     for (what, location) in items {
                         publish(
                             deps,
@@ -246,6 +328,8 @@ pub async fn execute(
                             GameEvent::ContentReady {
                                 what: what.clone(),
                                 location: location.clone(),
+                                job_kind: Some(kind),
+                                lag_ms,
                             },
                         )
                         .await;
@@ -282,9 +366,9 @@ pub async fn execute(
                 return Ok(Outcome::Skipped(error));
             }
             Err(e) => {
-                let dead = n == max || !e.retryable();
+                let last = attempt >= max || !e.retryable();
                 let error = e.to_string();
-                tracing::warn!(job_id, kind = kind.as_str(), attempt, dead, %error, "job try failed");
+                tracing::warn!(job_id, kind = kind.as_str(), attempt, dead = last, %error, "job try failed");
                 publish(
                     deps,
                     game,
@@ -293,29 +377,36 @@ pub async fn execute(
                         kind,
                         attempt,
                         error: error.clone(),
-                        dead,
+                        dead: last,
                     },
                 )
                 .await;
-                if dead {
-                    return Err(Dead {
+                if last {
+                    return Err(Failure::Dead(Dead {
                         reason: format!("{}: attempt {attempt}: {error}", kind.as_str()),
-                    });
+                    }));
                 }
-                let wait = match &e {
-                    TryError::Llm(l) => l
-                        .retry_after()
-                        .unwrap_or_else(|| backoff(settings, job_id, n)),
-                    _ => backoff(settings, job_id, n),
-                };
-                if let TryError::Invalid(invalid) = e {
-                    feedback = Some(invalid.0);
+                match e {
+                    // A bad answer is asked again now, with the reason.
+                    TryError::Invalid(invalid) => feedback = Some(invalid.0),
+                    TryError::Llm(l) => {
+                        return Err(Failure::Retry {
+                            after: l
+                                .retry_after()
+                                .unwrap_or_else(|| backoff(settings, job_id, attempt)),
+                            reason: error,
+                        });
+                    }
+                    _ => {
+                        return Err(Failure::Retry {
+                            after: backoff(settings, job_id, attempt),
+                            reason: error,
+                        });
+                    }
                 }
-                tokio::time::sleep(wait).await;
             }
         }
     }
-    unreachable!("the last try returns")
 }
 
 #[cfg(test)]

@@ -255,7 +255,7 @@ mod tests {
 
     fn request(game: GameId) -> LlmRequest {
         LlmRequest {
-            kind: JobKind::GenerateStakeholderAction,
+            kind: JobKind::NarratePhaseTransition,
             game_id: Some(game),
             player_id: None,
             system: "s".repeat(40),
@@ -275,7 +275,7 @@ mod tests {
             base,
             Budgets {
                 per_game: Some(Budget {
-                    soft: 150,
+                    soft: 120,
                     hard: 300,
                 }),
                 ..Budgets::default()
@@ -306,7 +306,7 @@ mod tests {
         let usage = g.usage();
         let k = usage
             .iter()
-            .find(|u| u.kind == JobKind::GenerateStakeholderAction)
+            .find(|u| u.kind == JobKind::NarratePhaseTransition)
             .unwrap();
         assert!(
             k.calls >= 3 && k.cheap_calls >= 1 && k.refused == 1,

@@ -143,51 +143,68 @@ const MOODS: &[&str] = &["tense", "weary", "restless", "hopeful", "bitter", "une
 /// Plausible content of the shape `request.kind` asks for.
 fn write(rng: &mut ChaCha8Rng, request: &LlmRequest) -> String {
     let f = &request.facts;
-    let name = s(f, "/stakeholder/name", "The stranger");
-    let role = s(f, "/stakeholder/role", "local");
     let scene = s(f, "/scene/name", "the square");
     let conflict = s(f, "/conflict/name", "the trouble");
     let phase = s(f, "/phase/name", "a turn");
     let topic = s(f, "/topic", conflict);
     match request.kind {
-        JobKind::GenerateStakeholderAction | JobKind::GenerateStakeholderReaction => {
-            let line = format!(
-                "{}: {} {}",
-                pick(rng, OPENERS),
-                if request.kind == JobKind::GenerateStakeholderReaction {
-                    "after what just happened, I won't stand by"
-                } else {
-                    "this business will not settle itself"
-                },
-                pick(rng, CLOSERS)
-            );
-            json!({
-                "behaviour": format!("{name} {}", pick(rng, BEHAVIOURS)),
-                "intent": pick(rng, INTENTS),
-                "line": line,
-            })
-            .to_string()
+        JobKind::PrepareSceneReactions => {
+            // `wanted`: which stakeholder, to which kind of action, how many lines.
+            let names: std::collections::BTreeMap<String, String> = f
+                .pointer("/present")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| {
+                            Some((
+                                v.get("id")?.as_str()?.to_owned(),
+                                v.get("name")?.as_str()?.to_owned(),
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut reactions = Vec::new();
+            for w in f
+                .pointer("/wanted")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let who = w.get("stakeholder_id").and_then(Value::as_str).unwrap_or("");
+                let kind = w.get("action_kind").and_then(Value::as_str).unwrap_or("say");
+                let count = w.get("count").and_then(Value::as_u64).unwrap_or(1);
+                let name = names.get(who).map_or(who, String::as_str);
+                for n in 0..count {
+                    reactions.push(json!({
+                        "stakeholder_id": who,
+                        "action_kind": kind,
+                        "behaviour": format!("{name} {}", pick(rng, BEHAVIOURS)),
+                        "intent": pick(rng, INTENTS),
+                        "line": format!("{}: you {kind} at {scene}? {} ({})", pick(rng, OPENERS), pick(rng, CLOSERS), n + 1),
+                    }));
+                }
+            }
+            json!({ "reactions": reactions }).to_string()
         }
-        JobKind::PopulateStakeholderDetails => json!({
-            "appearance": format!("{name}, the {role}, wears a {} coat patched at the elbows", pick(rng, &["salt-stained", "faded", "well-kept", "borrowed"])),
-            "voice": format!("{} and {}", pick(rng, &["low", "quick", "rasping", "measured"]), pick(rng, &["wry", "guarded", "warm", "clipped"])),
-            "secret": format!("{name} once {}", pick(rng, &["sold a ledger to the harbour master", "hid a fugitive in the net loft", "owes money to the wrong people", "wrote the anonymous letters"])),
-        })
-        .to_string(),
         JobKind::NarratePhaseTransition => json!({
             "text": format!("The mood at {scene} turns {}: {conflict} enters {phase}. {}", pick(rng, MOODS), pick(rng, &["Nobody meets anyone's eye.", "Voices rise and fall like the tide.", "Doors close early tonight."])),
         })
         .to_string(),
         JobKind::GenerateBeatDescription => {
-            let authored = s(f, "/beat_text", "");
-            json!({
-                "text": if authored.is_empty() {
-                    format!("In {phase}, {conflict} tightens another notch.")
-                } else {
-                    format!("{authored} The air feels {}.", pick(rng, MOODS))
-                },
-            })
-            .to_string()
+            let count = f.get("count").and_then(Value::as_u64).unwrap_or(1).max(1);
+            let authored: Vec<&str> = f
+                .pointer("/phase/beats")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let beats: Vec<String> = (0..count as usize)
+                .map(|i| match authored.get(i) {
+                    Some(b) => format!("{b} The air feels {}.", pick(rng, MOODS)),
+                    None => format!("In {phase}, {conflict} tightens another notch."),
+                })
+                .collect();
+            json!({ "beats": beats }).to_string()
         }
         JobKind::GenerateSocialBundle => {
             let all = ids(f, "/stakeholders");
@@ -351,7 +368,7 @@ mod tests {
         });
         let answers: std::collections::BTreeSet<String> = (0..20)
             .map(|i| {
-                let mut r = request(JobKind::GenerateStakeholderAction, "x");
+                let mut r = request(JobKind::NarratePhaseTransition, "x");
                 r.attempt = i;
                 futures::executor::block_on(other_seed.complete(&r))
                     .unwrap()
@@ -365,15 +382,13 @@ mod tests {
     async fn well_formed_answers_are_json_of_the_asked_shape() {
         let p = provider(0.0, 0.0);
         let v: Value = serde_json::from_str(
-            &p.complete(&request(JobKind::GenerateStakeholderAction, "x"))
+            &p.complete(&request(JobKind::NarratePhaseTransition, "x"))
                 .await
                 .unwrap()
                 .text,
         )
         .unwrap();
-        for field in ["behaviour", "intent", "line"] {
-            assert!(v[field].as_str().is_some_and(|s| !s.is_empty()), "{v}");
-        }
+        assert!(v["text"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
         let social: Value = serde_json::from_str(
             &p.complete(&request(JobKind::GenerateSocialBundle, "x"))
                 .await
@@ -395,12 +410,12 @@ mod tests {
         ));
         let all_malformed = provider(0.0, 1.0);
         for i in 0..10 {
-            let mut r = request(JobKind::GenerateStakeholderAction, "x");
+            let mut r = request(JobKind::NarratePhaseTransition, "x");
             r.attempt = i;
             let text = all_malformed.complete(&r).await.unwrap().text;
             let parsed: Option<Value> = serde_json::from_str(&text).ok();
             assert!(
-                parsed.is_none_or(|v| v.get("behaviour").is_none()),
+                parsed.is_none_or(|v| v.get("text").is_none()),
                 "malformed answer looked valid: {text}"
             );
         }

@@ -18,8 +18,8 @@ use serde::de::DeserializeOwned;
 pub use self::memory::MemoryCache;
 pub use self::redis::RedisCache;
 
-use crate::ids::{ConflictId, GameId, PhaseId, StakeholderId};
-use crate::model::{BeatText, CanonReferences, Narration, SocialBundle, StakeholderDetails};
+use crate::ids::{ConflictId, GameId, PhaseId};
+use crate::model::{BeatText, CanonReferences, Narration, SocialBundle};
 use crate::state::GameState;
 
 #[derive(Debug, thiserror::Error)]
@@ -102,13 +102,6 @@ pub mod keys {
 
     pub fn canon_references(game: GameId) -> Key<CanonReferences> {
         Key::new(format!("hp:{{{game}}}:canon-refs"))
-    }
-
-    pub fn stakeholder_details(
-        game: GameId,
-        stakeholder: &StakeholderId,
-    ) -> Key<StakeholderDetails> {
-        Key::new(format!("hp:{{{game}}}:details:{stakeholder}"))
     }
 
     /// The dispatch guard of a job (its dedupe key); games' guards live in the game's slot.

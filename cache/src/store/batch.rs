@@ -12,7 +12,7 @@
 //! concurrent request with the same key won) rolls back and commits the items one by one, so
 //! only the loser fails.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use futures::future::BoxFuture;
 
@@ -58,6 +58,11 @@ pub struct Claimed {
     pub claimed: Vec<PlannedAction>,
     /// `None` when the item asked for no count.
     pub ready: Option<BTreeMap<StakeholderId, u32>>,
+    /// Coalescing guards held for the item's game (jobs queued or running, by
+    /// [`Job::coalesce_key`]), including those taken by earlier items of the batch.
+    pub held: BTreeSet<String>,
+    /// Guards held in the whole deployment: the backlog dispatch sheds against.
+    pub backlog: u64,
 }
 
 /// A job to insert, with the id the answer already names.
@@ -66,6 +71,8 @@ pub struct QueuedJob {
     /// A ULID (apalis decodes task ids as ULIDs).
     pub id: String,
     pub job: Job,
+    /// When it may run (seconds since the epoch; see [`crate::jobs::JobKind::head_start`]).
+    pub run_at: u64,
 }
 
 /// What commits with an item: its answer (recorded under the idempotency key), its jobs and the
@@ -112,6 +119,9 @@ pub enum ItemError {
 /// Outcome of one item, in the order the batch was given.
 pub type ItemOutcome = Result<Finished, ItemError>;
 
+/// The guards held for a batch's games, and how many are held in all.
+pub(super) type HeldGuards = (Vec<(GameId, String)>, u64);
+
 /// Each item's ready counts (`None` where it asked for none).
 pub(super) type ReadyCounts = Vec<Option<BTreeMap<StakeholderId, u32>>>;
 
@@ -136,6 +146,12 @@ pub(super) trait BatchSql: Send + Sync {
         items: &'a [&'a BatchItem],
         now: Millis,
     ) -> BoxFuture<'a, Result<Vec<Vec<PlannedAction>>, StoreError>>;
+    /// The coalescing guards held (unexpired) for `games`, and how many are held in all.
+    fn guards<'a>(
+        tx: &'a mut Self::Tx,
+        games: &'a [GameId],
+        now: Millis,
+    ) -> BoxFuture<'a, Result<HeldGuards, StoreError>>;
     /// Ready counts for every item with a ready query.
     fn ready<'a>(
         tx: &'a mut Self::Tx,
@@ -182,11 +198,34 @@ async fn attempt<S: BatchSql>(
     }
     let claimed = S::claim(&mut tx, items, now).await?;
     let ready = S::ready(&mut tx, items, now).await?;
-    let finished: Vec<Finished> = items
+    let games: Vec<GameId> = items
         .iter()
-        .zip(claimed.into_iter().zip(ready))
-        .map(|(item, (claimed, ready))| (item.finish)(Claimed { claimed, ready }))
+        .map(|i| i.game_id)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
         .collect();
+    let (guards, mut backlog) = S::guards(&mut tx, &games, now).await?;
+    let mut held: HashMap<GameId, BTreeSet<String>> = HashMap::new();
+    for (game, key) in guards {
+        held.entry(game).or_default().insert(key);
+    }
+    let mut finished = Vec::with_capacity(items.len());
+    for (item, (claimed, ready)) in items.iter().zip(claimed.into_iter().zip(ready)) {
+        let game_held = held.entry(item.game_id).or_default();
+        let done = (item.finish)(Claimed {
+            claimed,
+            ready,
+            held: game_held.clone(),
+            backlog,
+        });
+        // The next item of this game sees the guards this one took.
+        for job in &done.jobs {
+            if game_held.insert(job.job.coalesce_key()) {
+                backlog += 1;
+            }
+        }
+        finished.push(done);
+    }
     match S::record(&mut tx, items, &finished, now).await {
         Ok(()) => {}
         Err(e) if super::is_unique_violation(&e) => return Ok(Attempt::DuplicateKey),
@@ -259,7 +298,10 @@ pub(super) fn task(job: &QueuedJob) -> Result<apalis_core::task::Task<Vec<u8>>, 
     let bytes = serde_json::to_vec(&job.job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     Ok(apalis_core::task::builder::TaskBuilder::new(bytes)
         .task_id(apalis_core::task::task_id::TaskId::from_ulid(id))
-        .priority(job.job.priority().max(0) as usize)
+        // The storages fetch by priority, then `run_at`: one priority for all, and the kind's
+        // head start in `run_at`, so that waiting jobs age instead of starving.
+        .priority(0)
+        .run_at_timestamp(job.run_at)
         .max_attempts(crate::jobs::MAX_DELIVERIES as usize)
         .build())
 }
@@ -280,6 +322,11 @@ pub(super) struct Rows {
     pub event_payload: Vec<String>,
     pub event_len: usize,
     pub tasks: Vec<apalis_core::task::Task<Vec<u8>>>,
+    pub guard_game: Vec<String>,
+    pub guard_key: Vec<String>,
+    pub guard_job: Vec<String>,
+    pub guard_kind: Vec<String>,
+    pub guard_expires: Vec<i64>,
 }
 
 impl Rows {
@@ -306,12 +353,18 @@ impl Rows {
             }
             for job in &done.jobs {
                 rows.tasks.push(task(job)?);
+                rows.guard_game.push(item.game_id.to_string());
+                rows.guard_key.push(job.job.coalesce_key());
+                rows.guard_job.push(job.id.clone());
+                rows.guard_kind.push(job.job.kind().as_str().to_owned());
+                rows.guard_expires
+                    .push(crate::time::now_ms() + crate::jobs::JOB_GUARD_TTL_MS);
             }
         }
         Ok(rows)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.key_len == 0 && self.event_len == 0
+        self.key_len == 0 && self.event_len == 0 && self.guard_key.is_empty()
     }
 }

@@ -120,6 +120,33 @@ pub struct CommittedEvents {
     pub last_seq: u64,
 }
 
+/// One model call, as the ledger records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmCall {
+    pub game_id: Option<GameId>,
+    pub kind: crate::jobs::JobKind,
+    pub model: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// The provider reported no usage; the counts are estimates.
+    pub estimated: bool,
+    /// The answer validated and was written.
+    pub ok: bool,
+    pub at: Millis,
+}
+
+/// Model calls of one job kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LlmUsage {
+    pub calls: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Calls whose answer was written.
+    pub written: u64,
+    /// Calls whose token counts are estimates.
+    pub estimated: u64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Checks the database answers (for `/readyz`).
@@ -198,6 +225,24 @@ pub trait Store: Send + Sync {
     /// Deletes stream events created before `before`; returns how many.
     async fn delete_stream_events(&self, before: Millis) -> Result<u64, StoreError>;
 
+    /// Releases a job's coalescing guard (see [`crate::jobs::Job::coalesce_key`]) if `job_id`
+    /// still holds it; `true` if it did.
+    async fn release_job_guard(
+        &self,
+        game: GameId,
+        key: &str,
+        job_id: &str,
+    ) -> Result<bool, StoreError>;
+    /// Guards held now: jobs queued or running that were dispatched by actions.
+    async fn job_guards(&self) -> Result<u64, StoreError>;
+    /// Records one model call in the `llm_calls` ledger.
+    async fn record_llm_call(&self, call: &LlmCall) -> Result<(), StoreError>;
+    /// Model calls since `since`, per job kind.
+    async fn llm_usage(&self, since: Millis) -> Result<BTreeMap<String, LlmUsage>, StoreError>;
+    /// Deletes ledger rows older than `before` (and guards past their expiry); returns how many
+    /// ledger rows.
+    async fn delete_llm_calls(&self, before: Millis) -> Result<u64, StoreError>;
+
     /// Inserts unless a row with the same dedupe key exists; `true` if inserted.
     async fn insert_planned(&self, action: &PlannedAction) -> Result<bool, StoreError>;
     /// Whether a planned action with this dedupe key exists (whatever its status): lets a job
@@ -205,7 +250,7 @@ pub trait Store: Send + Sync {
     async fn planned_exists(&self, dedupe_key: &str) -> Result<bool, StoreError>;
     /// Atomically claims (marks consumed) at most one action per stakeholder; one statement.
     async fn claim(&self, query: &ClaimQuery) -> Result<Vec<PlannedAction>, StoreError>;
-    /// Ready, unexpired `action`-kind rows per stakeholder for a context: what dispatch refills.
+    /// Ready, unexpired rows per stakeholder for a claim key (see [`crate::model::reaction_key`]).
     async fn ready_counts(
         &self,
         game: GameId,

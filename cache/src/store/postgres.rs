@@ -10,7 +10,7 @@ use std::str::FromStr;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{FromRow, Postgres, Row};
 
-use super::batch::{self, BatchItem, BatchSql, Finished, ReadyCounts};
+use super::batch::{self, BatchItem, BatchSql, Finished, HeldGuards, ReadyCounts};
 use super::sql::PlannedRow;
 use super::{ClaimQuery, StoreError};
 use crate::ids::{GameId, SceneId, StakeholderId};
@@ -20,13 +20,13 @@ use crate::state::ContextHash;
 use crate::time::Millis;
 
 /// Claims for many requests at once. Each row of the arrays is one (request, stakeholder).
-/// Requests for the same stakeholder and context form a group of `n`; for each group the `n`
-/// best ready rows of that context and the `n` best ready reactions are locked with
-/// `FOR UPDATE SKIP LOCKED` — a concurrent claimer skips rows another holds instead of waiting
-/// or taking them twice — and the k-th request of the group takes the k-th best of them, so
-/// two actions of one batch never want the same row. Each lookup is one range of a partial
-/// index, whatever other games and contexts hold; no more rows are locked than can be taken
-/// (an `OFFSET` would lock every row it skips).
+/// Requests for the same stakeholder and claim key (context and action kind, see
+/// [`crate::model::reaction_key`]) form a group of `n`; for each group the `n` best ready rows
+/// made for that key are locked with `FOR UPDATE SKIP LOCKED` — a concurrent claimer skips rows
+/// another holds instead of waiting or taking them twice — and the k-th request of the group
+/// takes the k-th best, so two actions of one batch never want the same row. Each lookup is one
+/// range of the `planned_ready` partial index, whatever other games and contexts hold; no more
+/// rows are locked than can be taken (an `OFFSET` would lock every row it skips).
 const CLAIM: &str = "
 WITH req AS (
     SELECT r.*, (row_number() OVER (
@@ -36,27 +36,18 @@ WITH req AS (
 grp AS (
     SELECT game_id, scene_id, stakeholder_id, context_hash, COUNT(*) AS n
     FROM req GROUP BY game_id, scene_id, stakeholder_id, context_hash),
-cand AS (
-    SELECT g.game_id, g.scene_id, g.stakeholder_id, g.context_hash, c.* FROM grp g CROSS JOIN LATERAL (
+ranked AS (
+    SELECT g.game_id, g.scene_id, g.stakeholder_id, g.context_hash, c.id,
+        (row_number() OVER (
+            PARTITION BY g.game_id, g.scene_id, g.stakeholder_id, g.context_hash
+            ORDER BY c.priority DESC, c.created_at, c.id) - 1) AS rk
+    FROM grp g CROSS JOIN LATERAL (
         SELECT p.id, p.priority, p.created_at FROM planned_stakeholder_actions p
         WHERE p.game_id = g.game_id AND p.scene_id = g.scene_id
           AND p.context_hash = g.context_hash AND p.stakeholder_id = g.stakeholder_id
-          AND p.status = 'ready' AND p.kind = 'action' AND p.expires_at > $6
-        ORDER BY p.priority DESC, p.created_at, p.id
-        LIMIT g.n FOR UPDATE SKIP LOCKED) c
-    UNION ALL
-    SELECT g.game_id, g.scene_id, g.stakeholder_id, g.context_hash, c.* FROM grp g CROSS JOIN LATERAL (
-        SELECT p.id, p.priority, p.created_at FROM planned_stakeholder_actions p
-        WHERE p.game_id = g.game_id AND p.scene_id = g.scene_id
-          AND p.stakeholder_id = g.stakeholder_id
-          AND p.status = 'ready' AND p.kind = 'reaction' AND p.expires_at > $6
+          AND p.status = 'ready' AND p.expires_at > $6
         ORDER BY p.priority DESC, p.created_at, p.id
         LIMIT g.n FOR UPDATE SKIP LOCKED) c),
-ranked AS (
-    SELECT cand.*, (row_number() OVER (
-        PARTITION BY game_id, scene_id, stakeholder_id, context_hash
-        ORDER BY priority DESC, created_at, id) - 1) AS rk
-    FROM cand),
 best AS (
     SELECT req.item, ranked.id FROM req JOIN ranked
     USING (game_id, scene_id, stakeholder_id, context_hash, rk))
@@ -64,13 +55,13 @@ UPDATE planned_stakeholder_actions t SET status = 'consumed', claimed_at = $6
 FROM best WHERE t.id = best.id AND t.status = 'ready'
 RETURNING best.item, t.*";
 
-/// Ready `action` rows per (request, stakeholder), each count one index range.
+/// Ready rows per (request, stakeholder) for its claim key, each count one index range.
 const READY: &str = "
 SELECT r.item, r.stakeholder_id, (
     SELECT COUNT(*) FROM planned_stakeholder_actions p
     WHERE p.game_id = r.game_id AND p.scene_id = r.scene_id AND p.context_hash = r.context_hash
       AND p.stakeholder_id = r.stakeholder_id
-      AND p.status = 'ready' AND p.kind = 'action' AND p.expires_at > $6) AS n
+      AND p.status = 'ready' AND p.expires_at > $6) AS n
 FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[])
     AS r(item, game_id, scene_id, stakeholder_id, context_hash)";
 
@@ -86,8 +77,18 @@ WITH i AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])),
 o AS (
     INSERT INTO stream_events (game_id, seq, idx, payload, created_at)
-    SELECT * FROM unnest($7::text[], $8::bigint[], $9::int[], $10::text[], $11::bigint[]))
+    SELECT * FROM unnest($7::text[], $8::bigint[], $9::int[], $10::text[], $11::bigint[])),
+g AS (
+    INSERT INTO job_guards (game_id, key, job_id, kind, expires_at)
+    SELECT * FROM unnest($12::text[], $13::text[], $14::text[], $15::text[], $16::bigint[])
+    ON CONFLICT (game_id, key) DO UPDATE
+    SET job_id = excluded.job_id, kind = excluded.kind, expires_at = excluded.expires_at)
 SELECT 1";
+
+/// The guards held for the batch's games, and the count held in all.
+const GUARDS: &str = "
+SELECT game_id, key, (SELECT COUNT(*) FROM job_guards WHERE expires_at > $2)
+FROM job_guards WHERE game_id = ANY($1) AND expires_at > $2";
 
 /// The request arrays of [`CLAIM`] and [`READY`]: one row per (item, stakeholder).
 #[derive(Default)]
@@ -321,6 +322,34 @@ impl BatchSql for PostgresStore {
         .boxed()
     }
 
+    fn guards<'a>(
+        tx: &'a mut Self::Tx,
+        games: &'a [GameId],
+        now: Millis,
+    ) -> BoxFuture<'a, Result<HeldGuards, StoreError>> {
+        async move {
+            let games: Vec<String> = games.iter().map(|g| g.to_string()).collect();
+            let rows: Vec<(String, String, i64)> = sqlx::query_as(GUARDS)
+                .bind(games)
+                .bind(now)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            let total = rows.first().map_or(0, |r| r.2.max(0) as u64);
+            let held = rows
+                .into_iter()
+                .map(|(g, k, _)| {
+                    let g = g
+                        .parse::<GameId>()
+                        .map_err(|e| StoreError::Decode(e.to_string()))?;
+                    Ok((g, k))
+                })
+                .collect::<Result<_, StoreError>>()?;
+            Ok((held, total))
+        }
+        .boxed()
+    }
+
     fn record<'a>(
         tx: &'a mut Self::Tx,
         items: &'a [&'a BatchItem],
@@ -342,6 +371,11 @@ impl BatchSql for PostgresStore {
                     .bind(rows.event_idx)
                     .bind(rows.event_payload)
                     .bind(vec![now; rows.event_len])
+                    .bind(rows.guard_game)
+                    .bind(rows.guard_key)
+                    .bind(rows.guard_job)
+                    .bind(rows.guard_kind)
+                    .bind(rows.guard_expires)
                     .execute(&mut **tx)
                     .await?;
             }

@@ -154,13 +154,20 @@ VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM game_events WHERE game_id = $
 ON CONFLICT (game_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
 RETURNING seq";
 
-/// Served by `planned_ready_action` (game, scene, context first): bounded by this context's
-/// ready rows, whatever other games and contexts hold.
+/// Served by `planned_ready` (game, scene, context first): bounded by this context's ready
+/// rows, whatever other games and contexts hold.
 pub(super) const READY_COUNTS: &str = "
 SELECT stakeholder_id, COUNT(*) FROM planned_stakeholder_actions
 WHERE game_id = $1 AND scene_id = $2 AND context_hash = $3
-  AND status = 'ready' AND kind = 'action' AND expires_at > $4
+  AND status = 'ready' AND expires_at > $4
 GROUP BY stakeholder_id";
+
+/// Per job kind: model calls, tokens, and calls whose result was written.
+pub(super) const LLM_USAGE: &str = "
+SELECT kind, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
+       COALESCE(SUM(CASE WHEN ok THEN 1 ELSE 0 END), 0),
+       COALESCE(SUM(CASE WHEN estimated THEN 1 ELSE 0 END), 0)
+FROM llm_calls WHERE created_at >= $1 GROUP BY kind";
 
 pub(super) const INSERT_CANON: &str = "
 INSERT INTO canon_events
@@ -472,6 +479,94 @@ macro_rules! impl_store {
             ) -> Result<u64, $crate::store::StoreError> {
                 let done = sqlx::query("DELETE FROM stream_events WHERE created_at < $1")
                     .bind(before)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(done.rows_affected())
+            }
+
+            async fn release_job_guard(
+                &self,
+                game: $crate::ids::GameId,
+                key: &str,
+                job_id: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query("DELETE FROM job_guards WHERE game_id = $1 AND key = $2 AND job_id = $3")
+                    .bind(game.to_string())
+                    .bind(key)
+                    .bind(job_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn job_guards(&self) -> Result<u64, $crate::store::StoreError> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_guards WHERE expires_at > $1")
+                    .bind($crate::time::now_ms())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(n.max(0) as u64)
+            }
+
+            async fn record_llm_call(
+                &self,
+                call: &$crate::store::LlmCall,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO llm_calls (game_id, kind, model, prompt_tokens, completion_tokens, estimated, ok, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(call.game_id.map(|g| g.to_string()))
+                .bind(call.kind.as_str())
+                .bind(&call.model)
+                .bind(call.prompt_tokens as i64)
+                .bind(call.completion_tokens as i64)
+                .bind(call.estimated)
+                .bind(call.ok)
+                .bind(call.at)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(())
+            }
+
+            async fn llm_usage(
+                &self,
+                since: $crate::time::Millis,
+            ) -> Result<std::collections::BTreeMap<String, $crate::store::LlmUsage>, $crate::store::StoreError> {
+                let rows: Vec<(String, i64, i64, i64, i64, i64)> =
+                    sqlx::query_as($crate::store::sql::LLM_USAGE)
+                        .bind(since)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(kind, calls, prompt, completion, written, estimated)| {
+                        (kind, $crate::store::LlmUsage {
+                            calls: calls as u64,
+                            prompt_tokens: prompt as u64,
+                            completion_tokens: completion as u64,
+                            written: written as u64,
+                            estimated: estimated as u64,
+                        })
+                    })
+                    .collect())
+            }
+
+            async fn delete_llm_calls(
+                &self,
+                before: $crate::time::Millis,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query("DELETE FROM llm_calls WHERE created_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                sqlx::query("DELETE FROM job_guards WHERE expires_at < $1")
+                    .bind($crate::time::now_ms())
                     .execute(&self.pool)
                     .await
                     .map_err($crate::store::StoreError::from_sqlx)?;

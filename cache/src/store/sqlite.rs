@@ -13,48 +13,38 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::batch::{self, BatchItem, BatchSql, Finished, ReadyCounts};
+use super::batch::{self, BatchItem, BatchSql, Finished, HeldGuards, ReadyCounts};
 use super::sql::{PlannedRow, rows_to_planned, to_json};
 use super::{ClaimQuery, StoreError};
-use crate::ids::StakeholderId;
+use crate::ids::{GameId, StakeholderId};
 use crate::jobs::QUEUE;
 use crate::model::PlannedAction;
 use crate::time::Millis;
 
 /// SQLite has no `SKIP LOCKED`, but it runs one writer at a time, so one `UPDATE … RETURNING`
 /// is atomic: two claimers can never both see a row as ready. For each stakeholder present
-/// (`$3`, a JSON array) the better of the best ready row of this context and the best ready
-/// reaction is taken; each lookup is one range of a partial index, named with `INDEXED BY`
+/// (`$3`, a JSON array) the best ready row made for the claim key (context and action kind) is
+/// taken; each lookup is one range of the partial index, named with `INDEXED BY`
 /// (without statistics SQLite may prefer `planned_expiry` and scan every ready row). The `+` in
 /// `+status` keeps the outer `UPDATE` on the primary key: measured, with it on `planned_expiry`
 /// every claim walked all ready rows of the table (17 ms with 60,000 of them).
 const CLAIM: &str = "
 UPDATE planned_stakeholder_actions SET status = 'consumed', claimed_at = $5
 WHERE +status = 'ready' AND id IN (
-    SELECT (SELECT id FROM (
-        SELECT * FROM (
-            SELECT p.id, p.priority, p.created_at
-            FROM planned_stakeholder_actions p INDEXED BY planned_ready_action
+    SELECT (SELECT p.id
+            FROM planned_stakeholder_actions p INDEXED BY planned_ready
             WHERE p.game_id = $1 AND p.scene_id = $2 AND p.context_hash = $4
               AND p.stakeholder_id = s.value
-              AND p.status = 'ready' AND p.kind = 'action' AND p.expires_at > $5
+              AND p.status = 'ready' AND p.expires_at > $5
             ORDER BY p.priority DESC, p.created_at, p.id LIMIT 1)
-        UNION ALL
-        SELECT * FROM (
-            SELECT p.id, p.priority, p.created_at
-            FROM planned_stakeholder_actions p INDEXED BY planned_ready_reaction
-            WHERE p.game_id = $1 AND p.scene_id = $2 AND p.stakeholder_id = s.value
-              AND p.status = 'ready' AND p.kind = 'reaction' AND p.expires_at > $5
-            ORDER BY p.priority DESC, p.created_at, p.id LIMIT 1))
-        ORDER BY priority DESC, created_at, id LIMIT 1)
     FROM json_each($3) s)
 RETURNING *";
 
 /// [`super::sql::READY_COUNTS`] with its index named.
 const READY_COUNTS_INDEXED: &str = "
-SELECT stakeholder_id, COUNT(*) FROM planned_stakeholder_actions INDEXED BY planned_ready_action
+SELECT stakeholder_id, COUNT(*) FROM planned_stakeholder_actions INDEXED BY planned_ready
 WHERE game_id = $1 AND scene_id = $2 AND context_hash = $3
-  AND status = 'ready' AND kind = 'action' AND expires_at > $4
+  AND status = 'ready' AND expires_at > $4
 GROUP BY stakeholder_id";
 
 const INSERT_EVENT: &str = "
@@ -304,6 +294,35 @@ impl BatchSql for SqliteStore {
         .boxed()
     }
 
+    fn guards<'a>(
+        tx: &'a mut Self::Tx,
+        games: &'a [GameId],
+        now: Millis,
+    ) -> BoxFuture<'a, Result<HeldGuards, StoreError>> {
+        async move {
+            let mut held = Vec::new();
+            for game in games {
+                let keys: Vec<String> = sqlx::query_scalar(
+                    "SELECT key FROM job_guards WHERE game_id = $1 AND expires_at > $2",
+                )
+                .bind(game.to_string())
+                .bind(now)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                held.extend(keys.into_iter().map(|k| (*game, k)));
+            }
+            let total: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM job_guards WHERE expires_at > $1")
+                    .bind(now)
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+            Ok((held, total.max(0) as u64))
+        }
+        .boxed()
+    }
+
     fn record<'a>(
         tx: &'a mut Self::Tx,
         items: &'a [&'a BatchItem],
@@ -337,6 +356,21 @@ impl BatchSql for SqliteStore {
                 .bind(rows.event_idx[e])
                 .bind(&rows.event_payload[e])
                 .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for g in 0..rows.guard_key.len() {
+                sqlx::query(
+                    "INSERT INTO job_guards (game_id, key, job_id, kind, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (game_id, key) DO UPDATE \
+                     SET job_id = excluded.job_id, kind = excluded.kind, expires_at = excluded.expires_at",
+                )
+                .bind(&rows.guard_game[g])
+                .bind(&rows.guard_key[g])
+                .bind(&rows.guard_job[g])
+                .bind(&rows.guard_kind[g])
+                .bind(rows.guard_expires[g])
                 .execute(&mut **tx)
                 .await?;
             }

@@ -11,6 +11,7 @@ mod error;
 mod events;
 mod games;
 mod ops;
+mod slow_path;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -145,6 +146,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
+        .routes(routes!(slow_path::slow_path))
         .split_for_parts()
 }
 

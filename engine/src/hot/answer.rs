@@ -28,6 +28,30 @@ impl Source {
     }
 }
 
+/// What slow-path content was made for, and by what: the freshness contract. A piece is served
+/// only where `made_for` equals the answer's `served_for` (social: within its age bound).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PieceProvenance {
+    /// The key it was written for: `<context>/<action kind>` for a reaction,
+    /// `narration:<conflict>:<phase>`, `beat:<conflict>:<phase>:<n>`, `social`, `canon-refs`.
+    pub made_for: String,
+    /// The game's log seq it was made at.
+    pub world_version: u64,
+    pub model: String,
+    pub prompt_version: String,
+}
+
+impl PieceProvenance {
+    pub fn of(p: &hotpath_cache::model::Provenance) -> PieceProvenance {
+        PieceProvenance {
+            made_for: p.context_hash.0.clone(),
+            world_version: p.world_version,
+            model: p.model.clone(),
+            prompt_version: p.prompt_version.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Reaction {
     pub stakeholder_id: String,
@@ -41,6 +65,11 @@ pub struct Reaction {
     /// Age of slow-path content, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_ms: Option<i64>,
+    /// What this answer needed the piece for (compare with `provenance.made_for`).
+    pub served_for: String,
+    /// Set when the piece came from the slow path (not for fallbacks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<PieceProvenance>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -49,6 +78,11 @@ pub struct NarrationPiece {
     pub source: Source,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_ms: Option<i64>,
+    /// What this answer needed the piece for (compare with `provenance.made_for`).
+    pub served_for: String,
+    /// Set when the piece came from the slow path (not for fallbacks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<PieceProvenance>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -66,6 +100,11 @@ pub struct SocialPiece {
     pub source: Source,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_ms: Option<i64>,
+    /// What this answer needed the piece for (compare with `provenance.made_for`).
+    pub served_for: String,
+    /// Set when the piece came from the slow path (not for fallbacks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<PieceProvenance>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -78,6 +117,13 @@ pub struct CanonLine {
 pub struct CanonPiece {
     pub references: Vec<CanonLine>,
     pub source: Source,
+    /// What this answer needed the piece for (compare with `provenance.made_for`).
+    pub served_for: String,
+    /// Set when the piece came from the slow path (not for fallbacks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<PieceProvenance>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_ms: Option<i64>,
 }
 
 /// A job this action dispatched.

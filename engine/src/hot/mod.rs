@@ -37,14 +37,20 @@ use crate::write::WritePath;
 pub struct HotConfig {
     /// The answer's budget: every read and write of an action has its deadline inside it.
     pub budget: Duration,
-    /// Ready precomputed actions to keep per stakeholder and context.
-    pub ready_target: u32,
+    /// Refill a scene's reactions when an action leaves this many or fewer of its kind.
+    pub ready_low: u32,
     /// Refresh the social bundle when it is this many events behind.
     pub social_refresh_after: u64,
+    /// Serve a cached social bundle at most this many events behind (its age bound).
+    pub social_max_lag: u64,
     /// Start narrating the next phase this many intensity points before it is reached.
     pub narration_lookahead: u32,
-    /// How long a dispatch guard holds a job's work as in flight.
-    pub dispatch_guard_ttl: Duration,
+    /// Past this many jobs queued or running in the deployment, dispatch sheds all but the
+    /// acting scene's reactions and dialogue; past twice as many, all but dialogue.
+    pub backlog_bound: u64,
+    /// At most this many jobs of one game queued or running (dialogue excepted): one busy game
+    /// cannot fill the queue.
+    pub jobs_per_game: usize,
     /// How long a cached game snapshot lives.
     pub snapshot_ttl: Duration,
     /// Actions one game's writer holds before answering 429.
@@ -71,10 +77,12 @@ impl Default for HotConfig {
     fn default() -> Self {
         HotConfig {
             budget: Duration::from_millis(200),
-            ready_target: 2,
-            social_refresh_after: 5,
+            ready_low: 1,
+            social_refresh_after: 8,
+            social_max_lag: 40,
             narration_lookahead: 15,
-            dispatch_guard_ttl: Duration::from_secs(60),
+            backlog_bound: 256,
+            jobs_per_game: 12,
             snapshot_ttl: Duration::from_secs(3600),
             writer_queue: 512,
             max_batch: 256,

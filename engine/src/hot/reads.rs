@@ -3,11 +3,9 @@
 use std::collections::BTreeMap;
 
 use hotpath_cache::cache::{Batch, CacheError, Fetched, Slot, keys};
-use hotpath_cache::model::{
-    BeatText, CanonReferences, Narration, SocialBundle, StakeholderDetails,
-};
+use hotpath_cache::model::{BeatText, CanonReferences, Narration, SocialBundle};
 use hotpath_cache::scenario::{Scenario, Scene};
-use hotpath_cache::{ConflictId, GameId, PhaseId, StakeholderId};
+use hotpath_cache::{ConflictId, GameId, PhaseId};
 
 /// The slots of one action's batch.
 pub struct ActionReads {
@@ -15,7 +13,6 @@ pub struct ActionReads {
     pub canon: Slot<CanonReferences>,
     pub narration: BTreeMap<(ConflictId, PhaseId), Slot<Narration>>,
     pub beats: BTreeMap<(ConflictId, PhaseId, u32), Slot<BeatText>>,
-    pub details: BTreeMap<StakeholderId, Slot<StakeholderDetails>>,
 }
 
 /// What came back: a value per slot, or nothing if the cache could not be read.
@@ -25,14 +22,12 @@ pub struct CachedContent {
     pub canon: Option<CanonReferences>,
     pub narration: BTreeMap<(ConflictId, PhaseId), Narration>,
     pub beats: BTreeMap<(ConflictId, PhaseId, u32), BeatText>,
-    pub details: BTreeMap<StakeholderId, StakeholderDetails>,
 }
 
 impl ActionReads {
     /// Plans the keys of an action in `scene`: the snapshot, the social bundle, canon
     /// references, the narration and beats of every phase of the scene's conflicts (the phase
-    /// after the action is not known before the snapshot is), and the present stakeholders'
-    /// details.
+    /// after the action is not known before the snapshot is).
     pub fn plan(game: GameId, scenario: &Scenario, scene: &Scene) -> (Batch, ActionReads) {
         let mut batch = Batch::default();
         let social = batch.add(&keys::social(game));
@@ -49,17 +44,11 @@ impl ActionReads {
                 }
             }
         }
-        let details = scene
-            .stakeholders
-            .iter()
-            .map(|s| (s.clone(), batch.add(&keys::stakeholder_details(game, s))))
-            .collect();
         let reads = ActionReads {
             social,
             canon,
             narration,
             beats,
-            details,
         };
         (batch, reads)
     }
@@ -84,11 +73,6 @@ impl ActionReads {
                 .collect(),
             beats: self
                 .beats
-                .into_iter()
-                .filter_map(|(k, s)| Some((k, get(f, s)?)))
-                .collect(),
-            details: self
-                .details
                 .into_iter()
                 .filter_map(|(k, s)| Some((k, get(f, s)?)))
                 .collect(),

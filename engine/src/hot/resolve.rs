@@ -8,7 +8,8 @@
 //!    jobs in one transaction, and the answer is built from what was claimed ([`Finish`]);
 //! 5. answer, once committed — every piece with its source — or 503 when the budget ran out.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -17,7 +18,9 @@ use hotpath_cache::GameId;
 use hotpath_cache::cache::CacheError;
 use hotpath_cache::events::{ConflictPhase, GameEvent};
 use hotpath_cache::ids::{ActionId, RequestId, SceneId, StakeholderId};
-use hotpath_cache::model::{ActionKind, PlannedAction, PlayerAction};
+use hotpath_cache::model::{
+    ActionKind, PlannedAction, PlayerAction, beat_key, narration_key, reaction_key,
+};
 use hotpath_cache::scenario::{Scenario, Scene};
 use hotpath_cache::state::GameState;
 use hotpath_cache::store::{
@@ -26,7 +29,7 @@ use hotpath_cache::store::{
 use hotpath_cache::time::now_ms;
 
 use super::answer::*;
-use super::dispatch::{self, Guards, PlanInput};
+use super::dispatch::{self, Admission, PlanInput};
 use super::fallback;
 use super::reads::{ActionReads, CachedContent};
 use super::rules;
@@ -231,17 +234,15 @@ pub(crate) async fn replay(
 }
 
 /// The writer's half of an action: applies `act` to `before` and returns the state after it and
-/// the batch item that commits it. Its [`Finish`] builds the answer from what the claim got,
-/// plans the jobs and takes their guards (giving back what an earlier run of it took, since a
-/// batch that rolls back runs it again); `taken` tells the writer which guards to give back if
-/// the action never commits.
+/// the batch item that commits it. Its [`Finish`] builds the answer from what the claim got and
+/// plans the jobs against the guards the transaction found; it is pure, since a batch that
+/// rolls back runs it again. `asked` is what this game's writer has already had queued.
 pub(crate) fn apply(
     scenario: &Arc<Scenario>,
     before: &GameState,
     act: &Act,
-    guards: Arc<Mutex<Guards>>,
-    taken: Arc<Mutex<Vec<String>>>,
     config: &HotConfig,
+    asked: Arc<HashSet<String>>,
 ) -> (GameState, BatchItem) {
     let action = act.action.clone();
     let scene = scenario
@@ -255,15 +256,16 @@ pub(crate) fn apply(
         game_id: action.game_id,
         scene_id: scene.id.clone(),
         stakeholders: scene.stakeholders.clone(),
-        context_hash: before.context_hash(scenario, &scene.id),
+        context_hash: reaction_key(&before.context_hash(scenario, &scene.id), action.kind),
         now,
     };
     let ready = ReadyQuery {
         scene_id: scene.id.clone(),
         stakeholders: scene.stakeholders.clone(),
-        context_hash: after.context_hash(scenario, &scene.id),
+        context_hash: reaction_key(&after.context_hash(scenario, &scene.id), action.kind),
     };
-    let pieces = Pieces::build(scenario, scene, before, &after, &act.cached, now);
+    let served_for = claim.context_hash.0.clone();
+    let pieces = Pieces::build(scenario, scene, before, &after, &act.cached, now, config);
     let finish: Finish = {
         let (scenario, before, after) = (scenario.clone(), before.clone(), after.clone());
         let (cached, degraded, dialogue) = (act.cached.clone(), act.degraded, act.dialogue);
@@ -278,6 +280,7 @@ pub(crate) fn apply(
                 &after,
                 &action,
                 &claimed.claimed,
+                &served_for,
                 now,
                 degraded,
                 dialogue,
@@ -292,15 +295,18 @@ pub(crate) fn apply(
                 cached: &cached,
                 dialogue,
                 config: &config,
+                asked: &asked,
             });
-            let queued = {
-                let mut guards = guards.lock().expect("guards lock");
-                let mut taken = taken.lock().expect("taken lock");
-                guards.release(&taken);
-                let queued = dispatch::queue(&mut guards, jobs, config.dispatch_guard_ttl);
-                *taken = queued.taken.clone();
-                queued
-            };
+            let queued = dispatch::queue(
+                jobs,
+                &scene.id,
+                &Admission {
+                    held: &claimed.held,
+                    backlog: claimed.backlog,
+                    now_secs: (now / 1000).max(0) as u64,
+                },
+                &config,
+            );
             answer.dispatched = queued.dispatched;
             let mut events = vec![
                 GameEvent::ActionApplied {
@@ -353,6 +359,9 @@ pub(crate) fn state_updated(scenario: &Scenario, state: &GameState) -> GameEvent
     }
 }
 
+pub const SOCIAL_KEY: &str = "social";
+pub const CANON_REFS_KEY: &str = "canon-refs";
+
 /// The pieces of the answer that do not depend on the claim, decided before the write.
 struct Pieces {
     narration: NarrationPiece,
@@ -368,23 +377,30 @@ impl Pieces {
         after: &GameState,
         cached: &CachedContent,
         now: i64,
+        config: &HotConfig,
     ) -> Pieces {
         let age = |produced_at: i64| Some((now - produced_at).max(0));
         // A phase change in this scene is narrated; otherwise the current beat is described.
+        // Cached text is served only under the key it was written for.
         let transition = rules::transitions(scenario, before, after)
             .into_iter()
             .find(|t| scene.conflicts.contains(&t.conflict_id));
         let narration = if let Some(t) = transition {
+            let key = narration_key(&t.conflict_id, &t.to).0;
             match cached.narration.get(&(t.conflict_id.clone(), t.to.clone())) {
-                Some(n) if !t.resolved => NarrationPiece {
+                Some(n) if !t.resolved && n.provenance.context_hash.0 == key => NarrationPiece {
                     text: n.text.clone(),
                     source: Source::Cache,
                     age_ms: age(n.provenance.produced_at),
+                    provenance: Some(PieceProvenance::of(&n.provenance)),
+                    served_for: key,
                 },
                 _ => NarrationPiece {
                     text: fallback::phase_narration(scenario, &t.conflict_id, &t.to, t.resolved),
                     source: Source::Fallback,
                     age_ms: None,
+                    provenance: None,
+                    served_for: key,
                 },
             }
         } else if let Some((conflict, state)) = scene.conflicts.iter().find_map(|c| {
@@ -395,19 +411,25 @@ impl Pieces {
                 .map(|s| (c, s))
         }) {
             let beat = fallback::beat_index(scenario, conflict, &state.phase, after.turn);
+            let key = beat_key(conflict, &state.phase, beat).0;
             match cached
                 .beats
                 .get(&(conflict.clone(), state.phase.clone(), beat))
+                .filter(|b| b.provenance.context_hash.0 == key)
             {
                 Some(b) => NarrationPiece {
                     text: b.text.clone(),
                     source: Source::Cache,
                     age_ms: age(b.provenance.produced_at),
+                    provenance: Some(PieceProvenance::of(&b.provenance)),
+                    served_for: key,
                 },
                 None => NarrationPiece {
                     text: fallback::beat_text(scenario, conflict, &state.phase, beat),
                     source: Source::Fallback,
                     age_ms: None,
+                    provenance: None,
+                    served_for: key,
                 },
             }
         } else {
@@ -415,10 +437,20 @@ impl Pieces {
                 text: fallback::scene_line(scenario, &scene.id),
                 source: Source::Fallback,
                 age_ms: None,
+                provenance: None,
+                served_for: format!("scene:{}", scene.id),
             }
         };
 
-        let (bundle, source) = match &cached.social {
+        // The social bundle is game-wide: served while it is at most `social_max_lag` events
+        // behind the world (its age bound), else the rules' bundle.
+        let fresh_social = cached.social.as_ref().filter(|b| {
+            after
+                .world_version()
+                .saturating_sub(b.provenance.world_version)
+                <= config.social_max_lag
+        });
+        let (bundle, source) = match fresh_social {
             Some(b) => (b.clone(), Source::Cache),
             None => {
                 let context = after.context_hash(scenario, &scene.id);
@@ -445,6 +477,11 @@ impl Pieces {
                 .collect(),
             source,
             age_ms: (source == Source::Cache).then(|| (now - bundle.provenance.produced_at).max(0)),
+            provenance: (source == Source::Cache).then(|| PieceProvenance {
+                made_for: SOCIAL_KEY.into(),
+                ..PieceProvenance::of(&bundle.provenance)
+            }),
+            served_for: SOCIAL_KEY.into(),
         };
 
         let canon = match &cached.canon {
@@ -459,10 +496,19 @@ impl Pieces {
                     })
                     .collect(),
                 source: Source::Cache,
+                age_ms: age(refs.provenance.produced_at),
+                provenance: Some(PieceProvenance {
+                    made_for: CANON_REFS_KEY.into(),
+                    ..PieceProvenance::of(&refs.provenance)
+                }),
+                served_for: CANON_REFS_KEY.into(),
             },
             None => CanonPiece {
                 references: Vec::new(),
                 source: Source::Fallback,
+                age_ms: None,
+                provenance: None,
+                served_for: CANON_REFS_KEY.into(),
             },
         };
         Pieces {
@@ -480,6 +526,7 @@ impl Pieces {
         after: &GameState,
         action: &PlayerAction,
         claimed: &[PlannedAction],
+        served_for: &str,
         now: i64,
         degraded: bool,
         dialogue: Option<RequestId>,
@@ -497,6 +544,8 @@ impl Pieces {
                         behaviour: p.payload.behaviour.clone(),
                         source: Source::Precomputed,
                         age_ms: Some((now - p.provenance.produced_at).max(0)),
+                        provenance: Some(PieceProvenance::of(&p.provenance)),
+                        served_for: served_for.to_owned(),
                     },
                     None => {
                         let m = fallback::stakeholder_move(
@@ -513,6 +562,8 @@ impl Pieces {
                             behaviour: m.behaviour,
                             source: Source::Fallback,
                             age_ms: None,
+                            provenance: None,
+                            served_for: served_for.to_owned(),
                         }
                     }
                 },

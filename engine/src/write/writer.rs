@@ -11,8 +11,9 @@
 //! A writer with nothing in flight and nothing received for `writer_idle` retires: it writes
 //! its state to the cache as a snapshot, leaves the registry and drops the state.
 
+use std::collections::HashSet;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,7 +28,6 @@ use hotpath_cache::store::{BatchItem, Finished, IdempotencyKey, ItemError, Store
 
 use super::committer::{Outcome, Submit};
 use super::{Append, Msg, WritePath};
-use crate::hot::dispatch::Guards;
 use crate::hot::reads::CachedContent;
 use crate::hot::{HotError, resolve};
 
@@ -50,8 +50,6 @@ struct Inflight {
     id: u64,
     work: Work,
     after: GameState,
-    /// Dispatch guards its jobs took; given back if it never commits.
-    taken: Arc<Mutex<Vec<String>>>,
 }
 
 enum Work {
@@ -101,7 +99,7 @@ pub(crate) fn spawn(
         generation: 0,
         next_id: 0,
         inflight: VecDeque::new(),
-        guards: Arc::new(Mutex::new(Guards::default())),
+        asked: Arc::new(HashSet::new()),
         since_snapshot: 0,
     };
     metrics::gauge!("hotpath_writers").increment(1.0);
@@ -121,7 +119,9 @@ struct Writer {
     generation: u64,
     next_id: u64,
     inflight: VecDeque<Inflight>,
-    guards: Arc<Mutex<Guards>>,
+    /// Coalesce keys of the jobs this writer has had committed: what dispatch need not ask
+    /// for again (see [`crate::hot::dispatch::PlanInput::asked`]).
+    asked: Arc<HashSet<String>>,
     since_snapshot: u32,
 }
 
@@ -235,16 +235,10 @@ impl Writer {
     fn submit(&mut self, work: Work) {
         let config = &self.path.inner.config;
         let before = self.tip.as_ref().expect("submit after load");
-        let taken = Arc::new(Mutex::new(Vec::new()));
         let (after, item) = match &work {
-            Work::Act(act) => resolve::apply(
-                &self.scenario,
-                before,
-                act,
-                self.guards.clone(),
-                taken.clone(),
-                config,
-            ),
+            Work::Act(act) => {
+                resolve::apply(&self.scenario, before, act, config, self.asked.clone())
+            }
             Work::Append(a) => append_item(&self.scenario, before, a.event.clone()),
         };
         let id = self.next_id;
@@ -261,12 +255,7 @@ impl Writer {
             return;
         }
         self.tip = Some(after.clone());
-        self.inflight.push_back(Inflight {
-            id,
-            work,
-            after,
-            taken,
-        });
+        self.inflight.push_back(Inflight { id, work, after });
     }
 
     async fn on_outcome(&mut self, outcome: Outcome) {
@@ -284,6 +273,12 @@ impl Writer {
                 if self.inflight.is_empty() {
                     // Nothing in flight: the tip is the committed state; keep one copy.
                     self.tip = None;
+                }
+                if !finished.jobs.is_empty() {
+                    let asked = Arc::make_mut(&mut self.asked);
+                    for j in &finished.jobs {
+                        asked.insert(j.job.coalesce_key());
+                    }
                 }
                 for j in &finished.jobs {
                     metrics::counter!("hotpath_dispatched_jobs_total", "kind" => j.job.kind().as_str())
@@ -305,7 +300,6 @@ impl Writer {
             Err(ItemError::IdempotencyKeyTaken) => {
                 // A concurrent request with the same key won: this one answers what it recorded.
                 let lost = self.inflight.remove(pos).expect("found above");
-                self.release(&lost.taken);
                 self.reload_and_reapply(Some(lost.work)).await;
             }
             Err(ItemError::Store(e)) => {
@@ -313,7 +307,6 @@ impl Writer {
                 self.tip = None;
                 let message = e.to_string();
                 for lost in std::mem::take(&mut self.inflight) {
-                    self.release(&lost.taken);
                     lost.work.fail(HotError::Unavailable(message.clone()));
                 }
             }
@@ -326,9 +319,6 @@ impl Writer {
     async fn reload_and_reapply(&mut self, replayed: Option<Work>) {
         self.generation += 1;
         let pending: Vec<Inflight> = std::mem::take(&mut self.inflight).into();
-        for p in &pending {
-            self.release(&p.taken);
-        }
         let deadline = pending
             .iter()
             .map(|p| p.work.deadline())
@@ -389,11 +379,6 @@ impl Writer {
                 )),
             });
         });
-    }
-
-    fn release(&self, taken: &Arc<Mutex<Vec<String>>>) {
-        let taken = taken.lock().expect("taken lock");
-        self.guards.lock().expect("guards lock").release(&taken);
     }
 
     /// Writes a committed state to the cache without holding anyone: a failure only costs the
