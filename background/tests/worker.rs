@@ -660,11 +660,22 @@ async fn dialogue_streams_in_order_then_done_then_log(env: Env) {
                     GameEvent::DialogueDone {
                         request_id: r,
                         text,
+                        model,
+                        prompt_version,
                         ..
                     },
                 ..
             } => {
                 assert_eq!(r, request_id);
+                assert_eq!(
+                    model.as_deref(),
+                    Some("scripted"),
+                    "the reply says who wrote it"
+                );
+                assert!(
+                    prompt_version.is_some_and(|v| v.starts_with("stream_dialogue_reply@")),
+                    "and with which prompt"
+                );
                 break text;
             }
             _ => {}

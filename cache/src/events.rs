@@ -153,6 +153,12 @@ pub enum GameEvent {
         request_id: RequestId,
         stakeholder_id: StakeholderId,
         text: String,
+        /// The model that wrote the reply.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        /// The version of the prompt it was asked with.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prompt_version: Option<String>,
     },
 }
 

@@ -469,6 +469,41 @@ mod suite {
         );
         assert_eq!(second.json["social"]["source"], "cache", "{}", second.text);
         assert_eq!(second.json["degraded"], false);
+
+        // The deployment's own account of it: jobs by state and kind, and the model calls,
+        // each of whose answers was written (the scripted provider fails nothing here).
+        let report = app
+            .call(
+                axum::http::Method::GET,
+                "/v1/admin/slow-path",
+                Some(ADMIN),
+                None,
+            )
+            .await;
+        assert_eq!(report.status, 200, "{}", report.text);
+        let llm = &report.json["llm"];
+        let prepared = &llm["by_kind"]["prepare_scene_reactions"];
+        assert!(prepared["calls"].as_u64().unwrap() >= 1, "{}", report.text);
+        assert_eq!(prepared["written"], prepared["calls"], "{}", report.text);
+        assert!(
+            llm["prompt_tokens"].as_u64().unwrap() > 0,
+            "{}",
+            report.text
+        );
+        assert!(
+            report.json["jobs"]["by_state"]["done"].as_u64().unwrap() >= ids.len() as u64,
+            "{}",
+            report.text
+        );
+        let player = app
+            .call(
+                axum::http::Method::GET,
+                "/v1/admin/slow-path",
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(player.status, 403, "admin only: {}", player.text);
         workers.stop().await;
     }
 

@@ -622,6 +622,12 @@ async fn dialogue(
             .map_err(TryError::infra)?;
         index += 1;
     }
+    // A stream reports no usage here: the ledger gets an estimate that says so.
+    t.called(
+        deps.provider.model(),
+        crate::llm::Usage::estimate(request.system.len() + request.prompt.len(), full.len()),
+        true,
+    );
     let text = output::dialogue(&full)?;
     deps.stream
         .publish(
@@ -630,6 +636,8 @@ async fn dialogue(
                 request_id: j.request_id,
                 stakeholder_id: j.stakeholder_id.clone(),
                 text: text.clone(),
+                model: Some(deps.provider.model().to_owned()),
+                prompt_version: Some(prompts::version(JobKind::StreamDialogueReply)),
             },
         )
         .await

@@ -164,9 +164,10 @@ GROUP BY stakeholder_id";
 
 /// Per job kind: model calls, tokens, and calls whose result was written.
 pub(super) const LLM_USAGE: &str = "
-SELECT kind, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
-       COALESCE(SUM(CASE WHEN ok THEN 1 ELSE 0 END), 0),
-       COALESCE(SUM(CASE WHEN estimated THEN 1 ELSE 0 END), 0)
+SELECT kind, COUNT(*), CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT),
+       CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT),
+       CAST(COALESCE(SUM(CASE WHEN ok THEN 1 ELSE 0 END), 0) AS BIGINT),
+       CAST(COALESCE(SUM(CASE WHEN estimated THEN 1 ELSE 0 END), 0) AS BIGINT)
 FROM llm_calls WHERE created_at >= $1 GROUP BY kind";
 
 pub(super) const INSERT_CANON: &str = "
