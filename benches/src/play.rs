@@ -624,7 +624,9 @@ pub struct Jobs {
     pub dispatched_by_kind: BTreeMap<String, u64>,
     /// `hotpath_dispatched_jobs_total` difference over the counted window, per counted action.
     pub metrics_dispatched_per_action: Option<f64>,
-    /// Seen on the streams in the window.
+    /// `job.started` seen on the streams in the window (each attempt counts): while the engine
+    /// has no admin route, an upper bound of LLM calls, as a game job asks the model at most
+    /// once per attempt.
     pub started: u64,
     pub started_per_action: f64,
     pub completed: u64,
@@ -746,8 +748,8 @@ impl Report {
         format!(
             "play{}: {}×{} players, {} actions in {:.0} s ({} failed); served ahead: reactions {} \
              (precomputed {:.0}%), narration {}, social {}, canon {}; mis-served {} of {} checked \
-             ({} without provenance); freshness p50/p99 {}; jobs/action {:.2}; LLM calls/action {}; \
-             queue {}; dead letters {}",
+             ({} without provenance); freshness p50/p99 {}; jobs/action {:.2} dispatched, {:.2} run; \
+             LLM calls/action {}; queue {}; dead letters {}",
             if self.label.is_empty() {
                 String::new()
             } else {
@@ -768,6 +770,7 @@ impl Report {
             self.no_provenance,
             fresh,
             self.jobs.dispatched_per_action,
+            self.jobs.started_per_action,
             llm,
             queue,
             self.jobs
