@@ -74,6 +74,7 @@ fn scripted(seed: u64, malformed_rate: f64, latency: Duration) -> Arc<dyn Provid
         latency,
         error_rate: 0.0,
         malformed_rate,
+        ..ScriptedConfig::default()
     }))
 }
 

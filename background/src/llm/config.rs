@@ -68,10 +68,11 @@ pub struct LlmConfig {
     pub api_key: Option<ApiKey>,
     /// Per call.
     pub timeout: Duration,
-    /// Scripted provider: seed, latency per call, share of calls that fail, share of answers
-    /// that are malformed.
+    /// Scripted provider: seed, latency per call (± up to `latency_jitter`, drawn per request),
+    /// share of calls that fail, share of answers that are malformed.
     pub seed: u64,
     pub latency: Duration,
+    pub latency_jitter: Duration,
     pub error_rate: f64,
     pub malformed_rate: f64,
     /// Calls in flight at once, for all job kinds together.
@@ -95,6 +96,7 @@ impl Default for LlmConfig {
             timeout: Duration::from_secs(60),
             seed: 0,
             latency: Duration::ZERO,
+            latency_jitter: Duration::ZERO,
             error_rate: 0.0,
             malformed_rate: 0.0,
             max_concurrent: 8,
@@ -159,6 +161,11 @@ impl LlmConfig {
             timeout: Duration::from_millis(num(&get, "HOTPATH_LLM_TIMEOUT_MS", 60_000u64)?),
             seed: num(&get, "HOTPATH_LLM_SEED", d.seed)?,
             latency: Duration::from_millis(num(&get, "HOTPATH_LLM_LATENCY_MS", 0u64)?),
+            latency_jitter: Duration::from_millis(num(
+                &get,
+                "HOTPATH_LLM_LATENCY_JITTER_MS",
+                0u64,
+            )?),
             error_rate: rate(&get, "HOTPATH_LLM_ERROR_RATE")?,
             malformed_rate: rate(&get, "HOTPATH_LLM_MALFORMED_RATE")?,
             max_concurrent: num(&get, "HOTPATH_LLM_MAX_CONCURRENT", d.max_concurrent)?.max(1),

@@ -24,6 +24,8 @@ pub struct ScriptedConfig {
     pub seed: u64,
     /// How long each call takes (a stream spreads it over its chunks).
     pub latency: Duration,
+    /// Each call's latency is `latency` ± up to this, drawn from the seed and the request.
+    pub latency_jitter: Duration,
     /// Share of calls that fail like an overloaded provider (a 503).
     pub error_rate: f64,
     /// Share of answers that are not what was asked for (broken JSON, prose, empty fields).
@@ -35,6 +37,7 @@ impl Default for ScriptedConfig {
         ScriptedConfig {
             seed: 0,
             latency: Duration::ZERO,
+            latency_jitter: Duration::ZERO,
             error_rate: 0.0,
             malformed_rate: 0.0,
         }
@@ -46,6 +49,7 @@ impl From<&LlmConfig> for ScriptedConfig {
         ScriptedConfig {
             seed: c.seed,
             latency: c.latency,
+            latency_jitter: c.latency_jitter,
             error_rate: c.error_rate,
             malformed_rate: c.malformed_rate,
         }
@@ -72,6 +76,19 @@ impl ScriptedProvider {
         let mut seed = [0u8; 32];
         seed.copy_from_slice(&digest);
         ChaCha8Rng::from_seed(seed)
+    }
+
+    /// How long `request` takes: `latency` ± up to `latency_jitter`, drawn from its own stream
+    /// of the request's generator (the answer's draws are unchanged).
+    fn latency(&self, request: &LlmRequest) -> Duration {
+        let (base, jitter) = (self.config.latency, self.config.latency_jitter);
+        if jitter.is_zero() {
+            return base;
+        }
+        let mut rng = self.rng(request);
+        rng.set_stream(1);
+        let shift: f64 = rng.random_range(-1.0..=1.0);
+        Duration::from_secs_f64((base.as_secs_f64() + shift * jitter.as_secs_f64()).max(0.0))
     }
 
     /// The answer, or the simulated failure, for `request`.
@@ -286,8 +303,9 @@ impl Provider for ScriptedProvider {
 
     async fn complete(&self, request: &LlmRequest) -> Result<Completion, LlmError> {
         assert_off_hot_path()?;
-        if !self.config.latency.is_zero() {
-            tokio::time::sleep(self.config.latency).await;
+        let latency = self.latency(request);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
         }
         let text = self.answer(request)?;
         Ok(Completion {
@@ -308,7 +326,7 @@ impl Provider for ScriptedProvider {
         let pause = if chunks.is_empty() {
             Duration::ZERO
         } else {
-            self.config.latency / chunks.len() as u32
+            self.latency(request) / chunks.len() as u32
         };
         Ok(futures::stream::iter(chunks)
             .then(move |chunk| async move {
@@ -352,6 +370,24 @@ mod tests {
             malformed_rate,
             ..ScriptedConfig::default()
         })
+    }
+
+    #[test]
+    fn latency_jitter_stays_in_bounds_and_replays() {
+        let p = ScriptedProvider::new(ScriptedConfig {
+            latency: Duration::from_millis(2000),
+            latency_jitter: Duration::from_millis(500),
+            ..ScriptedConfig::default()
+        });
+        let delays: Vec<Duration> = (0..20)
+            .map(|i| p.latency(&request(JobKind::GenerateStakeholderAction, &i.to_string())))
+            .collect();
+        for d in &delays {
+            assert!(*d >= Duration::from_millis(1500) && *d <= Duration::from_millis(2500));
+        }
+        assert!(delays.iter().any(|d| *d != delays[0]), "{delays:?}");
+        let again = p.latency(&request(JobKind::GenerateStakeholderAction, "0"));
+        assert_eq!(again, delays[0]);
     }
 
     #[tokio::test]
