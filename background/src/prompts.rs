@@ -2,13 +2,23 @@
 //! them. A prompt's version is a digest of its template text (and of the shared pieces it
 //! includes), so every artifact's provenance names exactly the prompt that produced it, and
 //! editing a template changes the version without anyone remembering to bump it.
+//!
+//! Besides the templates, this module owns what a request asks for beyond its text: the JSON
+//! schema of each kind's answer ([`schema`]), the output tokens each kind may use
+//! ([`MaxTokens`]), and how player text is fenced as data ([`fence`]).
+//!
+//! What every template can use besides the facts: `json` (JSON mode), `feedback` (why the last
+//! answer was rejected), `shorter` (the last answer was cut off at the token limit: ask for
+//! less), `names` (stakeholder id → name, so templates name people, not ids) and the
+//! `player_text` filter (fences what a player typed).
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use hotpath_cache::jobs::JobKind;
 use minijinja::Environment;
 use minijinja::value::Serde;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 const TEMPLATES: &[(&str, &str)] = &[
@@ -62,11 +72,243 @@ pub fn template_of(kind: JobKind) -> Option<&'static str> {
     })
 }
 
+/// The tag that fences player text in a prompt.
+pub const FENCE_TAG: &str = "player_text";
+
+/// `text` inside a `<player_text>` block. Whatever in it could close (or open) the block is
+/// neutralised, so a player cannot write their way out of it: `<` and `>` of any
+/// `player_text` tag become `‹` and `›`.
+pub fn fence(text: &str) -> String {
+    format!("<{FENCE_TAG}>{}</{FENCE_TAG}>", neutralise(text))
+}
+
+/// `text` with every `player_text` tag (any case, any spacing before the name) defused.
+pub fn neutralise(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if bytes[i] == b'<' {
+            // `<`, optional `/` and spaces, then the tag name.
+            let mut j = i + 1;
+            while j < text.len() && (bytes[j] == b'/' || bytes[j] == b' ') {
+                j += 1;
+            }
+            if lower[j..].starts_with(FENCE_TAG) {
+                out.push('‹');
+                out.push_str(&text[i + 1..j + FENCE_TAG.len()]);
+                i = j + FENCE_TAG.len();
+                if i < text.len() && bytes[i] == b'>' {
+                    out.push('›');
+                    i += 1;
+                }
+                continue;
+            }
+        }
+        let c = text[i..].chars().next().expect("in bounds");
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
+}
+
+/// The feedback a retry gets when the last answer stopped at the token limit; the template
+/// then asks for less (`shorter`).
+pub fn cut_off(max_tokens: u32) -> String {
+    format!(
+        "{CUT_OFF} of {max_tokens} tokens. Write a shorter answer: about half as many items, \
+         and shorter lines, so that it ends well within the limit"
+    )
+}
+
+const CUT_OFF: &str = "your answer was cut off at the limit";
+
+/// Output tokens asked for, per job kind: sized to what each kind's template asks for (about
+/// four characters a token, plus the JSON around the text), so a real model is not cut off
+/// mid-answer and a cheap kind does not reserve a long one. Kinds that write several items in
+/// one call get a base plus a share per item asked for.
+///
+/// | kind | tokens |
+/// |---|---|
+/// | stakeholder action / reaction | 300 (a behaviour ≤ 160 chars, a line ≤ 400) |
+/// | stakeholder details | 450 (three fields ≤ 400 chars) |
+/// | phase narration | 350 (two or three sentences) |
+/// | beat description | 350 (two or three sentences) |
+/// | social bundle | 1 500 (≤ 12 gossip lines and a reputation per stakeholder) |
+/// | conflict canonization | 600 (a title and a summary ≤ 1 500 chars) |
+/// | canon references | 1 200 (≤ 16 lines) |
+/// | dialogue reply | 250 (at most three sentences) |
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaxTokens {
+    per_kind: BTreeMap<JobKind, u32>,
+}
+
+impl Default for MaxTokens {
+    fn default() -> Self {
+        let per_kind = JobKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let n = match kind {
+                    JobKind::GenerateStakeholderAction | JobKind::GenerateStakeholderReaction => {
+                        300
+                    }
+                    JobKind::PopulateStakeholderDetails => 450,
+                    JobKind::NarratePhaseTransition => 350,
+                    JobKind::GenerateBeatDescription => 350,
+                    JobKind::GenerateSocialBundle => 1500,
+                    JobKind::CanonizeConflict => 600,
+                    JobKind::GenerateCanonReferences => 1200,
+                    JobKind::StreamDialogueReply => 250,
+                    JobKind::CleanupExpiredActions => 0,
+                };
+                (kind, n)
+            })
+            .collect();
+        MaxTokens { per_kind }
+    }
+}
+
+impl MaxTokens {
+    /// Every kind asks for `n` (tests, and models with a small window).
+    pub fn uniform(n: u32) -> MaxTokens {
+        MaxTokens {
+            per_kind: JobKind::ALL.into_iter().map(|k| (k, n)).collect(),
+        }
+    }
+
+    /// The same table with `kind` set to `n`.
+    pub fn with(mut self, kind: JobKind, n: u32) -> MaxTokens {
+        self.per_kind.insert(kind, n);
+        self
+    }
+
+    /// The tokens a request of `kind` asks for, given its facts.
+    pub fn of(&self, kind: JobKind, _facts: &Value) -> u32 {
+        self.per_kind.get(&kind).copied().unwrap_or(400)
+    }
+}
+
+/// Ids listed under `pointer` in the facts (objects' `id`, or strings).
+fn ids_at(facts: &Value, pointer: &str) -> Vec<String> {
+    facts
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.get("id").and_then(Value::as_str).or(v.as_str()))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn string() -> Value {
+    json!({"type": "string"})
+}
+
+fn one_of(values: &[String]) -> Value {
+    if values.is_empty() {
+        string()
+    } else {
+        json!({"type": "string", "enum": values})
+    }
+}
+
+fn object(fields: &[(&str, Value)]) -> Value {
+    let properties: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    let required: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
+    json!({"type": "object", "properties": properties, "required": required,
+           "additionalProperties": false})
+}
+
+/// The intents a stakeholder's move may have.
+pub const INTENTS: [&str; 6] = ["support", "oppose", "deflect", "probe", "bargain", "warn"];
+
+/// The JSON schema of `kind`'s answer, from the facts its prompt was rendered from (so ids
+/// are enumerated: a schema-following model cannot name a stakeholder who does not exist).
+/// `None` for kinds that answer in prose. Every object lists all its properties as required
+/// and allows no others (what OpenAI's strict mode wants); lengths are left to validation.
+pub fn schema(kind: JobKind, facts: &Value) -> Option<Value> {
+    let people = ids_at(facts, "/stakeholders");
+    let intents: Vec<String> = INTENTS.iter().map(|s| (*s).to_owned()).collect();
+    Some(match kind {
+        JobKind::GenerateStakeholderAction | JobKind::GenerateStakeholderReaction => object(&[
+            ("behaviour", string()),
+            ("intent", one_of(&intents)),
+            ("line", string()),
+        ]),
+        JobKind::PopulateStakeholderDetails => object(&[
+            ("appearance", string()),
+            ("voice", string()),
+            ("secret", string()),
+        ]),
+        JobKind::NarratePhaseTransition | JobKind::GenerateBeatDescription => {
+            object(&[("text", string())])
+        }
+        JobKind::GenerateSocialBundle => {
+            let reputation: Vec<(&str, Value)> = people
+                .iter()
+                .map(|id| (id.as_str(), json!({"type": "integer"})))
+                .collect();
+            object(&[
+                (
+                    "gossip",
+                    json!({"type": "array", "maxItems": 12, "items": object(&[
+                        ("from", one_of(&people)),
+                        ("about", one_of(&people)),
+                        ("line", string()),
+                    ])}),
+                ),
+                ("reputation", object(&reputation)),
+            ])
+        }
+        JobKind::CanonizeConflict => object(&[("title", string()), ("summary", string())]),
+        JobKind::GenerateCanonReferences => object(&[(
+            "items",
+            json!({"type": "array", "maxItems": 50, "items": object(&[
+                ("canon_id", one_of(&ids_at(facts, "/canon"))),
+                ("stakeholder_id", one_of(&people)),
+                ("line", string()),
+            ])}),
+        )]),
+        JobKind::StreamDialogueReply | JobKind::CleanupExpiredActions => return None,
+    })
+}
+
+/// Stakeholder id → name, from the facts' `stakeholders` (and `stakeholder`, `present`).
+fn names(facts: &Value) -> Value {
+    let mut map = serde_json::Map::new();
+    for pointer in ["/stakeholders", "/present"] {
+        if let Some(list) = facts.pointer(pointer).and_then(Value::as_array) {
+            for s in list {
+                if let (Some(id), Some(name)) = (
+                    s.get("id").and_then(Value::as_str),
+                    s.get("name").and_then(Value::as_str),
+                ) {
+                    map.insert(id.to_owned(), Value::String(name.to_owned()));
+                }
+            }
+        }
+    }
+    if let (Some(id), Some(name)) = (
+        facts.pointer("/stakeholder/id").and_then(Value::as_str),
+        facts.pointer("/stakeholder/name").and_then(Value::as_str),
+    ) {
+        map.insert(id.to_owned(), Value::String(name.to_owned()));
+    }
+    Value::Object(map)
+}
+
 fn env() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
     ENV.get_or_init(|| {
         let mut env = Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        env.add_filter(FENCE_TAG, |text: String| fence(&text));
         for (name, text) in TEMPLATES {
             env.add_template(name, text)
                 .expect("embedded templates parse (tested)");
@@ -124,6 +366,11 @@ pub fn render(
             "feedback".into(),
             feedback.map_or(Value::Null, |f| Value::String(f.into())),
         );
+        map.insert(
+            "shorter".into(),
+            Value::Bool(feedback.is_some_and(|f| f.contains(CUT_OFF))),
+        );
+        map.insert("names".into(), names(facts));
     }
     let render_one = |template: &str| {
         env()

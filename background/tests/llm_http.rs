@@ -12,7 +12,7 @@ use hotpath_background::llm::scripted::{ScriptedConfig, ScriptedProvider};
 use hotpath_background::llm::{LlmConfig, LlmError, LlmRequest, Provider, ProviderKind};
 use hotpath_cache::jobs::JobKind;
 use serde_json::json;
-use wiremock::matchers::{header, method, path};
+use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn request() -> LlmRequest {
@@ -24,6 +24,7 @@ fn request() -> LlmRequest {
         prompt: "Narrate the walkout.".into(),
         max_tokens: 64,
         json: true,
+        schema: None,
         model: None,
         attempt: 1,
         facts: json!({}),
@@ -314,6 +315,208 @@ both_wires!(
     times_out,
     malformed_json
 );
+
+// ---- structured output and truncation ------------------------------------------------------
+
+fn narration_schema() -> serde_json::Value {
+    hotpath_background::prompts::schema(JobKind::NarratePhaseTransition, &json!({})).unwrap()
+}
+
+fn with_schema() -> LlmRequest {
+    LlmRequest {
+        schema: Some(narration_schema()),
+        ..request()
+    }
+}
+
+/// The body of every request the server received.
+async fn bodies(server: &MockServer) -> Vec<serde_json::Value> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn openai_asks_by_json_schema() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(OPENAI.path))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(openai_answer("{\"text\":\"Silence.\"}")),
+        )
+        .mount(&server)
+        .await;
+    let p = provider(&OPENAI, &server).await;
+    let c = p.complete(&with_schema()).await.unwrap();
+    assert_eq!(c.text, "{\"text\":\"Silence.\"}");
+    assert!(!c.truncated);
+    let body = &bodies(&server).await[0];
+    let format = &body["response_format"];
+    assert_eq!(format["type"], "json_schema", "{body}");
+    assert_eq!(format["json_schema"]["name"], "narrate_phase_transition");
+    assert_eq!(format["json_schema"]["strict"], true);
+    let schema = &format["json_schema"]["schema"];
+    assert_eq!(schema["properties"]["text"]["type"], "string", "{schema}");
+    assert_eq!(schema["required"], json!(["text"]));
+    assert_eq!(body["max_tokens"], 64);
+
+    // Without a schema: JSON mode, as before.
+    p.complete(&request()).await.unwrap();
+    let body = &bodies(&server).await[1];
+    assert_eq!(
+        body["response_format"],
+        json!({"type": "json_object"}),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn anthropic_forces_a_tool_and_reads_its_input() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(ANTHROPIC.path))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "test-model",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "answer",
+                         "input": {"text": "The docks fall silent."}}],
+            "stop_reason": "tool_use", "stop_sequence": null,
+            "usage": {"input_tokens": 30, "output_tokens": 12}
+        })))
+        .mount(&server)
+        .await;
+    let p = provider(&ANTHROPIC, &server).await;
+    let c = p.complete(&with_schema()).await.unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&c.text).unwrap();
+    assert_eq!(answer, json!({"text": "The docks fall silent."}));
+    assert!(!c.truncated);
+    assert_eq!((c.usage.input_tokens, c.usage.output_tokens), (30, 12));
+    let body = &bodies(&server).await[0];
+    assert_eq!(
+        body["tool_choice"],
+        json!({"type": "tool", "name": "answer"}),
+        "{body}"
+    );
+    let tool = &body["tools"][0];
+    assert_eq!(tool["name"], "answer", "{body}");
+    assert_eq!(tool["input_schema"]["properties"]["text"]["type"], "string");
+    assert_eq!(tool["input_schema"]["required"], json!(["text"]));
+}
+
+#[tokio::test]
+async fn schema_off_means_json_mode_only() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(OPENAI.path))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(openai_answer("{\"text\":\"Silence.\"}")),
+        )
+        .mount(&server)
+        .await;
+    let p = HttpProvider::new(&LlmConfig {
+        structured: false,
+        ..config(ProviderKind::OpenAi, &server, Duration::from_secs(5))
+    })
+    .unwrap();
+    p.complete(&with_schema()).await.unwrap();
+    let body = &bodies(&server).await[0];
+    assert_eq!(
+        body["response_format"],
+        json!({"type": "json_object"}),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_without_json_schema_falls_back_to_json_mode() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(OPENAI.path))
+        .and(body_string_contains("\"json_schema\""))
+        .respond_with(ResponseTemplate::new(400).set_body_json(
+            json!({"error": {"message": "response_format json_schema is not supported"}}),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(OPENAI.path))
+        .and(body_string_contains("\"json_object\""))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(openai_answer("{\"text\":\"Silence.\"}")),
+        )
+        .mount(&server)
+        .await;
+    let p = provider(&OPENAI, &server).await;
+    assert_eq!(
+        p.complete(&with_schema()).await.unwrap().text,
+        "{\"text\":\"Silence.\"}"
+    );
+    // The next request goes straight to JSON mode: one rejected call in all.
+    p.complete(&with_schema()).await.unwrap();
+    let kinds: Vec<String> = bodies(&server)
+        .await
+        .iter()
+        .map(|b| b["response_format"]["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["json_schema", "json_object", "json_object"]);
+}
+
+#[tokio::test]
+async fn openai_length_finish_is_truncation() {
+    let server = MockServer::start().await;
+    let mut body = openai_answer("{\"text\":\"The docks fa");
+    body["choices"][0]["finish_reason"] = json!("length");
+    Mock::given(method("POST"))
+        .and(path(OPENAI.path))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .mount(&server)
+        .await;
+    let c = provider(&OPENAI, &server)
+        .await
+        .complete(&with_schema())
+        .await
+        .unwrap();
+    assert!(c.truncated);
+    assert_eq!(c.text, "{\"text\":\"The docks fa");
+}
+
+#[tokio::test]
+async fn anthropic_max_tokens_stop_is_truncation() {
+    let server = MockServer::start().await;
+    let mut body = anthropic_answer("{\"text\": \"The docks");
+    body["stop_reason"] = json!("max_tokens");
+    Mock::given(method("POST"))
+        .and(path(ANTHROPIC.path))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .mount(&server)
+        .await;
+    let c = provider(&ANTHROPIC, &server)
+        .await
+        .complete(&request())
+        .await
+        .unwrap();
+    assert!(c.truncated);
+    // Cut off inside the forced tool, before any input: an empty, truncated answer.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(ANTHROPIC.path))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "msg_2", "type": "message", "role": "assistant", "model": "test-model",
+            "content": [], "stop_reason": "max_tokens", "stop_sequence": null,
+            "usage": {"input_tokens": 30, "output_tokens": 64}
+        })))
+        .mount(&server)
+        .await;
+    let c = provider(&ANTHROPIC, &server)
+        .await
+        .complete(&with_schema())
+        .await
+        .unwrap();
+    assert!(c.truncated && c.text.is_empty(), "{c:?}");
+}
 
 // ---- cassette -----------------------------------------------------------------------------
 

@@ -63,8 +63,9 @@ pub struct JobSettings {
     pub planned_ttl: Duration,
     /// How long cached content lives.
     pub cache_ttl: Duration,
-    /// Output tokens asked for (dialogue replies get this too).
-    pub max_tokens: u32,
+    /// Output tokens asked for, per job kind (the table is documented on
+    /// [`prompts::MaxTokens`]).
+    pub max_tokens: prompts::MaxTokens,
     /// Prepared reactions to keep per stakeholder, context and kind of action.
     pub reactions_per_kind: u32,
 }
@@ -78,7 +79,7 @@ impl Default for JobSettings {
             retry_max: Duration::from_secs(30),
             planned_ttl: Duration::from_secs(30 * 60),
             cache_ttl: Duration::from_secs(24 * 3600),
-            max_tokens: 400,
+            max_tokens: prompts::MaxTokens::default(),
             reactions_per_kind: 3,
         }
     }
@@ -173,6 +174,12 @@ impl Try<'_> {
         let version = prompts::version(kind);
         let completion = deps.provider.complete(&request).await?;
         self.called(&completion.model, completion.usage, false);
+        if completion.truncated {
+            // Cut off at the token limit: the next try is told so and asks for less.
+            return Err(TryError::Invalid(Invalid(prompts::cut_off(
+                request.max_tokens,
+            ))));
+        }
         Ok((completion, version))
     }
 
@@ -193,7 +200,12 @@ impl Try<'_> {
             player_id,
             system: prompt.system,
             prompt: prompt.user,
-            max_tokens: settings.max_tokens,
+            max_tokens: settings.max_tokens.of(kind, &facts),
+            schema: if json {
+                prompts::schema(kind, &facts)
+            } else {
+                None
+            },
             json,
             model: None,
             attempt: self.attempt,

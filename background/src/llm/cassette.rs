@@ -199,6 +199,7 @@ impl Provider for Cassette {
                             usage: super::Usage::estimate(input_chars, text.len()),
                             text,
                             model,
+                            truncated: false,
                         },
                         chunks: Some(chunks),
                     };

@@ -68,6 +68,10 @@ pub struct LlmConfig {
     pub api_key: Option<ApiKey>,
     /// Per call.
     pub timeout: Duration,
+    /// Ask for structured output by JSON schema where the provider supports it (OpenAI
+    /// `response_format: json_schema`, Anthropic a forced tool). Off: JSON mode and the prompt
+    /// only. A server that rejects a schema request turns it off for itself on the first one.
+    pub structured: bool,
     /// Scripted provider: seed, latency per call (± up to `latency_jitter`, drawn per request),
     /// share of calls that fail, share of answers that are malformed.
     pub seed: u64,
@@ -94,6 +98,7 @@ impl Default for LlmConfig {
             cheap_model: None,
             api_key: None,
             timeout: Duration::from_secs(60),
+            structured: true,
             seed: 0,
             latency: Duration::ZERO,
             latency_jitter: Duration::ZERO,
@@ -159,6 +164,15 @@ impl LlmConfig {
             cheap_model: get("HOTPATH_LLM_CHEAP_MODEL"),
             api_key,
             timeout: Duration::from_millis(num(&get, "HOTPATH_LLM_TIMEOUT_MS", 60_000u64)?),
+            structured: match get("HOTPATH_LLM_SCHEMA").as_deref().map(str::trim) {
+                None | Some("1" | "true" | "on") => true,
+                Some("0" | "false" | "off") => false,
+                Some(other) => {
+                    return Err(LlmError::Config(format!(
+                        "HOTPATH_LLM_SCHEMA=`{other}`: expected on or off"
+                    )));
+                }
+            },
             seed: num(&get, "HOTPATH_LLM_SEED", d.seed)?,
             latency: Duration::from_millis(num(&get, "HOTPATH_LLM_LATENCY_MS", 0u64)?),
             latency_jitter: Duration::from_millis(num(

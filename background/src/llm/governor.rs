@@ -262,6 +262,7 @@ mod tests {
             prompt: "p".repeat(400),
             max_tokens: 100,
             json: true,
+            schema: None,
             model: None,
             attempt: 1,
             facts: serde_json::Value::Null,

@@ -2,14 +2,25 @@
 //! OpenAI, Ollama, vLLM, llama.cpp's server, OpenRouter) and Anthropic Messages. genai speaks
 //! each wire protocol (including SSE streaming); this module maps its errors onto [`LlmError`]
 //! so the jobs can tell a 429 (retry after its delay) from a 400 (do not retry).
+//!
+//! Structured output: a request with a JSON schema asks OpenAI for `response_format:
+//! {type: "json_schema"}` and Anthropic for a forced tool call (`tools` + `tool_choice`) whose
+//! `tool_use` input is the answer. A server that rejects the schema (a 400/422 from an
+//! OpenAI-compatible server that knows only JSON mode) is asked again in JSON mode, and from
+//! then on always in JSON mode. A stop at the token limit (`finish_reason: "length"`,
+//! `stop_reason: "max_tokens"`) comes back as [`Completion::truncated`].
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use genai::adapter::AdapterKind;
-use genai::chat::{ChatMessage, ChatOptions, ChatRequest, ChatResponseFormat, ChatStreamEvent};
+use genai::chat::{
+    ChatMessage, ChatOptions, ChatRequest, ChatResponseFormat, ChatStreamEvent, JsonSpec, Tool,
+    ToolChoice,
+};
 use genai::resolver::{AuthData, Endpoint, ServiceTargetResolver};
 use genai::{Client, ModelIden, ServiceTarget, WebConfig};
 use hotpath_cache::guard::assert_off_hot_path;
@@ -25,7 +36,12 @@ pub struct HttpProvider {
     base_url: Option<String>,
     api_key: Option<ApiKey>,
     timeout: Duration,
+    /// Ask by JSON schema (cleared when the server rejects a schema request).
+    structured: AtomicBool,
 }
+
+/// The tool an Anthropic model is made to call: its input is the answer.
+pub const ANSWER_TOOL: &str = "answer";
 
 impl fmt::Debug for HttpProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -36,6 +52,7 @@ impl fmt::Debug for HttpProvider {
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key)
             .field("timeout", &self.timeout)
+            .field("structured", &self.structured.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -84,22 +101,81 @@ impl HttpProvider {
             base_url,
             api_key: config.api_key.clone(),
             timeout: config.timeout,
+            structured: AtomicBool::new(config.structured),
         })
     }
 
-    fn chat(&self, request: &LlmRequest) -> (String, ChatRequest, ChatOptions) {
+    /// Whether `request` is asked by schema.
+    fn by_schema(&self, request: &LlmRequest) -> bool {
+        request.json && request.schema.is_some() && self.structured.load(Ordering::Relaxed)
+    }
+
+    fn chat(&self, request: &LlmRequest, by_schema: bool) -> (String, ChatRequest, ChatOptions) {
         let model = request.model.clone().unwrap_or_else(|| self.model.clone());
-        let chat = ChatRequest::new(vec![ChatMessage::user(request.prompt.clone())])
+        let mut chat = ChatRequest::new(vec![ChatMessage::user(request.prompt.clone())])
             .with_system(request.system.clone());
         let mut options = ChatOptions::default()
             .with_max_tokens(request.max_tokens)
             .with_capture_usage(true)
             .with_temperature(0.8);
-        if request.json && self.adapter == AdapterKind::OpenAI {
+        let schema = request.schema.clone().filter(|_| by_schema);
+        match (self.adapter, schema) {
+            (AdapterKind::Anthropic, Some(schema)) => {
+                chat = chat.append_tool(
+                    Tool::new(ANSWER_TOOL)
+                        .with_description("Give your answer: its input is the answer.")
+                        .with_schema(schema),
+                );
+                options = options.with_tool_choice(ToolChoice::tool(ANSWER_TOOL));
+            }
+            (_, Some(schema)) => {
+                options =
+                    options.with_response_format(JsonSpec::new(request.kind.as_str(), schema));
+            }
             // Anthropic has no JSON mode; its prompt asks for JSON, and the job validates.
-            options = options.with_response_format(ChatResponseFormat::JsonMode);
+            (AdapterKind::OpenAI, None) if request.json => {
+                options = options.with_response_format(ChatResponseFormat::JsonMode);
+            }
+            _ => {}
         }
         (model, chat, options)
+    }
+
+    async fn complete_once(
+        &self,
+        request: &LlmRequest,
+        by_schema: bool,
+    ) -> Result<Completion, LlmError> {
+        let (model, chat, options) = self.chat(request, by_schema);
+        let call = self.client.exec_chat(&model, chat, Some(&options));
+        let res = tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| LlmError::Timeout(self.timeout))?
+            .map_err(|e| map_error(e, self.timeout))?;
+        let truncated = res.stop_reason.as_ref().is_some_and(|r| r.is_max_tokens());
+        // A forced tool's input is the answer; otherwise the text is.
+        let tool_input = res
+            .tool_calls()
+            .into_iter()
+            .find(|c| c.fn_name == ANSWER_TOOL)
+            .map(|c| c.fn_arguments.to_string());
+        let text = match (tool_input, res.first_text()) {
+            (Some(input), _) => input,
+            (None, Some(text)) => text.to_owned(),
+            // Cut off before any text: an empty answer the job retries with a shorter ask.
+            (None, None) if truncated => String::new(),
+            (None, None) => return Err(LlmError::Malformed("the answer has no text".into())),
+        };
+        let usage = Usage {
+            input_tokens: res.usage.prompt_tokens.unwrap_or(0).max(0) as u64,
+            output_tokens: res.usage.completion_tokens.unwrap_or(0).max(0) as u64,
+        };
+        Ok(Completion {
+            text,
+            usage,
+            model: res.model_iden.model_name.to_string(),
+            truncated,
+        })
     }
 }
 
@@ -182,30 +258,26 @@ impl Provider for HttpProvider {
 
     async fn complete(&self, request: &LlmRequest) -> Result<Completion, LlmError> {
         assert_off_hot_path()?;
-        let (model, chat, options) = self.chat(request);
-        let call = self.client.exec_chat(&model, chat, Some(&options));
-        let res = tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| LlmError::Timeout(self.timeout))?
-            .map_err(|e| map_error(e, self.timeout))?;
-        let text = res
-            .first_text()
-            .ok_or_else(|| LlmError::Malformed("the answer has no text".into()))?
-            .to_owned();
-        let usage = Usage {
-            input_tokens: res.usage.prompt_tokens.unwrap_or(0).max(0) as u64,
-            output_tokens: res.usage.completion_tokens.unwrap_or(0).max(0) as u64,
-        };
-        Ok(Completion {
-            text,
-            usage,
-            model: res.model_iden.model_name.to_string(),
-        })
+        let by_schema = self.by_schema(request);
+        match self.complete_once(request, by_schema).await {
+            Err(LlmError::Rejected { status, message })
+                if by_schema && matches!(status, 400 | 422) =>
+            {
+                // Most likely a server without structured output: JSON mode from now on.
+                tracing::warn!(
+                    adapter = ?self.adapter, status, %message,
+                    "the provider rejected a JSON-schema request; falling back to JSON mode"
+                );
+                self.structured.store(false, Ordering::Relaxed);
+                self.complete_once(request, false).await
+            }
+            other => other,
+        }
     }
 
     async fn stream(&self, request: &LlmRequest) -> Result<TextStream, LlmError> {
         assert_off_hot_path()?;
-        let (model, chat, options) = self.chat(request);
+        let (model, chat, options) = self.chat(request, false);
         let call = self.client.exec_chat_stream(&model, chat, Some(&options));
         let timeout = self.timeout;
         let res = tokio::time::timeout(timeout, call)

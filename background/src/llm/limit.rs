@@ -101,6 +101,7 @@ mod tests {
             prompt: "p".into(),
             max_tokens: 10,
             json: true,
+            schema: None,
             model: None,
             attempt: 1,
             facts: serde_json::Value::Null,

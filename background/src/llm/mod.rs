@@ -46,6 +46,11 @@ pub struct LlmRequest {
     pub max_tokens: u32,
     /// The answer must be one JSON object.
     pub json: bool,
+    /// The JSON schema the answer must follow (with `json`). Providers that can enforce one
+    /// do (OpenAI `response_format: json_schema`, Anthropic a forced tool); the others fall
+    /// back to JSON mode and the prompt's description of the shape. Part of the cassette key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
     /// A model other than the provider's configured one (the governor sets the cheap model).
     pub model: Option<String>,
     /// 1 for the first try of a job, 2 for its first retry, ... Not part of the cassette key
@@ -59,10 +64,10 @@ pub struct LlmRequest {
 
 impl LlmRequest {
     /// SHA-256 (hex) of the request's canonical form: kind, model override, system, prompt,
-    /// max tokens and JSON mode. Who pays and the scripted facts are left out, so the same
+    /// max tokens, JSON mode and schema. Who pays and the scripted facts are left out, so the same
     /// question asked for another game replays the same answer.
     pub fn canonical_hash(&self) -> String {
-        let canonical = serde_json::json!({
+        let mut canonical = serde_json::json!({
             "kind": self.kind,
             "model": self.model,
             "system": self.system,
@@ -70,6 +75,10 @@ impl LlmRequest {
             "max_tokens": self.max_tokens,
             "json": self.json,
         });
+        // Only when present, so requests without a schema keep their recorded keys.
+        if let Some(schema) = &self.schema {
+            canonical["schema"] = schema.clone();
+        }
         hex(&Sha256::digest(canonical.to_string().as_bytes()))
     }
 }
@@ -104,6 +113,10 @@ pub struct Completion {
     pub usage: Usage,
     /// The model that answered.
     pub model: String,
+    /// The provider stopped at `max_tokens` (OpenAI `finish_reason: "length"`, Anthropic
+    /// `stop_reason: "max_tokens"`): the text is cut off. The job retries with a shorter ask.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// Streamed text, chunk by chunk.

@@ -312,6 +312,7 @@ impl Provider for ScriptedProvider {
             usage: Usage::estimate(request.system.len() + request.prompt.len(), text.len()),
             text,
             model: request.model.clone().unwrap_or_else(|| "scripted".into()),
+            truncated: false,
         })
     }
 
@@ -353,6 +354,7 @@ mod tests {
             prompt: prompt.into(),
             max_tokens: 200,
             json: kind != JobKind::StreamDialogueReply,
+            schema: None,
             model: None,
             attempt: 1,
             facts: json!({
