@@ -591,6 +591,11 @@ async fn dialogue(
     let who = world.stakeholder(&j.stakeholder_id)?;
     let mut facts = world.stakeholder_facts(who, Some(&j.scene_id));
     facts.insert("topic".into(), json!(j.text));
+    facts.insert("player".into(), json!(world.player_name(&j.player_id)));
+    facts.insert(
+        "conversation".into(),
+        world.conversation(&log, &j.player_id, &j.stakeholder_id, j.world_version),
+    );
     let request = t.request(
         s,
         JobKind::StreamDialogueReply,
