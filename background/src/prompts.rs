@@ -442,50 +442,8 @@ mod tests {
         );
     }
 
+    use crate::jobs::context::context_of;
     use crate::jobs::context::testing::*;
-    use crate::jobs::context::{World, context_of};
-    use hotpath_cache::PlayerId;
-    use hotpath_cache::events::LoggedEvent;
-    use hotpath_cache::scenario::Stakeholder;
-
-    /// The facts each kind's handler gives its prompt, from a played world.
-    fn facts_for(
-        kind: JobKind,
-        (world, player, who, log): &(World, PlayerId, Stakeholder, Vec<(u64, LoggedEvent)>),
-    ) -> Value {
-        let (player, who) = (*player, who.clone());
-        let scene = &world.scenario.scenes[0];
-        let conflict = &world.scenario.conflicts[0];
-        let phase = &conflict.phases[0];
-        let mut f = match kind {
-            JobKind::GenerateStakeholderAction
-            | JobKind::GenerateStakeholderReaction
-            | JobKind::StreamDialogueReply => world.stakeholder_facts(&who, Some(&scene.id)),
-            JobKind::PopulateStakeholderDetails => world.stakeholder_facts(&who, None),
-            _ => world.base_facts(),
-        };
-        f.insert("conflict".into(), json!(conflict));
-        f.insert("phase".into(), json!(phase));
-        f.insert("intensity".into(), json!(40));
-        f.insert("involved".into(), json!(conflict.stakeholders));
-        f.insert("beat".into(), json!(0));
-        f.insert("beat_text".into(), json!(phase.beats.first()));
-        f.insert(
-            "event".into(),
-            json!({"seq": 4, "summary": world.event_facts(4, &log[3].1)["summary"]}),
-        );
-        f.insert(
-            "canon".into(),
-            json!([{"id": context_of(&["c"]).0, "title": "An old story", "summary": "It ended."}]),
-        );
-        f.insert("topic".into(), json!("Then let us talk plainly."));
-        f.insert("player".into(), json!(world.player_name(&player)));
-        f.insert(
-            "conversation".into(),
-            world.conversation(log, &player, &who.id, 5),
-        );
-        Value::Object(f)
-    }
 
     fn words(text: &str) -> std::collections::BTreeSet<&str> {
         text.split(|c: char| !(c.is_alphanumeric() || c == '-'))

@@ -259,7 +259,7 @@ mod tests {
             game_id: Some(game),
             player_id: None,
             system: "s".repeat(40),
-            prompt: "p".repeat(400),
+            prompt: "p".repeat(600),
             max_tokens: 100,
             json: true,
             schema: None,
@@ -284,7 +284,7 @@ mod tests {
             Some("cheap-model".into()),
         );
         let game = GameId::generate();
-        // Each call is ~110 input tokens plus the answer.
+        // Each call is ~160 input tokens plus the answer.
         let first = g.complete(&request(game)).await.unwrap();
         assert_eq!(first.model, "scripted");
         let second = g.complete(&request(game)).await.unwrap();

@@ -16,6 +16,7 @@ pub mod governor;
 pub mod http;
 pub mod limit;
 pub mod scripted;
+pub mod voice;
 
 use std::fmt;
 use std::sync::Arc;

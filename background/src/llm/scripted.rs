@@ -1,7 +1,10 @@
 //! The `scripted` provider: offline, free and deterministic. Its answer is a pure function of
 //! the seed, the request and the attempt number: it reads the request's facts (the stakeholder,
-//! the scene, the conflict and phase, who else exists, the canon) and fills phrase templates with
-//! choices drawn from a ChaCha generator seeded by them. Latency, an error rate and a
+//! the scene, the conflict and phase, who else exists, the recent events, the conversation, the
+//! canon) and writes in-character content with [`voice`], from choices drawn from a ChaCha
+//! generator seeded by them. Every noun comes from the facts, so it reads right in any
+//! scenario. An answer longer than the request's `max_tokens` (four characters a token) is cut
+//! there and reported truncated, as a real model's would be. Latency, an error rate and a
 //! malformed-output rate are configurable, so tests, demos and benches can exercise the slow
 //! path's retries and dead letters without a model.
 
@@ -17,6 +20,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::config::LlmConfig;
+use super::voice::{self, Deed, Reaction, Setting, Tone, Who, below, name_of, pick};
 use super::{Completion, LlmError, LlmRequest, Provider, TextStream, Usage};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -107,15 +111,11 @@ impl ScriptedProvider {
     }
 }
 
-fn pick<'a>(rng: &mut ChaCha8Rng, items: &[&'a str]) -> &'a str {
-    items[rng.random_range(0..items.len())]
-}
-
-fn s<'a>(facts: &'a Value, pointer: &str, default: &'a str) -> &'a str {
+fn s<'a>(facts: &'a Value, pointer: &str) -> Option<&'a str> {
     facts
         .pointer(pointer)
         .and_then(Value::as_str)
-        .unwrap_or(default)
+        .filter(|v| !v.trim().is_empty())
 }
 
 fn ids(facts: &Value, pointer: &str) -> Vec<String> {
@@ -131,150 +131,416 @@ fn ids(facts: &Value, pointer: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-const BEHAVIOURS: &[&str] = &[
-    "steps closer, arms folded",
-    "glances toward the harbour and lowers their voice",
-    "sets down what they were holding and squares up",
-    "laughs, a little too loudly",
-    "takes a slow breath before answering",
-    "turns to the crowd, as if to make them witnesses",
-    "leans on the rail and studies you",
-];
-const INTENTS: &[&str] = &["support", "oppose", "deflect", "probe", "bargain", "warn"];
-const OPENERS: &[&str] = &[
-    "Listen",
-    "Mark my words",
-    "Between you and me",
-    "You want the truth",
-    "Don't mistake me",
-];
-const CLOSERS: &[&str] = &[
-    "and that is all I'll say on it.",
-    "before this gets worse.",
-    "while there is still time.",
-    "or we will all regret it.",
-    "and you know it.",
-];
-const MOODS: &[&str] = &["tense", "weary", "restless", "hopeful", "bitter", "uneasy"];
+/// Everyone the facts describe, as [`Who`]s (from `stakeholders`, completed by `present` and
+/// `stakeholder`, which carry more).
+fn people(facts: &Value) -> Vec<Who> {
+    let mut all: Vec<Who> = Vec::new();
+    for pointer in ["/stakeholders", "/present"] {
+        for v in facts
+            .pointer(pointer)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if !v.is_object() {
+                continue;
+            }
+            let w = Who::from_facts(v, facts);
+            match all.iter_mut().find(|x| x.id == w.id) {
+                Some(x) if w.traits.len() + w.bonds.len() > x.traits.len() + x.bonds.len() => {
+                    *x = w
+                }
+                Some(_) => {}
+                None => all.push(w),
+            }
+        }
+    }
+    if let Some(v) = facts.get("stakeholder") {
+        let w = Who::from_facts(v, facts);
+        match all.iter_mut().find(|x| x.id == w.id) {
+            Some(x) => *x = w,
+            None => all.push(w),
+        }
+    }
+    all
+}
 
-/// Plausible content of the shape `request.kind` asks for.
+fn who(facts: &Value) -> Who {
+    facts
+        .get("stakeholder")
+        .map(|v| Who::from_facts(v, facts))
+        .unwrap_or_else(|| Who {
+            name: "Someone".into(),
+            ..Who::default()
+        })
+}
+
+/// The names of the stakeholders whose ids are under `pointer`.
+fn names_at(facts: &Value, pointer: &str) -> Vec<String> {
+    ids(facts, pointer)
+        .iter()
+        .filter_map(|id| name_of(facts, id))
+        .collect()
+}
+
+/// "A", "A and B", "A, B and C".
+fn and_list(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// The deed a reaction answers: the event named by `/event/seq` among the recent events, or
+/// the latest action there, or an action of `kind`.
+fn deed(facts: &Value, kind: Option<&str>) -> Deed {
+    let recent: Vec<&Value> = facts
+        .pointer("/recent_events")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let seq = facts.pointer("/event/seq").and_then(Value::as_u64);
+    let found = recent
+        .iter()
+        .rev()
+        .find(|e| seq.is_some() && e.get("seq").and_then(Value::as_u64) == seq)
+        .or_else(|| {
+            recent.iter().rev().find(|e| {
+                e.get("type").and_then(Value::as_str) == Some("action")
+                    && kind.is_none_or(|k| e.get("action").and_then(Value::as_str) == Some(k))
+            })
+        });
+    match (found, kind) {
+        (Some(e), _) => Deed::from_event(e),
+        (None, Some(k)) => Deed {
+            kind: k.to_owned(),
+            ..Deed::default()
+        },
+        (None, None) => Deed {
+            kind: "say".into(),
+            ..Deed::default()
+        },
+    }
+}
+
+const MOODS: &[&str] = &[
+    "tense", "weary", "restless", "brittle", "bitter", "uneasy", "grim",
+];
+
+fn move_json(r: &Reaction) -> Value {
+    json!({"behaviour": r.behaviour, "intent": r.intent, "line": r.line})
+}
+
+/// Plausible content of the shape `request.kind` asks for, written from its facts only.
 fn write(rng: &mut ChaCha8Rng, request: &LlmRequest) -> String {
     let f = &request.facts;
-    let scene = s(f, "/scene/name", "the square");
-    let conflict = s(f, "/conflict/name", "the trouble");
-    let phase = s(f, "/phase/name", "a turn");
-    let topic = s(f, "/topic", conflict);
     match request.kind {
-        JobKind::PrepareSceneReactions => {
-            // `wanted`: which stakeholder, to which kind of action, how many lines.
-            let names: std::collections::BTreeMap<String, String> = f
-                .pointer("/present")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| {
-                            Some((
-                                v.get("id")?.as_str()?.to_owned(),
-                                v.get("name")?.as_str()?.to_owned(),
-                            ))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut reactions = Vec::new();
-            for w in f
-                .pointer("/wanted")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let who = w.get("stakeholder_id").and_then(Value::as_str).unwrap_or("");
-                let kind = w.get("action_kind").and_then(Value::as_str).unwrap_or("say");
-                let count = w.get("count").and_then(Value::as_u64).unwrap_or(1);
-                let name = names.get(who).map_or(who, String::as_str);
-                for n in 0..count {
-                    reactions.push(json!({
-                        "stakeholder_id": who,
-                        "action_kind": kind,
-                        "behaviour": format!("{name} {}", pick(rng, BEHAVIOURS)),
-                        "intent": pick(rng, INTENTS),
-                        "line": format!("{}: you {kind} at {scene}? {} ({})", pick(rng, OPENERS), pick(rng, CLOSERS), n + 1),
-                    }));
-                }
-            }
-            json!({ "reactions": reactions }).to_string()
+        JobKind::GenerateStakeholderAction => {
+            let w = who(f);
+            let setting = Setting::from_facts(f, &w);
+            move_json(&voice::initiative(rng, &w, &setting)).to_string()
         }
-        JobKind::NarratePhaseTransition => json!({
-            "text": format!("The mood at {scene} turns {}: {conflict} enters {phase}. {}", pick(rng, MOODS), pick(rng, &["Nobody meets anyone's eye.", "Voices rise and fall like the tide.", "Doors close early tonight."])),
-        })
-        .to_string(),
-        JobKind::GenerateBeatDescription => {
-            let count = f.get("count").and_then(Value::as_u64).unwrap_or(1).max(1);
-            let authored: Vec<&str> = f
+        JobKind::GenerateStakeholderReaction => {
+            let w = who(f);
+            let setting = Setting::from_facts(f, &w);
+            let d = deed(f, None);
+            let r = voice::reactions(rng, &w, &d, &setting, 1);
+            r.first().map(move_json).unwrap_or(json!({})).to_string()
+        }
+        JobKind::PopulateStakeholderDetails => {
+            let w = who(f);
+            let role = if w.role.is_empty() {
+                "local".into()
+            } else {
+                w.role.clone()
+            };
+            let looks = pick(
+                rng,
+                &[
+                    "watchful",
+                    "tired",
+                    "neat",
+                    "restless",
+                    "sharp-eyed",
+                    "unhurried",
+                ],
+            );
+            let voice_of = match w.tone() {
+                Tone::Fierce => "loud and quick, every sentence a challenge",
+                Tone::Careful => "quiet and measured, with long pauses",
+                Tone::Sly => "smooth and amused, never quite a straight answer",
+                Tone::Warm => "warm and easy, full of questions",
+                Tone::Plain => "plain and unhurried",
+            };
+            let mut secrets: Vec<String> = Vec::new();
+            if let Some(g) = w.goals.last() {
+                secrets.push(format!(
+                    "{} would go further than anyone guesses to {g}",
+                    w.name
+                ));
+            }
+            if let Some(t) = w.traits.first() {
+                secrets.push(format!("{} is less {t} than everyone believes", w.name));
+            }
+            if let Some(a) = w.ally() {
+                secrets.push(format!("{} owes {} more than either admits", w.name, a.0));
+            }
+            if let Some(r) = w.rival() {
+                secrets.push(format!(
+                    "{} once stood with {}, before it all went wrong",
+                    w.name, r.0
+                ));
+            }
+            secrets.push(format!(
+                "{} has told no one why they became a {role}",
+                w.name
+            ));
+            json!({
+                "appearance": format!("{}, the {role}, looks {looks}{}", w.name,
+                    w.traits.first().map(|t| format!(" and every bit as {t} as people say")).unwrap_or_default()),
+                "voice": voice_of,
+                "secret": pick(rng, &secrets),
+            })
+            .to_string()
+        }
+        JobKind::NarratePhaseTransition => {
+            let conflict = s(f, "/conflict/name").unwrap_or("The trouble");
+            let phase = s(f, "/phase/name").unwrap_or("a new turn");
+            let names = names_at(f, "/involved");
+            let mood = pick(rng, MOODS);
+            let c = voice::mid(conflict);
+            let mut parts = vec![match below(rng, 3) {
+                0 => format!("{conflict} enters {phase}, and the mood turns {mood}."),
+                1 => format!("With {phase}, {c} turns {mood}."),
+                _ => format!(
+                    "Nobody calls it {phase} aloud, but {c} has changed: everything feels {mood}."
+                ),
+            }];
+            if let Some(beat) = f
                 .pointer("/phase/beats")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let beats: Vec<String> = (0..count as usize)
-                .map(|i| match authored.get(i) {
-                    Some(b) => format!("{b} The air feels {}.", pick(rng, MOODS)),
-                    None => format!("In {phase}, {conflict} tightens another notch."),
+                .and_then(|b| {
+                    (!b.is_empty())
+                        .then(|| b[below(rng, b.len())].as_str())
+                        .flatten()
                 })
-                .collect();
-            json!({ "beats": beats }).to_string()
+            {
+                parts.push(beat.to_owned());
+            }
+            if names.len() >= 2 {
+                let a = &names[below(rng, names.len())];
+                let others: Vec<String> = names.iter().filter(|n| *n != a).cloned().collect();
+                parts.push(format!(
+                    "{a} {} {}.",
+                    pick(
+                        rng,
+                        &[
+                            "will not meet the eyes of",
+                            "keeps a careful distance from",
+                            "has words, low and hard, with",
+                            "watches"
+                        ]
+                    ),
+                    and_list(&others)
+                ));
+            }
+            json!({ "text": parts.join(" ") }).to_string()
+        }
+        JobKind::GenerateBeatDescription => {
+            let conflict = s(f, "/conflict/name").unwrap_or("The trouble");
+            let phase = s(f, "/phase/name").unwrap_or("this phase");
+            let names = names_at(f, "/conflict/stakeholders");
+            let who = (!names.is_empty()).then(|| names[below(rng, names.len())].clone());
+            let authored = s(f, "/beat_text");
+            let text = match (authored, who) {
+                (Some(a), Some(w)) => format!(
+                    "{a} {w} {}.",
+                    pick(
+                        rng,
+                        &[
+                            "sees it and says nothing",
+                            "is the first to react",
+                            "turns away",
+                            "takes note"
+                        ]
+                    )
+                ),
+                (Some(a), None) => format!("{a} It feels {}.", pick(rng, MOODS)),
+                (None, Some(w)) => format!("{phase}: {conflict} tightens, and {w} feels it first."),
+                (None, None) => format!("{phase}: {conflict} tightens another notch."),
+            };
+            json!({ "text": text }).to_string()
         }
         JobKind::GenerateSocialBundle => {
-            let all = ids(f, "/stakeholders");
+            let all = people(f);
             let mut gossip = Vec::new();
+            let mut seen = std::collections::BTreeSet::new();
+            let conflict = s(f, "/conflicts/0/name").map(voice::mid);
             if all.len() >= 2 {
-                for _ in 0..3 {
-                    let a = rng.random_range(0..all.len());
-                    let mut b = rng.random_range(0..all.len());
-                    if b == a {
-                        b = (a + 1) % all.len();
+                for _ in 0..12 {
+                    if gossip.len() >= 4 {
+                        break;
                     }
-                    gossip.push(json!({
-                        "from": all[a], "about": all[b],
-                        "line": format!("They say {} has been {}.", all[b], pick(rng, &["seen at the docks after dark", "counting coins twice", "avoiding the guild hall", "making promises"])),
-                    }));
+                    let a = below(rng, all.len());
+                    let b = (a + 1 + below(rng, all.len() - 1)) % all.len();
+                    let about = &all[b];
+                    let options = [
+                        about
+                            .goals
+                            .first()
+                            .map(|g| format!("They say {} means to {g}.", about.name)),
+                        about.ally().map(|x| {
+                            format!(
+                                "{} and {} are thick as anything these days.",
+                                about.name, x.0
+                            )
+                        }),
+                        about.rival().map(|x| {
+                            format!(
+                                "Keep {} away from {}; there's bad blood there.",
+                                about.name, x.0
+                            )
+                        }),
+                        about
+                            .traits
+                            .first()
+                            .map(|t| format!("{} has been more {t} than ever lately.", about.name)),
+                        conflict.as_ref().map(|c| {
+                            format!(
+                                "Whatever happens with {c}, {} comes out ahead. Watch.",
+                                about.name
+                            )
+                        }),
+                        (!about.role.is_empty())
+                            .then(|| format!("Funny sort of {}, {}.", about.role, about.name)),
+                        Some(format!("Nobody knows what to make of {}.", about.name)),
+                    ];
+                    let fitting: Vec<String> = options.into_iter().flatten().collect();
+                    let line = pick(rng, &fitting).clone();
+                    if seen.insert(line.clone()) {
+                        gossip.push(json!({"from": all[a].id, "about": about.id, "line": line}));
+                    }
                 }
             }
             let reputation: serde_json::Map<String, Value> = all
                 .iter()
-                .map(|id| (id.clone(), json!(rng.random_range(-40..=60))))
+                .map(|w| {
+                    (
+                        w.id.clone(),
+                        json!((w.standing + rng.random_range(-10..=10)).clamp(-100, 100)),
+                    )
+                })
                 .collect();
             json!({ "gossip": gossip, "reputation": reputation }).to_string()
         }
-        JobKind::CanonizeConflict => json!({
-            "title": format!("The {} of {}", pick(rng, &["Reckoning", "Settlement", "Long Night", "Turning"]), conflict),
-            "summary": format!("When {conflict} came to a head at {scene}, the town chose a side, and it would be remembered {}.", pick(rng, &["for a generation", "in every tavern song", "with a shrug", "with shame"])),
-        })
-        .to_string(),
+        JobKind::CanonizeConflict => {
+            let conflict = s(f, "/conflict/name").unwrap_or("The trouble");
+            let bare = voice::mid(conflict);
+            let phase = s(f, "/phase/name").unwrap_or("its last phase");
+            let names = names_at(f, "/involved");
+            let title = match below(rng, 4) {
+                0 => format!("The End of {bare}"),
+                1 => format!("{conflict}, Remembered"),
+                2 => format!("After {bare}"),
+                _ => format!("The Last Days of {bare}"),
+            };
+            let mut summary = format!(
+                "{conflict} came to its end during {phase}, at intensity {}.",
+                f.get("intensity").and_then(Value::as_u64).unwrap_or(0)
+            );
+            if let Some(first) = names.first() {
+                summary.push_str(&format!(
+                    " {} {} at the heart of it, and {first} {}.",
+                    and_list(&names),
+                    if names.len() > 1 { "were" } else { "was" },
+                    pick(
+                        rng,
+                        &[
+                            "came out of it changed",
+                            "never spoke of it again",
+                            "claimed the victory",
+                            "paid the most for it"
+                        ]
+                    )
+                ));
+            }
+            summary.push_str(&format!(
+                " It would be remembered {}.",
+                pick(
+                    rng,
+                    &[
+                        "for a generation",
+                        "with a shrug",
+                        "with shame",
+                        "differently in every telling"
+                    ]
+                )
+            ));
+            json!({ "title": title, "summary": summary }).to_string()
+        }
         JobKind::GenerateCanonReferences => {
-            let canon = ids(f, "/canon");
-            let people = ids(f, "/stakeholders");
-            let items: Vec<Value> = canon
-                .iter()
-                .flat_map(|c| people.iter().take(2).map(move |p| (c.clone(), p.clone())))
-                .map(|(c, p)| {
-                    json!({
-                        "canon_id": c, "stakeholder_id": p,
-                        "line": format!("{} Remember how that ended.", pick(rng, OPENERS)),
-                    })
+            let all = people(f);
+            let canon: Vec<(String, String)> = f
+                .pointer("/canon")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| {
+                    Some((
+                        c.get("id")?.as_str()?.to_owned(),
+                        c.get("title")?.as_str()?.to_owned(),
+                    ))
                 })
                 .collect();
+            let mut items = Vec::new();
+            for (id, title) in &canon {
+                let mut speakers: Vec<&Who> = all.iter().collect();
+                voice::shuffle(rng, &mut speakers);
+                for w in speakers.into_iter().take(2) {
+                    let line = match (w.tone(), w.traits.first()) {
+                        (Tone::Fierce, _) => {
+                            format!("Don't talk to me about {title}. I was there.")
+                        }
+                        (Tone::Careful, _) => format!("We learned something from {title}, I hope."),
+                        (Tone::Sly, _) => format!("Some of us did well out of {title}, you know."),
+                        (Tone::Warm, _) => {
+                            format!("Do you remember {title}? We got through it together.")
+                        }
+                        (Tone::Plain, Some(t)) => {
+                            format!("Call me {t}, but I think of {title} often.")
+                        }
+                        (Tone::Plain, None) => format!("{title}. Nobody here has forgotten."),
+                    };
+                    items.push(json!({"canon_id": id, "stakeholder_id": w.id, "line": line}));
+                }
+            }
             json!({ "items": items }).to_string()
         }
-        JobKind::StreamDialogueReply => format!(
-            "{}, {topic}? {} I have said what I know {}",
-            pick(rng, &["Ah", "Hm", "Well", "So"]),
-            pick(rng, &[
-                "You ask a lot for someone new here.",
-                "Keep your voice down when you say that.",
-                "I have thought of little else.",
-            ]),
-            pick(rng, CLOSERS)
-        ),
+        JobKind::StreamDialogueReply => {
+            let w = who(f);
+            let setting = Setting::from_facts(f, &w);
+            let earlier: Vec<(bool, String)> = f
+                .pointer("/conversation")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|l| {
+                    Some((
+                        l.get("player")?.as_bool()?,
+                        l.get("text")?.as_str()?.to_owned(),
+                    ))
+                })
+                .collect();
+            voice::reply(
+                rng,
+                &w,
+                &setting,
+                s(f, "/player"),
+                s(f, "/topic").unwrap_or("..."),
+                &earlier,
+            )
+        }
         JobKind::CleanupExpiredActions => "{}".into(),
     }
 }
@@ -307,12 +573,17 @@ impl Provider for ScriptedProvider {
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        let text = self.answer(request)?;
+        let mut text = self.answer(request)?;
+        let limit = (request.max_tokens as usize).saturating_mul(4);
+        let truncated = request.max_tokens > 0 && text.len() > limit;
+        if truncated {
+            text.truncate(text.floor_char_boundary(limit));
+        }
         Ok(Completion {
             usage: Usage::estimate(request.system.len() + request.prompt.len(), text.len()),
             text,
             model: request.model.clone().unwrap_or_else(|| "scripted".into()),
-            truncated: false,
+            truncated,
         })
     }
 
@@ -343,6 +614,7 @@ impl Provider for ScriptedProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prompts::MaxTokens as MaxTokensTable;
     use futures::TryStreamExt;
 
     fn request(kind: JobKind, prompt: &str) -> LlmRequest {
@@ -434,7 +706,11 @@ mod tests {
                 .text,
         )
         .unwrap();
-        assert_eq!(social["gossip"].as_array().unwrap().len(), 3);
+        let gossip = social["gossip"].as_array().unwrap();
+        assert!((1..=12).contains(&gossip.len()), "{social}");
+        for g in gossip {
+            assert_ne!(g["from"], g["about"], "{social}");
+        }
     }
 
     #[tokio::test]
@@ -484,5 +760,262 @@ mod tests {
         let r = request(JobKind::NarratePhaseTransition, "x");
         let res = hotpath_cache::guard::hot_path_scope("test", p.complete(&r)).await;
         assert!(matches!(res, Err(LlmError::OnHotPath(_))));
+    }
+
+    // ---- reads like a game -------------------------------------------------------------
+
+    use crate::jobs::context::testing::*;
+    use crate::llm::voice::{self, Deed, Setting, Who};
+    use hotpath_cache::scenario::Scenario;
+    use std::collections::BTreeSet;
+
+    /// Everything the scripted provider writes for `played`, over a few seeds and attempts.
+    async fn everything(played: &Played) -> Vec<(JobKind, String)> {
+        let mut out = Vec::new();
+        for seed in 0..4 {
+            let p = ScriptedProvider::new(ScriptedConfig {
+                seed,
+                ..ScriptedConfig::default()
+            });
+            for kind in JobKind::ALL {
+                if kind == JobKind::CleanupExpiredActions {
+                    continue;
+                }
+                for attempt in 1..=3 {
+                    let mut r = request(kind, "x");
+                    r.facts = facts_for(kind, played);
+                    r.attempt = attempt;
+                    r.max_tokens = 2000;
+                    out.push((kind, p.complete(&r).await.unwrap().text));
+                }
+            }
+        }
+        out
+    }
+
+    fn words(text: &str) -> BTreeSet<String> {
+        text.split(|c: char| !(c.is_alphanumeric() || c == '-'))
+            .filter(|w| w.chars().count() >= 4)
+            .map(str::to_lowercase)
+            .collect()
+    }
+
+    /// The nouns a scenario brings: its scene, conflict and phase names, its stakeholders'
+    /// names, roles and traits.
+    fn nouns(s: &Scenario) -> BTreeSet<String> {
+        let mut text = String::new();
+        for scene in &s.scenes {
+            text += &format!(" {}", scene.name);
+        }
+        for c in &s.conflicts {
+            text += &format!(" {}", c.name);
+            for p in &c.phases {
+                text += &format!(" {}", p.name);
+            }
+        }
+        for w in &s.stakeholders {
+            text += &format!(" {} {} {}", w.name, w.role, w.traits.join(" "));
+        }
+        words(&text)
+    }
+
+    #[tokio::test]
+    async fn no_world_leaks_into_another() {
+        let (harbor, sky) = (played(harbor()), played(observatory()));
+        let (harbor_nouns, sky_nouns) = (nouns(&harbor.0.scenario), nouns(&sky.0.scenario));
+        // What only the harbour has, and words any sea-town phrase bank would use.
+        let mut harbor_only: BTreeSet<String> =
+            harbor_nouns.difference(&sky_nouns).cloned().collect();
+        for w in [
+            "harbour", "harbor", "dock", "docks", "tide", "quay", "tavern", "ledger", "guild",
+            "square", "salt", "ship", "ships", "sailor", "crew", "crews",
+        ] {
+            harbor_only.insert(w.to_owned());
+        }
+        let sky_only: BTreeSet<String> = sky_nouns.difference(&harbor_nouns).cloned().collect();
+        let sky_text = everything(&sky).await;
+        let harbor_text = everything(&harbor).await;
+        for (kind, text) in &sky_text {
+            let leaked: Vec<_> = words(text).intersection(&harbor_only).cloned().collect();
+            assert!(
+                leaked.is_empty(),
+                "{kind:?} writes {leaked:?} in the observatory: {text}"
+            );
+        }
+        for (kind, text) in &harbor_text {
+            let leaked: Vec<_> = words(text).intersection(&sky_only).cloned().collect();
+            assert!(
+                leaked.is_empty(),
+                "{kind:?} writes {leaked:?} at the harbour: {text}"
+            );
+        }
+        // And each world's own nouns do show up.
+        let all: String = sky_text
+            .iter()
+            .map(|(_, t)| t.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        for noun in ["Odile", "Brass", "Telescope", "Fenn"] {
+            assert!(all.contains(noun), "the observatory never mentions {noun}");
+        }
+    }
+
+    #[test]
+    fn lines_written_together_differ_and_are_in_character() {
+        for scenario in [harbor(), observatory()] {
+            let world = played(scenario).0;
+            let scene = &world.scenario.scenes[0];
+            for id in &scene.stakeholders {
+                let card = world.stakeholder_card(world.scenario.stakeholder(id).unwrap());
+                let mut facts =
+                    serde_json::Value::Object(world.stakeholder_facts(
+                        world.scenario.stakeholder(id).unwrap(),
+                        Some(&scene.id),
+                    ));
+                facts["stakeholder"] = card.clone();
+                let who = Who::from_facts(&card, &facts);
+                let setting = Setting::from_facts(&facts, &who);
+                for kind in hotpath_cache::model::ActionKind::ALL {
+                    let deed = Deed {
+                        kind: kind.as_str().into(),
+                        actor: Some("Ada".into()),
+                        said: Some("We should settle this tonight, you and I".into()),
+                    };
+                    let mut rng = ChaCha8Rng::seed_from_u64(3);
+                    let lines = voice::reactions(&mut rng, &who, &deed, &setting, 6);
+                    assert_eq!(lines.len(), 6, "{kind:?}");
+                    let distinct: BTreeSet<&str> = lines.iter().map(|r| r.line.as_str()).collect();
+                    assert_eq!(distinct.len(), 6, "{kind:?}: {lines:#?}");
+                    for r in &lines {
+                        assert!(r.behaviour.starts_with(&who.name), "{r:?}");
+                        let line = r.line.to_lowercase();
+                        assert!(
+                            voice::kind_words(kind.as_str())
+                                .iter()
+                                .any(|w| line.contains(w))
+                                || line.contains("we should settle this tonight"),
+                            "{kind:?} is not answered: {}",
+                            r.line
+                        );
+                        assert!(
+                            ["support", "oppose", "deflect", "probe", "observe"]
+                                .contains(&r.intent.as_str()),
+                            "{r:?}"
+                        );
+                    }
+                    // The person shows: a trait, a bond, a goal, the role or the name, in the
+                    // lines written together.
+                    let mut own: Vec<String> = who.traits.clone();
+                    own.extend(who.bonds.iter().map(|b| b.0.clone()));
+                    own.extend(who.goals.iter().cloned());
+                    own.push(who.role.clone());
+                    let all = lines
+                        .iter()
+                        .map(|r| r.line.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    assert!(
+                        own.iter()
+                            .any(|o| !o.is_empty() && all.contains(o.as_str())),
+                        "{} never sounds like themselves: {all}",
+                        who.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn reactions_answer_the_event_and_vary_across_requests() {
+        let played = played(harbor());
+        let facts = facts_for(JobKind::GenerateStakeholderReaction, &played);
+        let mut lines = Vec::new();
+        for seed in 0..20 {
+            let p = ScriptedProvider::new(ScriptedConfig {
+                seed,
+                ..ScriptedConfig::default()
+            });
+            let mut r = request(JobKind::GenerateStakeholderReaction, "x");
+            r.facts = facts.clone();
+            let v: Value = serde_json::from_str(&p.complete(&r).await.unwrap().text).unwrap();
+            let line = v["line"].as_str().unwrap().to_owned();
+            // The event reacted to is Ada's threat.
+            assert!(
+                line.to_lowercase().contains("threat") || line.contains("Tell me now"),
+                "{line}"
+            );
+            assert!(
+                v["behaviour"].as_str().unwrap().starts_with("Mara Quill"),
+                "{v}"
+            );
+            lines.push(line);
+        }
+        let distinct: BTreeSet<&String> = lines.iter().collect();
+        assert!(
+            distinct.len() >= 15,
+            "only {} distinct of 20: {lines:#?}",
+            distinct.len()
+        );
+        // No stock phrase: no sentence in more than a quarter of the lines.
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for l in &lines {
+            for sentence in l.split_inclusive(['.', '?', '!']) {
+                *counts.entry(sentence.trim().to_owned()).or_default() += 1;
+            }
+        }
+        let (worst, n) = counts.iter().max_by_key(|(_, n)| **n).unwrap();
+        assert!(*n <= 5, "`{worst}` in {n} of 20 lines");
+    }
+
+    #[tokio::test]
+    async fn dialogue_replies_carry_the_conversation_on() {
+        let played = played(observatory());
+        let p = provider(0.0, 0.0);
+        let mut r = request(JobKind::StreamDialogueReply, "x");
+        r.facts = facts_for(JobKind::StreamDialogueReply, &played);
+        let reply = p.complete(&r).await.unwrap().text;
+        assert!(reply.contains("Where were you the night"), "{reply}");
+        r.facts["conversation"] = json!([]);
+        let fresh = p.complete(&r).await.unwrap().text;
+        assert!(!fresh.contains("Where were you"), "{fresh}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_max_tokens_is_cut_and_flagged() {
+        let played = played(harbor());
+        let p = provider(0.0, 0.0);
+        let mut r = request(JobKind::GenerateSocialBundle, "x");
+        r.facts = facts_for(JobKind::GenerateSocialBundle, &played);
+        r.max_tokens = MaxTokensTable::default().of(r.kind, &r.facts);
+        let whole = p.complete(&r).await.unwrap();
+        assert!(!whole.truncated, "the default table fits: {}", whole.text);
+        r.max_tokens = 20;
+        let cut = p.complete(&r).await.unwrap();
+        assert!(cut.truncated);
+        assert_eq!(cut.text.len(), 80);
+    }
+
+    /// Prints a few lines of each world (`cargo test -p hotpath-background --lib
+    /// scripted::tests::sample -- --nocapture`).
+    #[tokio::test]
+    async fn sample() {
+        for scenario in [harbor(), observatory()] {
+            let played = played(scenario);
+            println!("== {}", played.0.scenario.title);
+            for kind in [
+                JobKind::GenerateStakeholderReaction,
+                JobKind::StreamDialogueReply,
+                JobKind::NarratePhaseTransition,
+                JobKind::GenerateSocialBundle,
+                JobKind::CanonizeConflict,
+            ] {
+                let mut r = request(kind, "x");
+                r.facts = facts_for(kind, &played);
+                println!(
+                    "{kind:?}: {}",
+                    provider(0.0, 0.0).complete(&r).await.unwrap().text
+                );
+            }
+        }
     }
 }
