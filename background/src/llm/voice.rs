@@ -532,10 +532,11 @@ pub fn reactions(
     count: usize,
 ) -> Vec<Reaction> {
     let tone = who.tone();
-    let player = deed.actor.clone().unwrap_or_else(|| "stranger".into());
+    // Unknown for a prepared reaction (any player may act): openers that name them do not fit.
+    let player = deed.actor.clone();
     let vars_for = |rng: &mut ChaCha8Rng| -> Vec<(&'static str, Option<String>)> {
         vec![
-            ("player", Some(player.clone())),
+            ("player", player.clone()),
             ("quote", deed.said.as_deref().and_then(fragment)),
             ("scene", setting.scene.as_deref().map(mid)),
             ("conflict", setting.conflict.as_deref().map(mid)),
@@ -679,4 +680,111 @@ pub fn reply(
         Some(c) => format!("{c} {r}"),
         None => r,
     }
+}
+
+/// The present stakeholder `id` of the facts' `present` (or `stakeholders`).
+fn present(facts: &Value, id: &str) -> Option<Who> {
+    ["/present", "/stakeholders"].iter().find_map(|p| {
+        let v = facts
+            .pointer(p)
+            .and_then(Value::as_array)?
+            .iter()
+            .find(|s| s.get("id").and_then(Value::as_str) == Some(id))?;
+        Some(Who::from_facts(v, facts))
+    })
+}
+
+/// A scene's reactions prepared ahead (`prepare_scene_reactions`): for each `wanted`
+/// `{stakeholder_id, action_kind, count}`, `count` different reactions of that stakeholder to
+/// a player's action of that kind, naming no player (any may be the one who acts).
+pub fn scene_reactions(rng: &mut ChaCha8Rng, facts: &Value) -> Value {
+    let mut out = Vec::new();
+    for w in facts
+        .pointer("/wanted")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(id), Some(kind)) = (
+            w.get("stakeholder_id").and_then(Value::as_str),
+            w.get("action_kind").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let count = w.get("count").and_then(Value::as_u64).unwrap_or(1) as usize;
+        let who = present(facts, id).unwrap_or_else(|| Who {
+            id: id.to_owned(),
+            name: name_of(facts, id).unwrap_or_else(|| id.to_owned()),
+            ..Who::default()
+        });
+        let setting = Setting::from_facts(facts, &who);
+        let deed = Deed {
+            kind: kind.to_owned(),
+            actor: None,
+            said: None,
+        };
+        for r in reactions(rng, &who, &deed, &setting, count) {
+            out.push(serde_json::json!({
+                "stakeholder_id": id, "action_kind": kind,
+                "behaviour": r.behaviour, "intent": r.intent, "line": r.line,
+            }));
+        }
+    }
+    serde_json::json!({ "reactions": out })
+}
+
+/// All beats of a phase in one answer (`generate_beat_description`): `count` different
+/// descriptions, following the phase's authored beats, with the conflict's people in them.
+pub fn phase_beats(rng: &mut ChaCha8Rng, facts: &Value) -> Value {
+    let count = facts.get("count").and_then(Value::as_u64).unwrap_or(1) as usize;
+    let conflict = facts
+        .pointer("/conflict/name")
+        .and_then(Value::as_str)
+        .unwrap_or("The trouble");
+    let phase = facts
+        .pointer("/phase/name")
+        .and_then(Value::as_str)
+        .unwrap_or("this phase");
+    let authored: Vec<String> = strs(facts.get("phase").unwrap_or(&Value::Null), "beats");
+    let mut people: Vec<String> = facts
+        .pointer("/conflict/stakeholders")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|id| id.as_str().and_then(|id| name_of(facts, id)))
+        .collect();
+    shuffle(rng, &mut people);
+    let mut reacts = vec![
+        "sees it and says nothing",
+        "is the first to react",
+        "turns away",
+        "takes note",
+        "pretends not to notice",
+        "catches someone's eye and holds it",
+        "mutters something under their breath",
+    ];
+    shuffle(rng, &mut reacts);
+    let moods = ["tense", "weary", "restless", "brittle", "bitter", "uneasy", "grim"];
+    let mut beats: Vec<String> = Vec::with_capacity(count);
+    for i in 0..count {
+        let person = (!people.is_empty()).then(|| people[i % people.len()].clone());
+        let mood = moods[(i + below(rng, moods.len())) % moods.len()];
+        let base = match authored.get(i).or_else(|| {
+            (!authored.is_empty()).then(|| &authored[i % authored.len()])
+        }) {
+            Some(a) => a.clone(),
+            None => format!("{phase} wears on, and {} feels {mood}.", mid(conflict)),
+        };
+        let text = match person {
+            Some(p) => format!("{base} {p} {}.", reacts[i % reacts.len()]),
+            None => format!("{base} Everything feels {mood}."),
+        };
+        let text = if beats.contains(&text) {
+            format!("{text} It will not be the last time.")
+        } else {
+            text
+        };
+        beats.push(text);
+    }
+    serde_json::json!({ "beats": beats })
 }
