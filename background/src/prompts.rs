@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use hotpath_cache::jobs::JobKind;
+use hotpath_cache::model::ActionKind;
 use minijinja::Environment;
 use minijinja::value::Serde;
 use serde_json::{Value, json};
@@ -134,14 +135,13 @@ const CUT_OFF: &str = "your answer was cut off at the limit";
 /// Output tokens asked for, per job kind: sized to what each kind's template asks for (about
 /// four characters a token, plus the JSON around the text), so a real model is not cut off
 /// mid-answer and a cheap kind does not reserve a long one. Kinds that write several items in
-/// one call get a base plus a share per item asked for.
+/// one call get a base plus a share per item asked for, capped at [`MaxTokens::CAP`].
 ///
 /// | kind | tokens |
 /// |---|---|
-/// | stakeholder action / reaction | 300 (a behaviour ≤ 160 chars, a line ≤ 400) |
-/// | stakeholder details | 450 (three fields ≤ 400 chars) |
+/// | scene reactions | 150 + 120 per reaction asked for (`wanted` counts; a behaviour ≤ 160 chars, a line ≤ 300, ids) |
 /// | phase narration | 350 (two or three sentences) |
-/// | beat description | 350 (two or three sentences) |
+/// | beat descriptions | 50 + 160 per beat (`count`; one to three sentences each) |
 /// | social bundle | 1 500 (≤ 12 gossip lines and a reputation per stakeholder) |
 /// | conflict canonization | 600 (a title and a summary ≤ 1 500 chars) |
 /// | canon references | 1 200 (≤ 16 lines) |
@@ -157,12 +157,9 @@ impl Default for MaxTokens {
             .into_iter()
             .map(|kind| {
                 let n = match kind {
-                    JobKind::GenerateStakeholderAction | JobKind::GenerateStakeholderReaction => {
-                        300
-                    }
-                    JobKind::PopulateStakeholderDetails => 450,
+                    JobKind::PrepareSceneReactions => 150,
                     JobKind::NarratePhaseTransition => 350,
-                    JobKind::GenerateBeatDescription => 350,
+                    JobKind::GenerateBeatDescription => 50,
                     JobKind::GenerateSocialBundle => 1500,
                     JobKind::CanonizeConflict => 600,
                     JobKind::GenerateCanonReferences => 1200,
@@ -190,9 +187,42 @@ impl MaxTokens {
         self
     }
 
+    /// The most any one request asks for (what common models can write in one answer).
+    pub const CAP: u32 = 8192;
+
+    /// Tokens per item, for kinds that write several.
+    fn per_item(kind: JobKind) -> u32 {
+        match kind {
+            JobKind::PrepareSceneReactions => 120,
+            JobKind::GenerateBeatDescription => 160,
+            _ => 0,
+        }
+    }
+
+    /// How many items a request of `kind` asks for.
+    fn items(kind: JobKind, facts: &Value) -> u32 {
+        match kind {
+            JobKind::PrepareSceneReactions => facts
+                .get("wanted")
+                .and_then(Value::as_array)
+                .map_or(0, |w| {
+                    w.iter()
+                        .map(|w| w.get("count").and_then(Value::as_u64).unwrap_or(1))
+                        .sum::<u64>()
+                })
+                .min(u32::MAX as u64) as u32,
+            JobKind::GenerateBeatDescription => {
+                facts.get("count").and_then(Value::as_u64).unwrap_or(1) as u32
+            }
+            _ => 0,
+        }
+    }
+
     /// The tokens a request of `kind` asks for, given its facts.
-    pub fn of(&self, kind: JobKind, _facts: &Value) -> u32 {
-        self.per_kind.get(&kind).copied().unwrap_or(400)
+    pub fn of(&self, kind: JobKind, facts: &Value) -> u32 {
+        let base = self.per_kind.get(&kind).copied().unwrap_or(400);
+        base.saturating_add(Self::per_item(kind).saturating_mul(Self::items(kind, facts)))
+            .min(Self::CAP)
     }
 }
 
@@ -233,7 +263,7 @@ fn object(fields: &[(&str, Value)]) -> Value {
 }
 
 /// The intents a stakeholder's move may have.
-pub const INTENTS: [&str; 6] = ["support", "oppose", "deflect", "probe", "bargain", "warn"];
+pub const INTENTS: [&str; 5] = ["support", "oppose", "deflect", "probe", "observe"];
 
 /// The JSON schema of `kind`'s answer, from the facts its prompt was rendered from (so ids
 /// are enumerated: a schema-following model cannot name a stakeholder who does not exist).
@@ -243,18 +273,29 @@ pub fn schema(kind: JobKind, facts: &Value) -> Option<Value> {
     let people = ids_at(facts, "/stakeholders");
     let intents: Vec<String> = INTENTS.iter().map(|s| (*s).to_owned()).collect();
     Some(match kind {
-        JobKind::GenerateStakeholderAction | JobKind::GenerateStakeholderReaction => object(&[
-            ("behaviour", string()),
-            ("intent", one_of(&intents)),
-            ("line", string()),
-        ]),
-        JobKind::PopulateStakeholderDetails => object(&[
-            ("appearance", string()),
-            ("voice", string()),
-            ("secret", string()),
-        ]),
-        JobKind::NarratePhaseTransition | JobKind::GenerateBeatDescription => {
-            object(&[("text", string())])
+        JobKind::PrepareSceneReactions => {
+            let kinds: Vec<String> = ActionKind::ALL
+                .iter()
+                .map(|k| k.as_str().to_owned())
+                .collect();
+            object(&[(
+                "reactions",
+                json!({"type": "array", "items": object(&[
+                    ("stakeholder_id", one_of(&ids_at(facts, "/present"))),
+                    ("action_kind", one_of(&kinds)),
+                    ("behaviour", string()),
+                    ("intent", one_of(&intents)),
+                    ("line", string()),
+                ])}),
+            )])
+        }
+        JobKind::NarratePhaseTransition => object(&[("text", string())]),
+        JobKind::GenerateBeatDescription => {
+            let count = facts.get("count").and_then(Value::as_u64).unwrap_or(1);
+            object(&[(
+                "beats",
+                json!({"type": "array", "minItems": count, "maxItems": count, "items": string()}),
+            )])
         }
         JobKind::GenerateSocialBundle => {
             let reputation: Vec<(&str, Value)> = people
@@ -467,11 +508,13 @@ mod tests {
                     continue;
                 }
                 let p = render(kind, &facts_for(kind, &played), true, None).unwrap();
-                // Social bundles and canon references answer with ids: those are listed in
-                // brackets beside the names.
+                // Scene reactions, social bundles and canon references answer with ids: those
+                // are listed in brackets beside the names.
                 let text = if matches!(
                     kind,
-                    JobKind::GenerateSocialBundle | JobKind::GenerateCanonReferences
+                    JobKind::PrepareSceneReactions
+                        | JobKind::GenerateSocialBundle
+                        | JobKind::GenerateCanonReferences
                 ) {
                     p.user
                         .split('[')
@@ -487,10 +530,7 @@ mod tests {
                     assert!(!w.contains(id), "{kind:?} names `{id}` by id:\n{}", p.user);
                 }
                 assert!(
-                    matches!(
-                        kind,
-                        JobKind::PopulateStakeholderDetails | JobKind::GenerateCanonReferences
-                    ) || p.user.contains("Ada"),
+                    matches!(kind, JobKind::GenerateCanonReferences) || p.user.contains("Ada"),
                     "{kind:?} misses the recent events:\n{}",
                     p.user
                 );
@@ -590,14 +630,39 @@ mod tests {
             canon["properties"]["items"]["items"]["properties"]["canon_id"]["enum"],
             json!([context_of(&["c"]).0])
         );
-        let moves = schema(JobKind::GenerateStakeholderReaction, &f).unwrap();
-        assert_eq!(moves["required"], json!(["behaviour", "intent", "line"]));
+        let played_f = facts_for(JobKind::PrepareSceneReactions, &played);
+        let t = MaxTokens::default();
+        let moves = schema(JobKind::PrepareSceneReactions, &played_f).unwrap();
+        let item = &moves["properties"]["reactions"]["items"];
+        assert_eq!(
+            item["required"],
+            json!([
+                "stakeholder_id",
+                "action_kind",
+                "behaviour",
+                "intent",
+                "line"
+            ])
+        );
+        assert_eq!(
+            item["properties"]["stakeholder_id"]["enum"],
+            json!(["mara", "brann", "iris"])
+        );
+        assert_eq!(item["properties"]["action_kind"]["enum"][3], "threaten");
+        let beats = schema(JobKind::GenerateBeatDescription, &played_f).unwrap();
+        assert_eq!(beats["properties"]["beats"]["maxItems"], 2);
+        // Many-item kinds are budgeted by what they ask for.
+        let (reactions, asked) = (t.of(JobKind::PrepareSceneReactions, &played_f), 3 * 3 * 3);
+        assert_eq!(reactions, 150 + 120 * asked);
+        assert_eq!(
+            t.of(JobKind::GenerateBeatDescription, &played_f),
+            50 + 160 * 2
+        );
         assert!(schema(JobKind::StreamDialogueReply, &f).is_none());
         // Every kind's table entry is sized, and the defaults differ by kind.
-        let t = MaxTokens::default();
         for kind in JobKind::ALL {
             if template_of(kind).is_some() {
-                assert!(t.of(kind, &f) >= 200, "{kind:?}");
+                assert!(t.of(kind, &played_f) >= 200, "{kind:?}");
             }
         }
         assert!(t.of(JobKind::GenerateSocialBundle, &f) > t.of(JobKind::StreamDialogueReply, &f));

@@ -383,12 +383,39 @@ pub(crate) mod testing {
         let conflict = &world.scenario.conflicts[0];
         let phase = &conflict.phases[0];
         let mut f = match kind {
-            JobKind::GenerateStakeholderAction
-            | JobKind::GenerateStakeholderReaction
-            | JobKind::StreamDialogueReply => world.stakeholder_facts(&who, Some(&scene.id)),
-            JobKind::PopulateStakeholderDetails => world.stakeholder_facts(&who, None),
+            JobKind::StreamDialogueReply => world.stakeholder_facts(&who, Some(&scene.id)),
             _ => world.base_facts(),
         };
+        if kind == JobKind::PrepareSceneReactions {
+            // As the handler builds them: the scene, who is present (their whole card and
+            // standing), its conflicts, and the reactions wanted.
+            f.insert(
+                "scene".into(),
+                json!({"id": scene.id, "name": scene.name, "description": scene.description}),
+            );
+            let present: Vec<Value> = scene
+                .stakeholders
+                .iter()
+                .filter_map(|id| world.scenario.stakeholder(id))
+                .map(|s| {
+                    let mut v = json!(s);
+                    v["standing"] = json!(world.state.standing.get(&s.id).copied().unwrap_or(0));
+                    v
+                })
+                .collect();
+            f.insert("present".into(), Value::Array(present));
+            f.insert("conflicts".into(), world.conflicts(Some(&scene.id)));
+            let wanted: Vec<Value> = scene
+                .stakeholders
+                .iter()
+                .flat_map(|s| {
+                    ["threaten", "help", "ask"]
+                        .map(|k| json!({"stakeholder_id": s, "action_kind": k, "count": 3}))
+                })
+                .collect();
+            f.insert("wanted".into(), Value::Array(wanted));
+        }
+        f.insert("count".into(), json!(phase.beats.len().max(1)));
         f.insert("conflict".into(), json!(conflict));
         f.insert("phase".into(), json!(phase));
         f.insert("intensity".into(), json!(40));

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::config::LlmConfig;
-use super::voice::{self, Deed, Reaction, Setting, Tone, Who, below, name_of, pick};
+use super::voice::{self, Setting, Tone, Who, below, name_of, pick};
 use super::{Completion, LlmError, LlmRequest, Provider, TextStream, Usage};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -192,118 +192,15 @@ fn and_list(names: &[String]) -> String {
     }
 }
 
-/// The deed a reaction answers: the event named by `/event/seq` among the recent events, or
-/// the latest action there, or an action of `kind`.
-fn deed(facts: &Value, kind: Option<&str>) -> Deed {
-    let recent: Vec<&Value> = facts
-        .pointer("/recent_events")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    let seq = facts.pointer("/event/seq").and_then(Value::as_u64);
-    let found = recent
-        .iter()
-        .rev()
-        .find(|e| seq.is_some() && e.get("seq").and_then(Value::as_u64) == seq)
-        .or_else(|| {
-            recent.iter().rev().find(|e| {
-                e.get("type").and_then(Value::as_str) == Some("action")
-                    && kind.is_none_or(|k| e.get("action").and_then(Value::as_str) == Some(k))
-            })
-        });
-    match (found, kind) {
-        (Some(e), _) => Deed::from_event(e),
-        (None, Some(k)) => Deed {
-            kind: k.to_owned(),
-            ..Deed::default()
-        },
-        (None, None) => Deed {
-            kind: "say".into(),
-            ..Deed::default()
-        },
-    }
-}
-
 const MOODS: &[&str] = &[
     "tense", "weary", "restless", "brittle", "bitter", "uneasy", "grim",
 ];
-
-fn move_json(r: &Reaction) -> Value {
-    json!({"behaviour": r.behaviour, "intent": r.intent, "line": r.line})
-}
 
 /// Plausible content of the shape `request.kind` asks for, written from its facts only.
 fn write(rng: &mut ChaCha8Rng, request: &LlmRequest) -> String {
     let f = &request.facts;
     match request.kind {
-        JobKind::GenerateStakeholderAction => {
-            let w = who(f);
-            let setting = Setting::from_facts(f, &w);
-            move_json(&voice::initiative(rng, &w, &setting)).to_string()
-        }
-        JobKind::GenerateStakeholderReaction => {
-            let w = who(f);
-            let setting = Setting::from_facts(f, &w);
-            let d = deed(f, None);
-            let r = voice::reactions(rng, &w, &d, &setting, 1);
-            r.first().map(move_json).unwrap_or(json!({})).to_string()
-        }
-        JobKind::PopulateStakeholderDetails => {
-            let w = who(f);
-            let role = if w.role.is_empty() {
-                "local".into()
-            } else {
-                w.role.clone()
-            };
-            let looks = pick(
-                rng,
-                &[
-                    "watchful",
-                    "tired",
-                    "neat",
-                    "restless",
-                    "sharp-eyed",
-                    "unhurried",
-                ],
-            );
-            let voice_of = match w.tone() {
-                Tone::Fierce => "loud and quick, every sentence a challenge",
-                Tone::Careful => "quiet and measured, with long pauses",
-                Tone::Sly => "smooth and amused, never quite a straight answer",
-                Tone::Warm => "warm and easy, full of questions",
-                Tone::Plain => "plain and unhurried",
-            };
-            let mut secrets: Vec<String> = Vec::new();
-            if let Some(g) = w.goals.last() {
-                secrets.push(format!(
-                    "{} would go further than anyone guesses to {g}",
-                    w.name
-                ));
-            }
-            if let Some(t) = w.traits.first() {
-                secrets.push(format!("{} is less {t} than everyone believes", w.name));
-            }
-            if let Some(a) = w.ally() {
-                secrets.push(format!("{} owes {} more than either admits", w.name, a.0));
-            }
-            if let Some(r) = w.rival() {
-                secrets.push(format!(
-                    "{} once stood with {}, before it all went wrong",
-                    w.name, r.0
-                ));
-            }
-            secrets.push(format!(
-                "{} has told no one why they became a {role}",
-                w.name
-            ));
-            json!({
-                "appearance": format!("{}, the {role}, looks {looks}{}", w.name,
-                    w.traits.first().map(|t| format!(" and every bit as {t} as people say")).unwrap_or_default()),
-                "voice": voice_of,
-                "secret": pick(rng, &secrets),
-            })
-            .to_string()
-        }
+        JobKind::PrepareSceneReactions => voice::scene_reactions(rng, f).to_string(),
         JobKind::NarratePhaseTransition => {
             let conflict = s(f, "/conflict/name").unwrap_or("The trouble");
             let phase = s(f, "/phase/name").unwrap_or("a new turn");
@@ -347,31 +244,7 @@ fn write(rng: &mut ChaCha8Rng, request: &LlmRequest) -> String {
             }
             json!({ "text": parts.join(" ") }).to_string()
         }
-        JobKind::GenerateBeatDescription => {
-            let conflict = s(f, "/conflict/name").unwrap_or("The trouble");
-            let phase = s(f, "/phase/name").unwrap_or("this phase");
-            let names = names_at(f, "/conflict/stakeholders");
-            let who = (!names.is_empty()).then(|| names[below(rng, names.len())].clone());
-            let authored = s(f, "/beat_text");
-            let text = match (authored, who) {
-                (Some(a), Some(w)) => format!(
-                    "{a} {w} {}.",
-                    pick(
-                        rng,
-                        &[
-                            "sees it and says nothing",
-                            "is the first to react",
-                            "turns away",
-                            "takes note"
-                        ]
-                    )
-                ),
-                (Some(a), None) => format!("{a} It feels {}.", pick(rng, MOODS)),
-                (None, Some(w)) => format!("{phase}: {conflict} tightens, and {w} feels it first."),
-                (None, None) => format!("{phase}: {conflict} tightens another notch."),
-            };
-            json!({ "text": text }).to_string()
-        }
+        JobKind::GenerateBeatDescription => voice::phase_beats(rng, f).to_string(),
         JobKind::GenerateSocialBundle => {
             let all = people(f);
             let mut gossip = Vec::new();
@@ -926,29 +799,64 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn reactions_answer_the_event_and_vary_across_requests() {
+    async fn prepared_reactions_answer_each_kind_and_vary_across_requests() {
         let played = played(harbor());
-        let facts = facts_for(JobKind::GenerateStakeholderReaction, &played);
+        let facts = facts_for(JobKind::PrepareSceneReactions, &played);
+        let names: std::collections::BTreeMap<&str, &str> = played
+            .0
+            .scenario
+            .stakeholders
+            .iter()
+            .map(|s| (s.id.as_str(), s.name.as_str()))
+            .collect();
         let mut lines = Vec::new();
         for seed in 0..20 {
             let p = ScriptedProvider::new(ScriptedConfig {
                 seed,
                 ..ScriptedConfig::default()
             });
-            let mut r = request(JobKind::GenerateStakeholderReaction, "x");
+            let mut r = request(JobKind::PrepareSceneReactions, "x");
             r.facts = facts.clone();
-            let v: Value = serde_json::from_str(&p.complete(&r).await.unwrap().text).unwrap();
-            let line = v["line"].as_str().unwrap().to_owned();
-            // The event reacted to is Ada's threat.
-            assert!(
-                line.to_lowercase().contains("threat") || line.contains("Tell me now"),
-                "{line}"
+            r.max_tokens = MaxTokensTable::default().of(r.kind, &r.facts);
+            let c = p.complete(&r).await.unwrap();
+            assert!(!c.truncated, "fits its budget");
+            let v: Value = serde_json::from_str(&c.text).unwrap();
+            let reactions = v["reactions"].as_array().unwrap();
+            // Three of each of the nine pairs asked for, all different within a pair.
+            assert_eq!(reactions.len(), 27, "{v}");
+            for w in facts["wanted"].as_array().unwrap() {
+                let (id, kind) = (
+                    w["stakeholder_id"].as_str().unwrap(),
+                    w["action_kind"].as_str().unwrap(),
+                );
+                let mine: Vec<&Value> = reactions
+                    .iter()
+                    .filter(|r| r["stakeholder_id"] == id && r["action_kind"] == kind)
+                    .collect();
+                let distinct: BTreeSet<&str> =
+                    mine.iter().map(|r| r["line"].as_str().unwrap()).collect();
+                assert_eq!(distinct.len(), 3, "{id} to {kind}: {mine:#?}");
+                for r in mine {
+                    let line = r["line"].as_str().unwrap().to_lowercase();
+                    assert!(
+                        voice::kind_words(kind).iter().any(|w| line.contains(w)),
+                        "{id} does not answer `{kind}`: {line}"
+                    );
+                    assert!(
+                        r["behaviour"].as_str().unwrap().starts_with(names[id]),
+                        "{r}"
+                    );
+                    // Prepared for any player: none is named.
+                    assert!(!line.contains("ada"), "{line}");
+                }
+            }
+            lines.extend(
+                reactions
+                    .iter()
+                    .filter(|r| r["stakeholder_id"] == "mara" && r["action_kind"] == "threaten")
+                    .take(1)
+                    .map(|r| r["line"].as_str().unwrap().to_owned()),
             );
-            assert!(
-                v["behaviour"].as_str().unwrap().starts_with("Mara Quill"),
-                "{v}"
-            );
-            lines.push(line);
         }
         let distinct: BTreeSet<&String> = lines.iter().collect();
         assert!(
@@ -1003,7 +911,8 @@ mod tests {
             let played = played(scenario);
             println!("== {}", played.0.scenario.title);
             for kind in [
-                JobKind::GenerateStakeholderReaction,
+                JobKind::PrepareSceneReactions,
+                JobKind::GenerateBeatDescription,
                 JobKind::StreamDialogueReply,
                 JobKind::NarratePhaseTransition,
                 JobKind::GenerateSocialBundle,

@@ -289,14 +289,6 @@ pub fn mid(name: &str) -> String {
     }
 }
 
-fn lower_first(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
-        None => String::new(),
-    }
-}
-
 /// Words that show a line answers an action of this kind; each opener below holds one.
 pub fn kind_words(kind: &str) -> &'static [&'static str] {
     match kind {
@@ -325,6 +317,11 @@ fn openers(kind: &str) -> &'static [&'static str] {
             "Big threats for someone so new to {scene}, {player}.",
             "So it's threats now. Noted.",
             "Careful, {player}. Threats have a way of coming back.",
+            "Is that threat meant to frighten me?",
+            "Threats, here? Brave, or foolish.",
+            "Nobody has threatened me in a long while.",
+            "Keep your threats to yourself.",
+            "That sounded like a threat.",
         ],
         "help" => &[
             "You didn't have to help, {player}.",
@@ -334,6 +331,11 @@ fn openers(kind: &str) -> &'static [&'static str] {
             "I won't forget that you helped.",
             "Not many would help the way you did, {player}.",
             "You helped, and everyone in {scene} saw it.",
+            "Help from a stranger. I didn't expect it.",
+            "Why help me?",
+            "That was decent help. I owe you.",
+            "Help like that is remembered.",
+            "You helped more than you know.",
         ],
         "ask" => &[
             "\"{quote}\"? You ask that here?",
@@ -343,6 +345,11 @@ fn openers(kind: &str) -> &'static [&'static str] {
             "Why ask me, of everyone in {scene}?",
             "Questions, always questions, {player}.",
             "You ask as if the answer were simple.",
+            "What a question to ask.",
+            "Ask someone else.",
+            "You really want that question answered?",
+            "That question again.",
+            "Careful what you ask for.",
         ],
         "persuade" => &[
             "You make a fair case, {player}.",
@@ -352,6 +359,11 @@ fn openers(kind: &str) -> &'static [&'static str] {
             "Persuade me, then. Go on.",
             "You argue your case well, {player}.",
             "\"{quote}\" — that's your case?",
+            "A good case, I'll grant you.",
+            "You're trying to persuade the wrong person.",
+            "Convince me, if you can.",
+            "That case has holes in it.",
+            "Nice try, but you won't persuade me.",
         ],
         "investigate" => &[
             "Poking around {scene}, {player}?",
@@ -361,6 +373,11 @@ fn openers(kind: &str) -> &'static [&'static str] {
             "Still looking into {conflict}?",
             "Digging up old business, {player}?",
             "Looking for secrets in {scene}? Try elsewhere.",
+            "Stop poking into what isn't yours.",
+            "Looking for something?",
+            "Digging won't help you.",
+            "Keep searching; you won't find it.",
+            "Whatever you're looking for, it isn't here.",
         ],
         "trade" => &[
             "A trade, then. What's your price?",
@@ -370,6 +387,11 @@ fn openers(kind: &str) -> &'static [&'static str] {
             "A fair deal is hard to find in {scene}.",
             "Trade with me, {player}? Bold.",
             "Name the price and we'll see.",
+            "What kind of deal is this?",
+            "Trade? With you?",
+            "That price is too high.",
+            "Everyone wants a bargain these days.",
+            "A deal, then. Let's hear it.",
         ],
         "observe" => &[
             "Seen enough, {player}?",
@@ -379,6 +401,11 @@ fn openers(kind: &str) -> &'static [&'static str] {
             "Watch all you like.",
             "Watching, always watching, {player}.",
             "What have you seen in {scene} that I haven't?",
+            "Enjoying the watching?",
+            "Eyes front.",
+            "Seen something you like?",
+            "Watching won't change anything.",
+            "You've seen enough.",
         ],
         _ => &[
             "\"{quote}\"... I heard what you said, {player}.",
@@ -388,6 +415,11 @@ fn openers(kind: &str) -> &'static [&'static str] {
             "You said your piece; here is mine.",
             "\"{quote}\", you say.",
             "Fine words, {player}.",
+            "I heard what you said.",
+            "Words, words.",
+            "Say that again?",
+            "Those are big words.",
+            "You say that now.",
         ],
     }
 }
@@ -402,6 +434,9 @@ fn bodies(intent: &str) -> &'static [&'static str] {
             "Come find me when {phase} turns; I'll be ready.",
             "Call me {trait} if you like — I keep my word.",
             "There aren't many in {scene} I'd say this to: you have a friend.",
+            "If {rival} gives you trouble, send them to me.",
+            "You and I want the same thing, I think.",
+            "Whatever {phase} brings, count me in.",
         ],
         "oppose" => &[
             "I mean to {goal}, and you're standing in the way.",
@@ -410,6 +445,9 @@ fn bodies(intent: &str) -> &'static [&'static str] {
             "Try it, and see who in {scene} takes your side.",
             "I'm {trait}, not a fool. The answer is no.",
             "Not while {phase} holds. Not ever, maybe.",
+            "You picked the wrong {role} to push.",
+            "{ally} warned me about people like you.",
+            "Walk away while you still can.",
         ],
         "deflect" => &[
             "Ask {ally}; I've nothing to add.",
@@ -418,6 +456,9 @@ fn bodies(intent: &str) -> &'static [&'static str] {
             "That's not mine to answer.",
             "Some other day, when {conflict} has cooled.",
             "I keep my head down in {scene}, and so should you.",
+            "Talk to me when {rival} isn't watching.",
+            "Why me? I only want to {goal}.",
+            "You'll get nothing from me today.",
         ],
         "probe" => &[
             "Who sent you — {rival}?",
@@ -426,6 +467,9 @@ fn bodies(intent: &str) -> &'static [&'static str] {
             "What does {ally} know that I don't?",
             "Why now, in the middle of {phase}?",
             "I'm {trait}; humour me. What are you after?",
+            "Did {ally} put you up to this?",
+            "And what do you stand to gain from {conflict}?",
+            "Tell me why, and maybe I'll listen.",
         ],
         _ => &[
             "I'll remember this.",
@@ -434,6 +478,9 @@ fn bodies(intent: &str) -> &'static [&'static str] {
             "I'm watching how this ends with {conflict}.",
             "{ally} will hear of it before nightfall.",
             "Everyone here is keeping count.",
+            "Let's see how {rival} takes it.",
+            "Noted. All of it.",
+            "I'll be here when you've thought it over.",
         ],
     }
 }
@@ -540,7 +587,7 @@ pub fn reactions(
             ("quote", deed.said.as_deref().and_then(fragment)),
             ("scene", setting.scene.as_deref().map(mid)),
             ("conflict", setting.conflict.as_deref().map(mid)),
-            ("phase", setting.phase.as_deref().map(lower_first)),
+            ("phase", setting.phase.clone()),
             ("ally", who.ally().map(|b| b.0.clone())),
             ("rival", who.rival().map(|b| b.0.clone())),
             ("role", Some(who.role.clone()).filter(|r| !r.is_empty())),
@@ -570,9 +617,18 @@ pub fn reactions(
             .iter()
             .filter_map(|t| fill(t, &vars))
             .collect();
+        let mut personal: Vec<bool> = Vec::new();
         let mut bodies: Vec<String> = bodies(intent)
             .iter()
-            .filter_map(|t| fill(t, &vars))
+            .filter_map(|t| {
+                let filled = fill(t, &vars)?;
+                personal.push(
+                    ["{ally}", "{rival}", "{goal}", "{trait}", "{role}"]
+                        .iter()
+                        .any(|p| t.contains(p)),
+                );
+                Some(filled)
+            })
             .collect();
         // The trait shows when no body speaks of it: a trait-led line for every intent.
         if let Some(t) = who.traits.first() {
@@ -583,6 +639,7 @@ pub fn reactions(
                 "probe" => format!("I'm {t}; I'll want to know why."),
                 _ => format!("I'm {t}; I'll be watching."),
             });
+            personal.push(true);
         }
         let mut pairs: Vec<(usize, usize)> = (0..opens.len())
             .flat_map(|o| (0..bodies.len()).map(move |b| (o, b)))
@@ -594,6 +651,13 @@ pub fn reactions(
                 .filter(|r| r.line.starts_with(&opens[*o]) || r.line.ends_with(&bodies[*b]))
                 .count()
         });
+        // The first line written shows who speaks: a bond, a goal, a trait or the role.
+        if out.is_empty()
+            && let Some(i) = pairs.iter().position(|(_, b)| personal[*b])
+        {
+            let first = pairs.remove(i);
+            pairs.insert(0, first);
+        }
         let gestures: Vec<String> = gestures(tone)
             .iter()
             .filter_map(|g| fill(g, &vars))
@@ -615,32 +679,6 @@ pub fn reactions(
         }
     }
     out
-}
-
-/// What `who` does on their own initiative (no action to answer).
-pub fn initiative(rng: &mut ChaCha8Rng, who: &Who, setting: &Setting) -> Reaction {
-    let deed = Deed {
-        kind: "say".into(),
-        actor: None,
-        said: None,
-    };
-    let tone = who.tone();
-    let intent = intent("say", tone, who.standing, rng);
-    let mut r = reactions(rng, who, &deed, setting, 1)
-        .pop()
-        .unwrap_or_else(|| Reaction {
-            behaviour: format!("{} waits", who.name),
-            intent: intent.into(),
-            line: "Well?".into(),
-        });
-    // Drop the opener (it answers someone): keep the body, which stands alone.
-    if let Some((_, body)) = r.line.split_once(['.', '?', '!']) {
-        let body = body.trim();
-        if body.len() > 8 {
-            r.line = body.to_owned();
-        }
-    }
-    r
 }
 
 /// A dialogue reply of `who` to the player's words, aware of the conversation so far.
@@ -764,14 +802,17 @@ pub fn phase_beats(rng: &mut ChaCha8Rng, facts: &Value) -> Value {
         "mutters something under their breath",
     ];
     shuffle(rng, &mut reacts);
-    let moods = ["tense", "weary", "restless", "brittle", "bitter", "uneasy", "grim"];
+    let moods = [
+        "tense", "weary", "restless", "brittle", "bitter", "uneasy", "grim",
+    ];
     let mut beats: Vec<String> = Vec::with_capacity(count);
     for i in 0..count {
         let person = (!people.is_empty()).then(|| people[i % people.len()].clone());
         let mood = moods[(i + below(rng, moods.len())) % moods.len()];
-        let base = match authored.get(i).or_else(|| {
-            (!authored.is_empty()).then(|| &authored[i % authored.len()])
-        }) {
+        let base = match authored
+            .get(i)
+            .or_else(|| (!authored.is_empty()).then(|| &authored[i % authored.len()]))
+        {
             Some(a) => a.clone(),
             None => format!("{phase} wears on, and {} feels {mood}.", mid(conflict)),
         };
