@@ -527,13 +527,13 @@ mod tests {
             ..ScriptedConfig::default()
         });
         let delays: Vec<Duration> = (0..20)
-            .map(|i| p.latency(&request(JobKind::GenerateStakeholderAction, &i.to_string())))
+            .map(|i| p.latency(&request(JobKind::PrepareSceneReactions, &i.to_string())))
             .collect();
         for d in &delays {
             assert!(*d >= Duration::from_millis(1500) && *d <= Duration::from_millis(2500));
         }
         assert!(delays.iter().any(|d| *d != delays[0]), "{delays:?}");
-        let again = p.latency(&request(JobKind::GenerateStakeholderAction, "0"));
+        let again = p.latency(&request(JobKind::PrepareSceneReactions, "0"));
         assert_eq!(again, delays[0]);
     }
 
