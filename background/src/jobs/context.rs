@@ -229,7 +229,7 @@ impl World {
             .stakeholders
             .iter()
             .map(|s| {
-                json!({"id": s.id, "name": s.name, "role": s.role,
+                json!({"id": s.id, "name": s.name, "role": s.role, "traits": s.traits,
                        "standing": self.state.standing.get(&s.id).copied().unwrap_or(0)})
             })
             .collect();
