@@ -116,8 +116,9 @@ struct Walker<'a> {
     supps: &'a SuppLines,
     edges: Vec<Edge>,
     ret_cache: HashMap<FnId, Ty>,
-    /// The type of the next closure's first parameter (set for iterator/`Option` adapters).
-    closure_param: Option<Ty>,
+    /// The types of the next closure's parameters: set for iterator/`Option` adapters and
+    /// for workspace callees whose parameter has an `Fn`-family bound.
+    closure_param: Option<Vec<Ty>>,
 }
 
 /// Methods of the std smart pointers and locks themselves (`Arc`, `Mutex`, `RwLock`, ...).
@@ -750,6 +751,15 @@ impl<'a> Walker<'a> {
                 "len" | "count" | "position" => Ty::Ext("usize".into()),
                 _ => return None,
             }),
+            Ty::ExtOf(p, args) if is_local_key(p, name) => {
+                let inner = args.first().cloned().unwrap_or(Ty::Unknown);
+                let r = self.closure_result(closure, &inner);
+                Some(if name == "try_with" {
+                    Ty::Wrap(Box::new(r))
+                } else {
+                    r
+                })
+            }
             Ty::Wrap(t) => Some(match name {
                 "filter" | "as_ref" | "as_mut" | "cloned" | "copied" | "ok" | "ok_or"
                 | "ok_or_else" | "or" | "or_else" | "take" | "as_deref" | "inspect" | "map_err"
@@ -897,6 +907,8 @@ impl<'a> Walker<'a> {
             {
                 Some((**t).clone())
             }
+            // A `thread_local!` static lends its value to the closure.
+            Ty::ExtOf(p, args) if is_local_key(p, name) => args.first().cloned(),
             // The contents of an outside value are outside values.
             Ty::Ext(p) => Some(Ty::Ext(format!("{p}::{name}::0"))),
             _ => None,
@@ -1006,6 +1018,53 @@ fn fn_targets(rs: &[Res]) -> Vec<(Target, Via)> {
         .unwrap_or_default()
 }
 
+/// The first workspace fn among a call's targets: whose signature types the call's closures.
+fn first_fn(targets: &[(Target, Via)]) -> Option<FnId> {
+    targets.iter().find_map(|(t, _)| match t {
+        Target::Fn(f) => Some(*f),
+        Target::Ext(_) => None,
+    })
+}
+
+/// A closure argument, also boxed or pinned (`Box::new(|x| ..)`).
+fn is_closure_arg(a: &syn::Expr) -> bool {
+    match a {
+        syn::Expr::Closure(_) => true,
+        syn::Expr::Call(c) => is_boxing(c) && c.args.first().is_some_and(is_closure_arg),
+        _ => false,
+    }
+}
+
+/// `Box::new(x)`, `Arc::new(x)`, `Rc::new(x)`, `Box::pin(x)`: the same value, boxed.
+fn is_boxing(c: &syn::ExprCall) -> bool {
+    let syn::Expr::Path(p) = &*c.func else {
+        return false;
+    };
+    let segs: Vec<String> = p
+        .path
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    c.args.len() == 1
+        && matches!(
+            segs.iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .as_slice(),
+            [.., "Box" | "Arc" | "Rc", "new" | "pin"]
+        )
+}
+
+/// `LocalKey::with` and kin, which call their closure with the thread-local value.
+fn is_local_key(p: &str, method: &str) -> bool {
+    p.ends_with("thread::LocalKey")
+        && matches!(
+            method,
+            "with" | "try_with" | "with_borrow" | "with_borrow_mut"
+        )
+}
+
 /// Std's generic types do not deref to their type arguments (those that do, `Box`, `Arc`,
 /// guards, `LazyLock`, are seen through when types are resolved).
 fn is_std(p: &str) -> bool {
@@ -1098,9 +1157,14 @@ impl<'ast> Visit<'ast> for Walker<'_> {
     }
 
     fn visit_expr_call(&mut self, c: &'ast syn::ExprCall) {
+        // A closure boxed on its way to its callee (`f(Box::new(|x| ..))`) keeps the types
+        // the callee's bound gives it.
+        let boxing = self.closure_param.take().filter(|_| is_boxing(c));
         let mut spawner = false;
+        let mut callee = None;
         if let syn::Expr::Path(p) = &*c.func {
             let targets = self.path_targets(p.qself.as_ref(), &p.path);
+            callee = first_fn(&targets);
             let line = p
                 .path
                 .segments
@@ -1119,8 +1183,21 @@ impl<'ast> Visit<'ast> for Walker<'_> {
         if spawner {
             self.spawned += 1;
         }
-        for a in &c.args {
+        // `Type::method(recv, |x| ..)` passes `self` first.
+        let (skip, recv) = match callee {
+            Some(f) if self.ix.fns[f].sig.has_self => (1, c.args.first().map(|r| self.infer(r))),
+            _ => (0, None),
+        };
+        for (i, a) in c.args.iter().enumerate() {
+            if let (true, Some(f)) = (is_closure_arg(a), callee)
+                && i >= skip
+            {
+                self.closure_param = self.ix.closure_inputs(f, i - skip, recv.as_ref());
+            } else if boxing.is_some() {
+                self.closure_param = boxing.clone();
+            }
             self.visit_expr(a);
+            self.closure_param = None;
         }
         if spawner {
             self.spawned -= 1;
@@ -1132,15 +1209,20 @@ impl<'ast> Visit<'ast> for Walker<'_> {
         let recv = self.infer(&mc.receiver);
         let name = mc.method.to_string();
         let targets = self.method_targets(&recv, &name);
+        let callee = first_fn(&targets);
         self.add(targets, mc.method.span().start().line);
         let spawner = SPAWNERS.contains(&name.as_str());
         if spawner {
             self.spawned += 1;
         }
         let param = Self::closure_param(&recv, &name);
-        for a in &mc.args {
-            if let (syn::Expr::Closure(_), Some(p)) = (a, &param) {
-                self.closure_param = Some(p.clone());
+        for (i, a) in mc.args.iter().enumerate() {
+            if is_closure_arg(a) {
+                self.closure_param = match (&param, callee) {
+                    (Some(p), _) => Some(vec![p.clone()]),
+                    (None, Some(f)) => self.ix.closure_inputs(f, i, Some(&recv)),
+                    _ => None,
+                };
             }
             self.visit_expr(a);
             self.closure_param = None;
@@ -1167,11 +1249,10 @@ impl<'ast> Visit<'ast> for Walker<'_> {
     }
 
     fn visit_expr_closure(&mut self, c: &'ast syn::ExprClosure) {
-        let first = self.closure_param.take();
+        let params = self.closure_param.take().unwrap_or_default();
         self.with_scope(|w| {
             for (i, p) in c.inputs.iter().enumerate() {
-                let t = if i == 0 { first.clone() } else { None };
-                w.bind_pat(p, t.unwrap_or(Ty::Unknown));
+                w.bind_pat(p, params.get(i).cloned().unwrap_or(Ty::Unknown));
             }
             w.visit_expr(&c.body);
         });

@@ -843,6 +843,82 @@ impl Index {
         (m, self_ty, env)
     }
 
+    /// The parameter types a closure passed as parameter `param` (not counting `self`) of the
+    /// workspace fn `f` receives, from the callee's `Fn`-family bound: `F: FnOnce(&Park) -> R`
+    /// (inline or `where`, on the fn, its impl or its trait), `impl Fn(T)`, `&dyn Fn(T)`,
+    /// `Box<dyn FnMut(T)>`. The bound is resolved in the callee's context, with `Self` and
+    /// the impl's parameters taken from the receiver when its type is known.
+    pub fn closure_inputs(&self, f: FnId, param: usize, recv: Option<&Ty>) -> Option<Vec<Ty>> {
+        let def = &self.fns[f];
+        let written = &def.sig.params.get(param)?.1;
+        let (outer_bounds, impl_self): (&[(String, Vec<PathExpr>)], Option<&TyExpr>) =
+            match def.owner {
+                Owner::Free => (&[], None),
+                Owner::Impl(i) => (&self.impls[i].generics, Some(&self.impls[i].self_ty_raw)),
+                Owner::Trait(t) => (&self.traits[t].generics, None),
+            };
+        let fn_trait = |ps: &[PathExpr]| -> Option<Vec<TyExpr>> {
+            ps.iter().find_map(|p| match p.segs.last() {
+                Some((n, args)) if is_fn_trait(n) => match args.first() {
+                    Some(TyExpr::Tuple(inputs)) => Some(inputs.clone()),
+                    _ => None,
+                },
+                _ => None,
+            })
+        };
+        let mut t = written;
+        let inputs = loop {
+            match t {
+                TyExpr::Ref(inner) => t = inner,
+                TyExpr::Traits(ps) => break fn_trait(ps)?,
+                TyExpr::Path(p) if p.segs.len() == 1 => {
+                    let (name, args) = &p.segs[0];
+                    if name == "Box" && args.len() == 1 {
+                        t = &args[0];
+                        continue;
+                    }
+                    let bounds = def
+                        .sig
+                        .generics
+                        .iter()
+                        .chain(outer_bounds)
+                        .filter(|(n, _)| n == name)
+                        .flat_map(|(_, b)| b.iter().cloned())
+                        .collect::<Vec<_>>();
+                    break fn_trait(&bounds)?;
+                }
+                _ => return None,
+            }
+        };
+        let (m, self_ty, mut env) = self.fn_ctx(f);
+        let self_ty = match recv {
+            Some(r @ (Ty::Def(..) | Ty::Ext(_) | Ty::ExtOf(..))) => r.clone(),
+            _ => self_ty,
+        };
+        // `impl<T> UnsafeCell<T> { fn with(&self, f: impl FnOnce(*const T)) }` on an
+        // `UnsafeCell<Waker>`: `T` is `Waker`.
+        if let (Some(TyExpr::Path(p)), Some(Ty::Def(_, args))) = (impl_self, recv)
+            && let Some((_, written_args)) = p.segs.last()
+        {
+            for (w, a) in written_args.iter().zip(args) {
+                if let TyExpr::Path(wp) = w
+                    && let [(name, wargs)] = wp.segs.as_slice()
+                    && wargs.is_empty()
+                    && *a != Ty::Unknown
+                    && env.contains_key(name)
+                {
+                    env.insert(name.clone(), a.clone());
+                }
+            }
+        }
+        let ctx = TyCtx {
+            module: m,
+            self_ty: &self_ty,
+            generics: &env,
+        };
+        Some(inputs.iter().map(|i| self.resolve_ty(&ctx, i)).collect())
+    }
+
     /// The type of a field of a workspace struct, with its generic arguments substituted.
     pub fn field_ty(&self, t: TypeId, args: &[Ty], field: &str) -> Ty {
         self.member_ty(t, args, None, field)
@@ -928,6 +1004,14 @@ fn pick(rs: &[Res], last: bool) -> Option<Res> {
             .find(|r| matches!(r, Res::Mod(_) | Res::Type(_) | Res::Trait(_) | Res::Ext(_)))
             .cloned()
     }
+}
+
+/// The closure traits, whose parenthesized arguments are lowered as `(inputs, output)`.
+pub fn is_fn_trait(name: &str) -> bool {
+    matches!(
+        name,
+        "Fn" | "FnMut" | "FnOnce" | "AsyncFn" | "AsyncFnMut" | "AsyncFnOnce"
+    )
 }
 
 /// Lower-case names are crates or modules; an unknown one is an outside crate rather than

@@ -160,6 +160,14 @@ pub fn splice_item_macros(items: &mut Vec<syn::Item>) {
                 match syn::parse2::<syn::File>(m.mac.tokens.clone()) {
                     Ok(mut f) if !f.items.is_empty() => {
                         splice_item_macros(&mut f.items);
+                        if is_thread_local_macro(&m.mac.path) {
+                            for item in &mut f.items {
+                                if let syn::Item::Static(s) = item {
+                                    let inner = &s.ty;
+                                    *s.ty = syn::parse_quote!(::std::thread::LocalKey<#inner>);
+                                }
+                            }
+                        }
                         out.extend(f.items);
                     }
                     _ => out.push(syn::Item::Macro(m)),
@@ -660,7 +668,16 @@ pub fn lower_path(p: &syn::Path) -> PathExpr {
                             _ => None,
                         })
                         .collect(),
-                    _ => Vec::new(),
+                    // `Fn(A, B) -> R` is `Fn<(A, B), Output = R>`: the inputs as one tuple,
+                    // then the output (`()` when none is written).
+                    syn::PathArguments::Parenthesized(p) => vec![
+                        TyExpr::Tuple(p.inputs.iter().map(|a| lower_ty(&a.ty)).collect()),
+                        match &p.output {
+                            syn::ReturnType::Default => TyExpr::Tuple(Vec::new()),
+                            syn::ReturnType::Type(_, t) => lower_ty(t),
+                        },
+                    ],
+                    syn::PathArguments::None => Vec::new(),
                 };
                 (s.ident.to_string(), args)
             })
@@ -924,6 +941,14 @@ pub fn macro_exprs(tokens: &TokenStream) -> Vec<syn::Expr> {
     }
     flush(&mut run, &mut out);
     out
+}
+
+/// `thread_local!` and the wrappers crates write around it (`tokio_thread_local!`,
+/// `loom::thread_local!`): each `static X: T` in it is a `LocalKey<T>`, not a `T`.
+fn is_thread_local_macro(path: &syn::Path) -> bool {
+    path.segments
+        .last()
+        .is_some_and(|s| s.ident.to_string().ends_with("thread_local"))
 }
 
 #[cfg(test)]

@@ -484,3 +484,27 @@ fn every_hot_entry_reaching_a_violation_is_listed() {
 fn false_alarms_found_on_real_crates_stay_fixed() {
     check_clean("real_world");
 }
+
+#[test]
+fn closure_parameters_take_the_callees_fn_bound_and_thread_locals_their_type() {
+    let entries = [
+        "Parker::park",
+        "Parker::each_ask",
+        "Parker::boxed_ask",
+        "ufcs",
+        "free",
+        "cell",
+        "local",
+    ]
+    .map(|e| format!("app::hot::{e}"));
+    let expected: Vec<(&str, &str)> = entries.iter().map(|e| (e.as_str(), "resolved")).collect();
+    let v = check_bad("closure_bounds", &expected);
+    let named = v["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|x| x["chain"].as_array().unwrap())
+        .any(|h| h["via"] == "name");
+    assert!(!named, "every closure parameter's type is known: {v:#}");
+    check_clean("closure_bounds");
+}
