@@ -90,6 +90,7 @@ struct GEdge {
     line: usize,
     via: Via,
     supp: Option<usize>,
+    by_name: bool,
 }
 
 /// Runs the reachability analysis of a loaded workspace under a configuration.
@@ -127,6 +128,7 @@ pub fn analyze(ws: &Workspace, cfg: &Config) -> Result<Analysis> {
                 line: e.line,
                 via: e.via,
                 supp,
+                by_name: e.by_name,
             });
         }
     }
@@ -182,6 +184,18 @@ pub fn analyze(ws: &Workspace, cfg: &Config) -> Result<Analysis> {
             )));
         }
     }
+    // The name fallback (a local whose type is unknown) reaches a sink only: a method name
+    // that some non-sink workspace method also has does not say which type the local is, and
+    // a non-sink method reached by name alone is not followed (its callees would be matched
+    // by a guess upon a guess). See docs/LINT.md, "What it proves".
+    let name_reaches_sink = |f: usize| {
+        sink_of[f].is_some()
+            && ix
+                .methods_by_name
+                .get(&ix.fns[f].sig.name)
+                .is_some_and(|fs| fs.iter().all(|g| sink_of[*g].is_some()))
+    };
+    edges.retain(|e| !e.by_name || (e.to < n_fns && name_reaches_sink(e.to)));
     let mut allowed = vec![false; n];
     for pat in &allows {
         match &pat.matched {

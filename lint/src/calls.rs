@@ -54,6 +54,9 @@ pub struct Edge {
     pub via: Via,
     /// The line of the `hotpath-lint: allow` comment that cuts this call, if any.
     pub suppressed_by: Option<usize>,
+    /// Matched by method name only (`Via::Name`, also inside a spawned task): the analysis
+    /// keeps it only when it reaches a sink whose name no other workspace method has.
+    pub by_name: bool,
 }
 
 /// Suppression comments of one file: line → is it a trailing comment.
@@ -93,7 +96,7 @@ pub fn walk_fn(
     w.visit_block(block);
     let mut seen = std::collections::HashSet::new();
     w.edges
-        .retain(|e| seen.insert((e.to.clone(), e.suppressed_by)));
+        .retain(|e| seen.insert((e.to.clone(), e.suppressed_by, e.by_name)));
     w.edges
 }
 
@@ -173,6 +176,45 @@ const OUTSIDE_VALUE_MACROS: &[&str] = &[
     "json",
 ];
 
+/// Methods whose result `infer` takes to be the receiver's own value (a clone, a guard, a
+/// borrow, an iterator over it); `UNWRAP_METHODS` also take `T` out of `Option`/`Result`.
+const IDENTITY_METHODS: &[&str] = &[
+    "clone",
+    "to_owned",
+    "as_ref",
+    "as_mut",
+    "borrow",
+    "borrow_mut",
+    "lock",
+    "read",
+    "write",
+    "deref",
+    "deref_mut",
+    "by_ref",
+    "as_deref",
+    "iter",
+    "iter_mut",
+    "into_iter",
+    "values",
+    "values_mut",
+    "drain",
+    "into_values",
+    "unwrap",
+    "expect",
+    "unwrap_or_default",
+    "unwrap_or",
+    "unwrap_or_else",
+    "unwrap_unchecked",
+];
+const UNWRAP_METHODS: &[&str] = &[
+    "unwrap",
+    "expect",
+    "unwrap_or_default",
+    "unwrap_or",
+    "unwrap_or_else",
+    "unwrap_unchecked",
+];
+
 const SPAWNERS: &[&str] = &["spawn", "spawn_blocking", "spawn_local", "block_in_place"];
 const CTOR_PREFIXES: &[&str] = &[
     "new", "default", "from", "with", "build", "open", "connect", "create",
@@ -225,12 +267,14 @@ impl<'a> Walker<'a> {
             })
             .collect();
         for (to, via) in targets.into_iter().chain(twins) {
+            let by_name = via == Via::Name;
             let via = if self.spawned > 0 { Via::Spawned } else { via };
             self.edges.push(Edge {
                 to,
                 line,
                 via,
                 suppressed_by,
+                by_name,
             });
         }
     }
@@ -366,7 +410,11 @@ impl<'a> Walker<'a> {
             },
             [] => return Ty::Unknown,
         };
-        match self.ix.const_types.get(&(module, name.clone())) {
+        self.const_ty_in(module, name)
+    }
+
+    fn const_ty_in(&self, module: ModId, name: &str) -> Ty {
+        match self.ix.const_types.get(&(module, name.to_string())) {
             Some(t) => {
                 let env = HashMap::new();
                 let ctx = TyCtx {
@@ -412,9 +460,10 @@ impl<'a> Walker<'a> {
             // A smart pointer or lock around a type the lint cannot name: its own methods are
             // its own; any other method is the inner value's, matched by name.
             Ty::ExtOf(_, args)
-                if args.as_slice() == [Ty::Unknown] && !WRAPPER_METHODS.contains(&name) =>
+                if matches!(args.as_slice(), [Ty::Unknown] | [Ty::Traits(_)])
+                    && !WRAPPER_METHODS.contains(&name) =>
             {
-                self.method_targets(&Ty::Unknown, name)
+                self.method_targets(&args[0], name)
             }
             Ty::ExtOf(p, args) => {
                 let mut out = vec![(Target::Ext(format!("{p}::{name}")), Via::Resolved)];
@@ -567,6 +616,8 @@ impl<'a> Walker<'a> {
                         crate::syntax::lower_path(&p.path),
                     )),
                     Some(Res::Value) => self.const_ty(&segs),
+                    // A const or static, also when imported (`use super::CONTEXT`).
+                    Some(Res::Const(m)) => self.const_ty_in(m, &segs[segs.len() - 1]),
                     _ => Ty::Unknown,
                 }
             }
@@ -651,19 +702,11 @@ impl<'a> Walker<'a> {
             syn::Expr::MethodCall(mc) => {
                 let recv = self.infer(&mc.receiver);
                 let name = mc.method.to_string();
-                match name.as_str() {
-                    "clone" | "to_owned" | "as_ref" | "as_mut" | "borrow" | "borrow_mut"
-                    | "lock" | "read" | "write" | "deref" | "deref_mut" | "by_ref" | "as_deref"
-                    | "iter" | "iter_mut" | "into_iter" | "values" | "values_mut" | "drain"
-                    | "into_values" => return recv,
-                    "unwrap" | "expect" | "unwrap_or_default" | "unwrap_or" | "unwrap_or_else"
-                    | "unwrap_unchecked" => {
-                        return match recv {
-                            Ty::Wrap(inner) => *inner,
-                            other => other,
-                        };
-                    }
-                    _ => {}
+                if IDENTITY_METHODS.contains(&name.as_str()) {
+                    return match (recv, UNWRAP_METHODS.contains(&name.as_str())) {
+                        (Ty::Wrap(inner), true) => *inner,
+                        (other, _) => other,
+                    };
                 }
                 if let Some(t) = self.adapter_result(&recv, &name, mc) {
                     return t;
@@ -985,6 +1028,30 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// A receiver that is a local binding or parameter, reached through fields, references,
+    /// `?` and the identity-like methods `infer` sees through (`clone`, `lock`, `unwrap`, ...).
+    fn local_rooted(&self, e: &syn::Expr) -> bool {
+        match e {
+            syn::Expr::Path(p) if p.qself.is_none() && p.path.segments.len() == 1 => {
+                self.var(&p.path.segments[0].ident.to_string()).is_some()
+            }
+            syn::Expr::Paren(p) => self.local_rooted(&p.expr),
+            syn::Expr::Group(g) => self.local_rooted(&g.expr),
+            syn::Expr::Reference(r) => self.local_rooted(&r.expr),
+            syn::Expr::Unary(u) if matches!(u.op, syn::UnOp::Deref(_)) => {
+                self.local_rooted(&u.expr)
+            }
+            syn::Expr::Field(f) => self.local_rooted(&f.base),
+            syn::Expr::Try(t) => self.local_rooted(&t.expr),
+            syn::Expr::Await(a) => self.local_rooted(&a.base),
+            syn::Expr::MethodCall(mc) => {
+                IDENTITY_METHODS.contains(&mc.method.to_string().as_str())
+                    && self.local_rooted(&mc.receiver)
+            }
+            _ => false,
+        }
+    }
+
     fn with_scope(&mut self, f: impl FnOnce(&mut Self)) {
         self.scopes.push(Scope::default());
         f(self);
@@ -1209,6 +1276,18 @@ impl<'ast> Visit<'ast> for Walker<'_> {
         let recv = self.infer(&mc.receiver);
         let name = mc.method.to_string();
         let targets = self.method_targets(&recv, &name);
+        // The name fallback is for a local whose type is unknown (a binding or parameter,
+        // its fields, what it unwraps to): a value built by a chain of calls the lint could
+        // not type is not matched by name (see `analysis`: name edges reach sinks only).
+        let targets =
+            if targets.iter().any(|(_, v)| *v == Via::Name) && !self.local_rooted(&mc.receiver) {
+                targets
+                    .into_iter()
+                    .filter(|(_, v)| *v != Via::Name)
+                    .collect()
+            } else {
+                targets
+            };
         let callee = first_fn(&targets);
         self.add(targets, mc.method.span().start().line);
         let spawner = SPAWNERS.contains(&name.as_str());

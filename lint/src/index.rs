@@ -22,8 +22,10 @@ pub enum Res {
     Fn(FnId),
     Type(TypeId),
     Trait(TraitId),
-    /// A const, static or enum variant: never a call target.
+    /// An enum variant, macro or associated item: never a call target.
     Value,
+    /// A const or static of a module (its declared type is in `Index::const_types`).
+    Const(ModId),
     /// Something outside the workspace, by its full path (`genai::Client`).
     Ext(String),
 }
@@ -253,7 +255,8 @@ impl Index {
             self.add_impl(m, i, &mpath, &mut add_fn, slots);
         }
         for v in &skel.values {
-            names.push((v.clone(), Res::Value));
+            let typed = skel.const_types.iter().any(|(n, _)| n == v);
+            names.push((v.clone(), if typed { Res::Const(m) } else { Res::Value }));
         }
         for (n, t) in &skel.const_types {
             self.const_types.insert((m, n.clone()), t.clone());
@@ -577,7 +580,7 @@ impl Index {
                     // it with the method tables.
                     return if last { Some(Res::Value) } else { None };
                 }
-                Res::Fn(_) | Res::Value => return None,
+                Res::Fn(_) | Res::Value | Res::Const(_) => return None,
             };
         }
         Some(cur)
@@ -677,8 +680,13 @@ impl Index {
                         // Of a wrapper around a type the lint cannot name (a projection such
                         // as `<DB as Database>::Options`), the wrapper's own methods are
                         // still known: see `WRAPPER_METHODS`.
+                        // The same for a bare generic parameter without bounds (tokio's
+                        // `parking_lot::RwLock<T>`): `read` is the lock's.
                         return match arg(0) {
-                            Ty::Unknown => Ty::ExtOf(format!("std::{last}"), vec![Ty::Unknown]),
+                            inner @ Ty::Unknown => Ty::ExtOf(format!("std::{last}"), vec![inner]),
+                            Ty::Traits(b) if b.is_empty() => {
+                                Ty::ExtOf(format!("std::{last}"), vec![Ty::Traits(b)])
+                            }
                             inner => inner,
                         };
                     }
@@ -979,7 +987,7 @@ impl Index {
             Res::Type(t) => self.types[*t].path.clone(),
             Res::Trait(t) => self.traits[*t].path.clone(),
             Res::Ext(s) => s.clone(),
-            Res::Value => return None,
+            Res::Value | Res::Const(_) => return None,
         })
     }
 }

@@ -157,7 +157,17 @@ pub fn splice_item_macros(items: &mut Vec<syn::Item>) {
     for item in items.drain(..) {
         match item {
             syn::Item::Macro(m) if m.ident.is_none() && !is_out_of_scope(&m.attrs) => {
-                match syn::parse2::<syn::File>(m.mac.tokens.clone()) {
+                let mut parsed = syn::parse2::<syn::File>(m.mac.tokens.clone());
+                if parsed.is_err() && is_thread_local_macro(&m.mac.path) {
+                    // `thread_local! { static X: T = const { .. } }`: the last `;` is optional.
+                    let mut tokens = m.mac.tokens.clone();
+                    tokens.extend([proc_macro2::TokenTree::Punct(proc_macro2::Punct::new(
+                        ';',
+                        proc_macro2::Spacing::Alone,
+                    ))]);
+                    parsed = syn::parse2::<syn::File>(tokens);
+                }
+                match parsed {
                     Ok(mut f) if !f.items.is_empty() => {
                         splice_item_macros(&mut f.items);
                         if is_thread_local_macro(&m.mac.path) {

@@ -495,6 +495,7 @@ fn closure_parameters_take_the_callees_fn_bound_and_thread_locals_their_type() {
         "free",
         "cell",
         "local",
+        "context::current::with_current",
     ]
     .map(|e| format!("app::hot::{e}"));
     let expected: Vec<(&str, &str)> = entries.iter().map(|e| (e.as_str(), "resolved")).collect();
@@ -507,4 +508,19 @@ fn closure_parameters_take_the_callees_fn_bound_and_thread_locals_their_type() {
         .any(|h| h["via"] == "name");
     assert!(!named, "every closure parameter's type is known: {v:#}");
     check_clean("closure_bounds");
+}
+
+#[test]
+fn name_fallback_reaches_only_sinks_with_a_name_of_their_own_from_a_local() {
+    let v = check_bad(
+        "name_policy",
+        &[
+            ("app::hot::direct", "name"),
+            ("app::hot::through_field", "name"),
+            ("app::hot::through_lock", "name"),
+            ("app::hot::in_a_task", "spawned"),
+        ],
+    );
+    assert_eq!(v["violations"].as_array().unwrap().len(), 4, "{v:#}");
+    check_clean("name_policy");
 }
