@@ -215,6 +215,9 @@ const UNWRAP_METHODS: &[&str] = &[
     "unwrap_unchecked",
 ];
 
+/// Outside fns returning a value of their first argument's type.
+const MEM_MOVES: &[&str] = &["mem::replace", "mem::take"];
+
 const SPAWNERS: &[&str] = &["spawn", "spawn_blocking", "spawn_local", "block_in_place"];
 const CTOR_PREFIXES: &[&str] = &[
     "new", "default", "from", "with", "build", "open", "connect", "create",
@@ -666,6 +669,14 @@ impl<'a> Walker<'a> {
                     return c.args.first().map(|a| self.infer(a)).unwrap_or(Ty::Unknown);
                 }
                 let targets = self.path_targets(p.qself.as_ref(), &p.path);
+                // `std::mem::replace(&mut self.hyper, clone)` and `take` give back a value of
+                // the place's type (reqwest's `HyperService::call`).
+                if targets.iter().any(|(t, _)| {
+                    matches!(t, Target::Ext(e) if MEM_MOVES.iter().any(|m| e.ends_with(m)))
+                }) && let Some(place) = c.args.first()
+                {
+                    return self.infer(place);
+                }
                 if let Some(f) = targets.iter().find_map(|(t, _)| match t {
                     Target::Fn(f) => Some(*f),
                     _ => None,
@@ -727,6 +738,21 @@ impl<'a> Walker<'a> {
                 self.resolve_written(&crate::syntax::TyExpr::Path(crate::syntax::lower_path(
                     &s.path,
                 )))
+            }
+            // `match builder.build() { Ok(v) => v, Err(e) => return }`: the first arm whose
+            // value has a known type (diverging arms have none), its pattern bound.
+            syn::Expr::Match(m) => {
+                let scrutinee = self.infer(&m.expr);
+                for arm in &m.arms {
+                    self.scopes.push(Scope::default());
+                    self.bind_pat(&arm.pat, scrutinee.clone());
+                    let t = self.infer(&arm.body);
+                    self.scopes.pop();
+                    if t != Ty::Unknown {
+                        return t;
+                    }
+                }
+                Ty::Unknown
             }
             syn::Expr::Tuple(t) => Ty::Tuple(t.elems.iter().map(|e| self.infer(e)).collect()),
             syn::Expr::Reference(r) => self.infer(&r.expr),

@@ -524,3 +524,17 @@ fn name_fallback_reaches_only_sinks_with_a_name_of_their_own_from_a_local() {
     assert_eq!(v["violations"].as_array().unwrap().len(), 4, "{v:#}");
     check_clean("name_policy");
 }
+
+#[test]
+fn values_moved_out_and_matched_keep_their_type() {
+    let v = check_bad(
+        "moved_values",
+        &[
+            ("app::hot::Service::replace", "resolved"),
+            ("app::hot::Service::take", "resolved"),
+            ("app::hot::matched", "resolved"),
+        ],
+    );
+    assert_eq!(v["violations"].as_array().unwrap().len(), 3, "{v:#}");
+    check_clean("moved_values");
+}
