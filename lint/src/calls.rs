@@ -262,9 +262,8 @@ impl<'a> Walker<'a> {
             .flat_map(|(t, via)| match t {
                 Target::Fn(f) => self
                     .ix
-                    .twins(*f)
-                    .iter()
-                    .map(|x| (Target::Fn(*x), *via))
+                    .call_twins(*f)
+                    .map(|x| (Target::Fn(x), *via))
                     .collect(),
                 Target::Ext(_) => Vec::new(),
             })

@@ -164,6 +164,8 @@ pub struct Index {
     pub open_impls: HashMap<String, Vec<(ImplId, FnId)>>,
     /// cfg-gated twins: fns sharing a path, each mapped to the whole group.
     pub twins: HashMap<FnId, Vec<FnId>>,
+    /// Fns imported by `use` under the name of a local fn (its cfg twin): calls only.
+    pub imported_twins: HashMap<FnId, Vec<FnId>>,
     /// Declared types of consts and statics, by defining module and name.
     pub const_types: HashMap<(ModId, String), TyExpr>,
 }
@@ -477,6 +479,15 @@ impl Index {
         self.twins.get(&f).map(Vec::as_slice).unwrap_or(&[])
     }
 
+    /// What a call resolved to `f` also reaches: its twins, and fns imported under its name
+    /// in its module (a `use` twin).
+    pub fn call_twins(&self, f: FnId) -> impl Iterator<Item = FnId> + '_ {
+        self.twins(f)
+            .iter()
+            .copied()
+            .chain(self.imported_twins.get(&f).into_iter().flatten().copied())
+    }
+
     /// Groups fns by path (and, for impl methods, the trait implemented).
     fn index_twins(&mut self) {
         let mut groups: HashMap<String, Vec<FnId>> = HashMap::new();
@@ -495,6 +506,38 @@ impl Index {
                 self.twins.insert(*f, g.clone());
             }
         }
+        let mut imported_twins: HashMap<FnId, Vec<FnId>> = HashMap::new();
+        // A fn and a `use` of another fn under the same name, under opposite cfgs (tokio's
+        // `blocking::spawn_blocking`: a stub when `rt` is off, `pub(crate) use
+        // crate::runtime::spawn_blocking` when it is on): a call resolved to the local fn
+        // also reaches the imported one. One way only, so a pattern naming the imported fn
+        // does not take the stubs with it.
+        for (m, module) in self.modules.iter().enumerate() {
+            for rs in module.names.values() {
+                let fns: Vec<FnId> = rs
+                    .iter()
+                    .filter_map(|r| match r {
+                        Res::Fn(f) => Some(*f),
+                        _ => None,
+                    })
+                    .collect();
+                if fns.len() < 2 {
+                    continue;
+                }
+                let (local, imported): (Vec<FnId>, Vec<FnId>) = fns
+                    .iter()
+                    .partition(|f| self.fns[**f].module == m && self.fns[**f].owner == Owner::Free);
+                for f in local {
+                    let t = imported_twins.entry(f).or_default();
+                    for i in &imported {
+                        if !t.contains(i) {
+                            t.push(*i);
+                        }
+                    }
+                }
+            }
+        }
+        self.imported_twins = imported_twins;
     }
 
     /// Is the trait nameable in module `m` (defined there, imported, `as _`, or by a glob)?

@@ -437,6 +437,7 @@ fn cfg_gated_twins_are_all_kept() {
         "on_fetch",
         "on_probe",
         "on_render",
+        "on_spawn",
     ]
     .map(|e| format!("app::hot::{e}"));
     let expected: Vec<(&str, &str)> = entries.iter().map(|e| (e.as_str(), "resolved")).collect();
