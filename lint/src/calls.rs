@@ -574,6 +574,16 @@ impl<'a> Walker<'a> {
 
     /// The return type of a workspace fn, in its own context.
     fn ret_ty(&mut self, f: FnId, recv: Option<&Ty>) -> Ty {
+        // `Mutex<Waiters>::lock() -> MutexGuard<'_, T>`: the impl's `T` is the receiver's.
+        let (m, self_ty, generics, substituted) = self.ix.ctx_for_recv(f, recv);
+        if substituted && let Some(r) = &self.ix.fns[f].sig.ret {
+            let ctx = TyCtx {
+                module: m,
+                self_ty: &self_ty,
+                generics: &generics,
+            };
+            return self.ix.resolve_ty(&ctx, r);
+        }
         if let Some(t) = self.ret_cache.get(&f) {
             return substitute_self(t, recv);
         }

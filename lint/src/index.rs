@@ -902,12 +902,11 @@ impl Index {
     pub fn closure_inputs(&self, f: FnId, param: usize, recv: Option<&Ty>) -> Option<Vec<Ty>> {
         let def = &self.fns[f];
         let written = &def.sig.params.get(param)?.1;
-        let (outer_bounds, impl_self): (&[(String, Vec<PathExpr>)], Option<&TyExpr>) =
-            match def.owner {
-                Owner::Free => (&[], None),
-                Owner::Impl(i) => (&self.impls[i].generics, Some(&self.impls[i].self_ty_raw)),
-                Owner::Trait(t) => (&self.traits[t].generics, None),
-            };
+        let outer_bounds: &[(String, Vec<PathExpr>)] = match def.owner {
+            Owner::Free => &[],
+            Owner::Impl(i) => &self.impls[i].generics,
+            Owner::Trait(t) => &self.traits[t].generics,
+        };
         let fn_trait = |ps: &[PathExpr]| -> Option<Vec<TyExpr>> {
             ps.iter().find_map(|p| match p.segs.last() {
                 Some((n, args)) if is_fn_trait(n) => match args.first() {
@@ -941,14 +940,32 @@ impl Index {
                 _ => return None,
             }
         };
+        let (m, self_ty, env, _) = self.ctx_for_recv(f, recv);
+        let ctx = TyCtx {
+            module: m,
+            self_ty: &self_ty,
+            generics: &env,
+        };
+        Some(inputs.iter().map(|i| self.resolve_ty(&ctx, i)).collect())
+    }
+
+    /// The type context of `f` called on `recv`: `Self` is the receiver when its type is
+    /// known, and the impl's parameters take the receiver's type arguments (`impl<T>
+    /// UnsafeCell<T>` on an `UnsafeCell<Waker>`: `T` is `Waker`). The last value says whether
+    /// any parameter was substituted.
+    pub fn ctx_for_recv(
+        &self,
+        f: FnId,
+        recv: Option<&Ty>,
+    ) -> (ModId, Ty, HashMap<String, Ty>, bool) {
         let (m, self_ty, mut env) = self.fn_ctx(f);
         let self_ty = match recv {
             Some(r @ (Ty::Def(..) | Ty::Ext(_) | Ty::ExtOf(..))) => r.clone(),
             _ => self_ty,
         };
-        // `impl<T> UnsafeCell<T> { fn with(&self, f: impl FnOnce(*const T)) }` on an
-        // `UnsafeCell<Waker>`: `T` is `Waker`.
-        if let (Some(TyExpr::Path(p)), Some(Ty::Def(_, args))) = (impl_self, recv)
+        let mut substituted = false;
+        if let Owner::Impl(i) = self.fns[f].owner
+            && let (TyExpr::Path(p), Some(Ty::Def(_, args))) = (&self.impls[i].self_ty_raw, recv)
             && let Some((_, written_args)) = p.segs.last()
         {
             for (w, a) in written_args.iter().zip(args) {
@@ -959,15 +976,11 @@ impl Index {
                     && env.contains_key(name)
                 {
                     env.insert(name.clone(), a.clone());
+                    substituted = true;
                 }
             }
         }
-        let ctx = TyCtx {
-            module: m,
-            self_ty: &self_ty,
-            generics: &env,
-        };
-        Some(inputs.iter().map(|i| self.resolve_ty(&ctx, i)).collect())
+        (m, self_ty, env, substituted)
     }
 
     /// The type of a field of a workspace struct, with its generic arguments substituted.

@@ -527,15 +527,16 @@ fn name_fallback_reaches_only_sinks_with_a_name_of_their_own_from_a_local() {
 }
 
 #[test]
-fn values_moved_out_and_matched_keep_their_type() {
+fn values_moved_out_matched_and_returned_by_generic_methods_keep_their_type() {
     let v = check_bad(
         "moved_values",
         &[
             ("app::hot::Service::replace", "resolved"),
             ("app::hot::Service::take", "resolved"),
             ("app::hot::matched", "resolved"),
+            ("app::hot::slot", "resolved"),
         ],
     );
-    assert_eq!(v["violations"].as_array().unwrap().len(), 3, "{v:#}");
+    assert_eq!(v["violations"].as_array().unwrap().len(), 4, "{v:#}");
     check_clean("moved_values");
 }
