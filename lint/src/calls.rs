@@ -2,8 +2,10 @@
 //! value, resolved against the [`Index`], with local variable types tracked well enough to
 //! resolve method receivers (`self` fields, parameters, `let` annotations, constructors).
 //!
-//! When a receiver's type cannot be known the call is matched by method name against every
-//! workspace method (`Via::Name`): the lint prefers a visible false alarm to a silent miss.
+//! When a local's type cannot be known, its method calls are matched by method name against
+//! every workspace method (`Via::Name`, `Edge::by_name`); the analysis keeps such an edge only
+//! when it reaches a sink whose method name no other workspace method has (docs/LINT.md, the
+//! name fallback policy). A value whose type was lost in a chain of calls is not matched.
 
 use crate::index::{FnId, Index, ModId, Owner, Res, TraitId, TraitRef, Ty, TyCtx};
 use crate::syntax::{lower_ty, lower_use_item, macro_exprs, stmt_line};
@@ -25,7 +27,7 @@ pub enum Via {
     Resolved,
     /// A call through `dyn Trait` or a generic bound, fanned out to every workspace impl.
     Dyn,
-    /// The receiver's type is unknown: matched by method name only.
+    /// The receiver is a local of unknown type: matched by method name, into a sink only.
     Name,
     /// The receiver is an outside wrapper of workspace types (`State<App>`): matched by
     /// name against the methods of the wrapped types, which it may deref to.
