@@ -899,6 +899,20 @@ impl Client {
     }
 }
 
+/// Jobs in `state` from the admin route's answer: `jobs.by_state.<state>` (a state it does not
+/// list has none), or `jobs.<state>`.
+pub fn jobs_in_state(slow_path: &Value, state: &str) -> Option<f64> {
+    if let Some(by_state) = slow_path
+        .pointer("/jobs/by_state")
+        .and_then(Value::as_object)
+    {
+        return Some(by_state.get(state).and_then(Value::as_f64).unwrap_or(0.0));
+    }
+    slow_path
+        .pointer(&format!("/jobs/{state}"))
+        .and_then(Value::as_f64)
+}
+
 /// `after - before` for every number of `after` (recursively); other values as they are.
 pub fn delta(before: &Value, after: &Value) -> Value {
     match after {
@@ -1096,7 +1110,7 @@ pub async fn run(config: &PlayConfig) -> anyhow::Result<Report> {
                     client
                         .slow_path()
                         .await
-                        .and_then(|v| v.pointer("/jobs/pending").and_then(Value::as_f64))
+                        .and_then(|v| jobs_in_state(&v, "pending"))
                 } else {
                     None
                 };
@@ -1502,7 +1516,7 @@ fn build_report(
     let llm = match (&start.slow_path, &finish.slow_path) {
         (Some(b), Some(a)) => {
             let d = delta(b, a);
-            jobs.dead_letters_total = a.pointer("/jobs/dead").and_then(Value::as_f64);
+            jobs.dead_letters_total = jobs_in_state(a, "dead");
             jobs.admin_delta = d.get("jobs").cloned();
             let num = |p: &str| d.pointer(p).and_then(Value::as_f64).unwrap_or(0.0);
             let (calls, prompt, completion) = (
@@ -1545,7 +1559,7 @@ fn build_report(
         .collect();
     let queue = Queue {
         source: if finish.slow_path.is_some() {
-            "admin jobs.pending".into()
+            "admin route, jobs pending".into()
         } else {
             "metrics hotpath_queue_depth".into()
         },
@@ -1857,6 +1871,18 @@ mod tests {
             d,
             json!({"llm": {"calls": 3.0, "by_kind": {"x": {"calls": 2.0}, "y": {"calls": 1.0}}}})
         );
+    }
+
+    #[test]
+    fn jobs_by_state_from_the_admin_route() {
+        let v = json!({"jobs": {"by_state": {"pending": 3, "dead": 1}}});
+        assert_eq!(jobs_in_state(&v, "pending"), Some(3.0));
+        assert_eq!(jobs_in_state(&v, "running"), Some(0.0));
+        assert_eq!(
+            jobs_in_state(&json!({"jobs": {"dead": 2}}), "dead"),
+            Some(2.0)
+        );
+        assert_eq!(jobs_in_state(&json!({}), "dead"), None);
     }
 
     #[test]
