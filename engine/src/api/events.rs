@@ -24,14 +24,25 @@ use crate::hot::{HotError, HotPath};
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct EventsQuery {
-    /// `start` to replay everything the stream still holds; default: only new events.
-    /// Ignored when `Last-Event-ID` is sent.
+    /// `start` to replay everything the stream still holds; `now` (the default): only new
+    /// events. Ignored when `Last-Event-ID` is sent.
+    #[param(value_type = Option<EventsFrom>)]
     pub from: Option<String>,
+}
+
+/// Where a new event stream starts (documentation only: the handler names the accepted
+/// values in its 400).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "snake_case")]
+pub enum EventsFrom {
+    Start,
+    Now,
 }
 
 /// Follows a game's events (a player of the game, or the admin).
 #[utoipa::path(get, path = "/v1/games/{game_id}/events", tag = "events", security(("bearer" = [])),
-    params(("game_id" = String, Path, description = "The game"),
+    params(("game_id" = uuid::Uuid, Path, description = "The game"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
         EventsQuery),
     responses((status = 200, content_type = "text/event-stream",
