@@ -146,6 +146,16 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+/// `axum::extract::Path` whose rejections are [`ApiError`]s (a segment that is not UTF-8).
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// `axum::extract::Query` whose rejections are [`ApiError`]s (a repeated or malformed field).
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
 /// `axum::Json` whose rejections are [`ApiError`]s.
 #[derive(Debug, axum::extract::FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]

@@ -1,7 +1,7 @@
 //! Scenarios, games, players and a game's state.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -15,7 +15,7 @@ use hotpath_cache::store::hash_token;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ApiJson, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use crate::hot::{HotError, HotPath};
 
 /// Longest accepted player name, in characters.
@@ -48,6 +48,7 @@ pub async fn list_scenarios(State(hot): State<HotPath>) -> Json<ScenarioList> {
 #[serde(deny_unknown_fields)]
 pub struct CreateGame {
     /// A name from `GET /v1/scenarios`.
+    #[schema(example = "harbor-strike")]
     pub scenario: String,
 }
 
@@ -102,7 +103,7 @@ pub async fn create_game(
 #[serde(deny_unknown_fields)]
 pub struct AddPlayer {
     /// Shown to other players; at most 64 characters, not only white space (it is trimmed).
-    #[schema(min_length = 1, max_length = 64, pattern = r"[^\t\n\x0b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
+    #[schema(example = "Ada", min_length = 1, max_length = 64, pattern = r"[^\t\n\x0b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
     pub name: String,
 }
 
@@ -133,7 +134,7 @@ fn new_token() -> String {
 pub async fn add_player(
     State(hot): State<HotPath>,
     caller: Caller,
-    Path(game): Path<String>,
+    ApiPath(game): ApiPath<String>,
     ApiJson(body): ApiJson<AddPlayer>,
 ) -> Result<(StatusCode, Json<PlayerAdded>), ApiError> {
     caller.require_admin()?;
@@ -201,7 +202,7 @@ pub struct Invite {
 pub async fn invite(
     State(app): State<AppState>,
     caller: Caller,
-    Path(game): Path<String>,
+    ApiPath(game): ApiPath<String>,
 ) -> Result<Json<Invite>, ApiError> {
     caller.require_admin()?;
     let game = parse_game(&game)?;
@@ -217,7 +218,7 @@ pub async fn invite(
 #[serde(deny_unknown_fields)]
 pub struct JoinGame {
     /// Shown to other players; at most 64 characters, not only white space (it is trimmed).
-    #[schema(min_length = 1, max_length = 64, pattern = r"[^\t\n\x0b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
+    #[schema(example = "Ada", min_length = 1, max_length = 64, pattern = r"[^\t\n\x0b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
     pub name: String,
     /// The invite from `GET /v1/games/{game_id}/invite`.
     #[schema(min_length = 1, max_length = 200)]
@@ -233,7 +234,7 @@ pub struct JoinGame {
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn join(
     State(app): State<AppState>,
-    Path(game): Path<String>,
+    ApiPath(game): ApiPath<String>,
     ApiJson(body): ApiJson<JoinGame>,
 ) -> Result<(StatusCode, Json<PlayerAdded>), ApiError> {
     let game = parse_game(&game)?;
@@ -294,7 +295,7 @@ pub struct GameView {
 pub async fn get_game(
     State(hot): State<HotPath>,
     caller: Caller,
-    Path(game): Path<String>,
+    ApiPath(game): ApiPath<String>,
 ) -> Result<Json<GameView>, ApiError> {
     let game = parse_game(&game)?;
     caller.require_game(game)?;

@@ -112,14 +112,15 @@ impl AppState {
         description = "An engine for LLM-driven narrative games that answers every action from caches, precomputed actions and rules.",
         version = env!("CARGO_PKG_VERSION")
     ),
-    components(schemas(ErrorBody)),
-    modifiers(&BearerAuth, &Contract)
+    components(schemas(ErrorBody, events::EventsFrom)),
+    modifiers(&BearerAuth)
 )]
 struct ApiDoc;
 
-/// What the route macros cannot say: every operation's 405 (another method on its path), and
-/// the links from the operations that create ids to those that take them (so that tools such
-/// as schemathesis can chain calls).
+/// What the route macros cannot say: every operation's 405 (another method on its path), a
+/// description for every response (OpenAPI requires one), and the links from the operations
+/// that create ids to those that take them (so that tools such as schemathesis can chain
+/// calls). Applied to the whole document, once the routes are in.
 struct Contract;
 
 impl utoipa::Modify for Contract {
@@ -160,6 +161,19 @@ impl utoipa::Modify for Contract {
                 op.responses
                     .responses
                     .insert("405".into(), RefOr::T(method_not_allowed.clone()));
+                for (status, response) in op.responses.responses.iter_mut() {
+                    if let RefOr::T(response) = response
+                        && response.description.is_empty()
+                    {
+                        response.description = status
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|s| StatusCode::from_u16(s).ok())
+                            .and_then(|s| s.canonical_reason())
+                            .unwrap_or("")
+                            .to_owned();
+                    }
+                }
             }
         }
 
@@ -246,7 +260,7 @@ async fn hot_path_scope(request: Request, next: Next) -> Response {
 
 /// The router and its OpenAPI document.
 pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(games::list_scenarios))
         .routes(routes!(games::create_game))
         .routes(routes!(games::add_player))
@@ -259,7 +273,10 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .routes(routes!(slow_path::slow_path))
-        .split_for_parts()
+        .split_for_parts();
+    let mut api = api;
+    utoipa::Modify::modify(&Contract, &mut api);
+    (router, api)
 }
 
 /// The whole application: routes, `/openapi.json` and the layers.
