@@ -239,7 +239,11 @@ async fn the_page_plays_a_game_streams_a_reply_and_resumes_after_a_reload() {
         .await
         .unwrap();
     let badges = badges.as_array().unwrap();
-    assert_eq!(badges.len(), 3, "three stakeholders at the docks: {badges:?}");
+    assert_eq!(
+        badges.len(),
+        3,
+        "three stakeholders at the docks: {badges:?}"
+    );
     for b in badges {
         let (source, badge, said) = (b[0].as_str(), b[1].as_str(), b[2].as_str().unwrap());
         assert_eq!(source, badge, "the badge names the piece's source");
@@ -271,10 +275,7 @@ async fn the_page_plays_a_game_streams_a_reply_and_resumes_after_a_reload() {
     .await;
     let words = reply[0].as_u64().unwrap();
     let text = reply[1].as_str().unwrap();
-    assert!(
-        words > 3,
-        "the reply arrived in pieces ({words}): {text:?}"
-    );
+    assert!(words > 3, "the reply arrived in pieces ({words}): {text:?}");
     assert!(!text.trim().is_empty());
     let chunks = c
         .execute(
@@ -360,7 +361,10 @@ async fn the_page_plays_a_game_streams_a_reply_and_resumes_after_a_reload() {
     )
     .await;
     assert!(
-        status.as_str().unwrap().contains(&format!("resumed after {last}"))
+        status
+            .as_str()
+            .unwrap()
+            .contains(&format!("resumed after {last}"))
             || status.as_str().unwrap().contains("resumed after"),
         "{status}"
     );
@@ -371,7 +375,11 @@ async fn the_page_plays_a_game_streams_a_reply_and_resumes_after_a_reload() {
         )
         .await
         .unwrap();
-    assert_eq!(kept, json!(3), "the answers seen before the reload are shown again");
+    assert_eq!(
+        kept,
+        json!(3),
+        "the answers seen before the reload are shown again"
+    );
     let turn = c
         .find(Locator::Css("#turn"))
         .await
@@ -389,7 +397,10 @@ async fn the_page_plays_a_game_streams_a_reply_and_resumes_after_a_reload() {
         .text()
         .await
         .unwrap();
-    assert!(link.starts_with(&format!("{base}/#game={game}&invite=")), "{link}");
+    assert!(
+        link.starts_with(&format!("{base}/#game={game}&invite=")),
+        "{link}"
+    );
     c.execute("localStorage.clear(); sessionStorage.clear();", vec![])
         .await
         .unwrap();
@@ -415,7 +426,14 @@ async fn the_page_plays_a_game_streams_a_reply_and_resumes_after_a_reload() {
         Duration::from_secs(10),
     )
     .await;
-    act(&c, "lantern-tavern", "ask", "kest", "Who drinks here on paydays?").await;
+    act(
+        &c,
+        "lantern-tavern",
+        "ask",
+        "kest",
+        "Who drinks here on paydays?",
+    )
+    .await;
 
     c.close().await.unwrap();
 }

@@ -41,7 +41,12 @@ pub struct ActionRequest {
     #[schema(value_type = Option<ActionKindDoc>)]
     pub kind: Option<String>,
     /// What the player does or says: at most 2000 characters, not only white space.
-    #[schema(example = "Where did the wages go?", min_length = 1, max_length = 2000, pattern = r"[^\t\n\x0b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
+    #[schema(
+        example = "Where did the wages go?",
+        min_length = 1,
+        max_length = 2000,
+        pattern = r"[^\t\n\x0b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub text: String,
     /// A stakeholder present in the scene the action is aimed at. `say` with a target also
     /// streams that stakeholder's reply as `dialogue.*` events.

@@ -103,7 +103,12 @@ pub async fn create_game(
 #[serde(deny_unknown_fields)]
 pub struct AddPlayer {
     /// Shown to other players; at most 64 characters, not only white space (it is trimmed).
-    #[schema(example = "Ada", min_length = 1, max_length = 64, pattern = r"[^\t\n\x0b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
+    #[schema(
+        example = "Ada",
+        min_length = 1,
+        max_length = 64,
+        pattern = r"[^\t\n\x0b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: String,
 }
 
@@ -180,7 +185,10 @@ async fn new_player(
 /// A game's invite: derived from the admin token's digest and the game id, so it needs no
 /// storage, is the same every time it is asked for, and dies with the admin token.
 fn invite_of(state: &AppState, game: GameId) -> String {
-    let digest = Sha256::digest(format!("hotpath-invite\n{}\n{game}", state.admin_token_hash));
+    let digest = Sha256::digest(format!(
+        "hotpath-invite\n{}\n{game}",
+        state.admin_token_hash
+    ));
     format!("hpi_{}", hotpath_cache::hex::hex(&digest))
 }
 
@@ -218,7 +226,12 @@ pub async fn invite(
 #[serde(deny_unknown_fields)]
 pub struct JoinGame {
     /// Shown to other players; at most 64 characters, not only white space (it is trimmed).
-    #[schema(example = "Ada", min_length = 1, max_length = 64, pattern = r"[^\t\n\x0b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
+    #[schema(
+        example = "Ada",
+        min_length = 1,
+        max_length = 64,
+        pattern = r"[^\t\n\x0b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: String,
     /// The invite from `GET /v1/games/{game_id}/invite`.
     #[schema(min_length = 1, max_length = 200)]

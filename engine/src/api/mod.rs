@@ -214,8 +214,7 @@ impl utoipa::Modify for Contract {
                 "post" => item.post.as_mut(),
                 _ => item.get.as_mut(),
             };
-            let Some(RefOr::T(response)) =
-                op.and_then(|op| op.responses.responses.get_mut(status))
+            let Some(RefOr::T(response)) = op.and_then(|op| op.responses.responses.get_mut(status))
             else {
                 continue;
             };
@@ -234,7 +233,9 @@ impl utoipa::Modify for Contract {
                         "invite": "$response.body#/invite"
                     })));
                 }
-                response.links.insert((*name).to_owned(), RefOr::T(link.build()));
+                response
+                    .links
+                    .insert((*name).to_owned(), RefOr::T(link.build()));
             }
         }
     }

@@ -21,7 +21,14 @@ impl Served {
     pub fn start(admin: &str) -> Served {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--rate-per-second", "1000", "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--rate-per-second",
+                "1000",
+                "--data-dir",
+            ])
             .arg(dir.path())
             .env("HOTPATH_ADMIN_TOKEN", admin)
             .env_remove("HOTPATH_REDIS_URL")
