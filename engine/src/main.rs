@@ -1,5 +1,5 @@
-//! `hotpath` — the engine binary: `serve`, `worker`, `migrate`, `scenario check`, and `play`
-//! (a console client of a running server, [`play`]).
+//! `hotpath` — the engine binary: `serve`, `worker`, `migrate`, `scenario check`, `openapi`,
+//! and `play` (a console client of a running server, [`play`]).
 //!
 //! Exit codes: 0 success, 1 runtime failure (a backend could not be reached, a bind failed),
 //! 2 bad usage or an invalid scenario file.
@@ -137,6 +137,8 @@ enum Command {
         #[arg(long)]
         scene: Option<String>,
     },
+    /// Print the HTTP API's OpenAPI document (what `GET /openapi.json` serves) and exit.
+    Openapi,
     /// Scenario tools.
     Scenario {
         #[command(subcommand)]
@@ -188,6 +190,19 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::from(2)
+            }
+        };
+    }
+    if let Command::Openapi = &cli.command {
+        let (_, document) = hotpath_engine::api::router();
+        return match document.to_pretty_json() {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
             }
         };
     }
@@ -339,6 +354,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Scenario { .. } => unreachable!("handled before the runtime starts"),
+        Command::Scenario { .. } | Command::Openapi => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }

@@ -214,16 +214,21 @@ function renderConflicts() {
 
 function renderScenes() {
   const scene = /** @type {HTMLSelectElement} */ ($("scene"));
-  const keep = scene.value;
-  scene.replaceChildren();
-  for (const s of view ? view.scenes : []) scene.append(h("option", { value: s.id }, [s.name]));
-  if (keep) scene.value = keep;
+  const scenes = view ? view.scenes : [];
+  // A game's scenes never change: build the options once, so a refresh never disturbs a choice.
+  if (scene.options.length !== scenes.length) {
+    const keep = scene.value;
+    scene.replaceChildren(...scenes.map((s) => h("option", { value: s.id }, [s.name])));
+    if (keep) scene.value = keep;
+  }
   renderTargets();
 }
 
 function renderTargets() {
   const sceneId = /** @type {HTMLSelectElement} */ ($("scene")).value;
   const target = /** @type {HTMLSelectElement} */ ($("target"));
+  if (target.dataset.scene === sceneId) return;
+  target.dataset.scene = sceneId;
   const keep = target.value;
   target.replaceChildren(h("option", { value: "" }, ["(nobody)"]));
   const scene = view ? view.scenes.find((s) => s.id === sceneId) : undefined;
