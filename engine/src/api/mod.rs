@@ -180,7 +180,9 @@ impl utoipa::Modify for Contract {
         // (path, method, status) of a creating operation -> links to the operations using its id.
         let game_from_body = "$response.body#/game_id";
         let game_from_path = "$request.path.game_id";
-        let links: [(&str, &str, &str, &[(&str, &str)]); 3] = [
+        /// (link name, target operation id)
+        type Targets = &'static [(&'static str, &'static str)];
+        let links: [(&str, &str, &str, Targets); 3] = [
             (
                 "/v1/games",
                 "post",
