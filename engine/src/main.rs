@@ -1,4 +1,5 @@
-//! `hotpath` — the engine binary: `serve`, `worker`, `migrate`, `scenario check`.
+//! `hotpath` — the engine binary: `serve`, `worker`, `migrate`, `scenario check`, `openapi`,
+//! and `play` (a console client of a running server, [`play`]).
 //!
 //! Exit codes: 0 success, 1 runtime failure (a backend could not be reached, a bind failed),
 //! 2 bad usage or an invalid scenario file.
@@ -22,6 +23,8 @@ use hotpath_background::worker::{WorkerConfig, default_name};
 use hotpath_engine::api::{ApiConfig, AppState};
 use hotpath_engine::compose::{self, BackendConfig, Backends, Shutdown};
 use hotpath_engine::hot::HotConfig;
+
+mod play;
 
 #[derive(Parser)]
 #[command(
@@ -106,6 +109,36 @@ enum Command {
         #[command(flatten)]
         backend: Backend,
     },
+    /// Play a game in this terminal against a running server: prints its events as they
+    /// arrive and sends each line you type as an action (`/kind [target] text`, or plain text).
+    Play {
+        /// The server.
+        #[arg(long, env = "HOTPATH_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The game to join (with --token).
+        #[arg(long, required_unless_present = "new")]
+        game: Option<String>,
+        /// Your player token for --game.
+        #[arg(long, env = "HOTPATH_TOKEN", required_unless_present = "new")]
+        token: Option<String>,
+        /// Start a new game and join it (needs the admin token).
+        #[arg(long, conflicts_with_all = ["game", "token"])]
+        new: bool,
+        /// The admin token, for --new.
+        #[arg(long, env = "HOTPATH_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// The scenario of a new game.
+        #[arg(long, default_value = "harbor-strike")]
+        scenario: String,
+        /// Your name in a new game.
+        #[arg(long, default_value = "Player")]
+        name: String,
+        /// The scene to start in (default: the scenario's first).
+        #[arg(long)]
+        scene: Option<String>,
+    },
+    /// Print the HTTP API's OpenAPI document (what `GET /openapi.json` serves) and exit.
+    Openapi,
     /// Scenario tools.
     Scenario {
         #[command(subcommand)]
@@ -134,7 +167,10 @@ fn init_logs(json: bool) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_json);
+    // The console client prints its own lines; the engine's logs would interleave with them.
+    if !matches!(cli.command, Command::Play { .. }) {
+        init_logs(cli.log_json);
+    }
     if let Command::Scenario {
         command: ScenarioCommand::Check { file },
     } = &cli.command
@@ -154,6 +190,19 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::from(2)
+            }
+        };
+    }
+    if let Command::Openapi = &cli.command {
+        let (_, document) = hotpath_engine::api::router();
+        return match document.to_pretty_json() {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
             }
         };
     }
@@ -283,6 +332,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("migrations applied ({} deployment)", b.mode);
             Ok(())
         }
-        Command::Scenario { .. } => unreachable!("handled before the runtime starts"),
+        Command::Play {
+            url,
+            game,
+            token,
+            new,
+            admin_token,
+            scenario,
+            name,
+            scene,
+        } => {
+            play::run(play::PlayArgs {
+                url,
+                game,
+                token,
+                new,
+                admin_token,
+                scenario,
+                name,
+                scene,
+            })
+            .await
+        }
+        Command::Scenario { .. } | Command::Openapi => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }

@@ -615,6 +615,74 @@ mod suite {
     }
 }
 
+mod clients {
+    use super::*;
+
+    /// The web page's join link: the admin hands out an invite, whoever holds it joins as a
+    /// new player without a token; another game's invite or a blank name is refused.
+    pub async fn invites_let_players_join(app: TestApp) {
+        let (game, _) = app.new_game().await;
+        let (other, player) = app.new_game().await;
+        let uri = format!("/v1/games/{game}/invite");
+        app.call(Method::GET, &uri, Some(&player), None)
+            .await
+            .assert_error(StatusCode::FORBIDDEN, "forbidden");
+        let r = app.call(Method::GET, &uri, Some(ADMIN), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let invite = r.json["invite"].as_str().unwrap().to_owned();
+        assert_eq!(
+            r.json["join_path"],
+            format!("/#game={game}&invite={invite}")
+        );
+        let again = app.call(Method::GET, &uri, Some(ADMIN), None).await;
+        assert_eq!(
+            again.json["invite"],
+            invite.as_str(),
+            "the same invite every time"
+        );
+
+        let join = |game: String, body: Value| {
+            let app = &app;
+            async move {
+                app.call(
+                    Method::POST,
+                    &format!("/v1/games/{game}/join"),
+                    None,
+                    Some(body),
+                )
+                .await
+            }
+        };
+        join(other.clone(), json!({"name": "Eve", "invite": invite}))
+            .await
+            .assert_error(StatusCode::FORBIDDEN, "forbidden");
+        join(game.clone(), json!({"name": "  ", "invite": invite}))
+            .await
+            .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable");
+        let r = join(game.clone(), json!({"name": "Bo", "invite": invite})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let token = r.json["token"].as_str().unwrap();
+        assert_eq!(
+            app.act(&game, token, docks("I join the crews"))
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+
+    /// A method a path does not have: 405 with `Allow` and the API's error body.
+    pub async fn other_methods_are_405_with_allow(app: TestApp) {
+        let r = app
+            .call(Method::DELETE, "/v1/games", Some(ADMIN), None)
+            .await;
+        r.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+        assert_eq!(r.headers["allow"], "POST");
+        let r = app.call(Method::PUT, "/v1/scenarios", None, None).await;
+        r.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+        assert!(r.headers["allow"].to_str().unwrap().contains("GET"));
+    }
+}
+
 macro_rules! both_deployments {
     ($($case:ident),* $(,)?) => {
         mod embedded {
@@ -642,6 +710,24 @@ macro_rules! both_deployments {
             }
         }
     };
+}
+
+mod embedded_clients {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn invites_let_players_join() {
+        super::clients::invites_let_players_join(super::TestApp::embedded().await).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn other_methods_are_405_with_allow() {
+        super::clients::other_methods_are_405_with_allow(super::TestApp::embedded().await).await;
+    }
+}
+
+mod distributed_clients {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn invites_let_players_join() {
+        super::clients::invites_let_players_join(super::TestApp::distributed().await).await;
+    }
 }
 
 both_deployments!(

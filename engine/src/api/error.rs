@@ -24,6 +24,8 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -46,7 +48,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
-    /// `payload_too_large`, `unsupported_media_type`, `unprocessable`, `rate_limited`,
+    /// `method_not_allowed`, `payload_too_large`, `unsupported_media_type`, `unprocessable`, `rate_limited`,
     /// `unavailable`, `internal`.
     pub code: String,
     pub message: String,
@@ -59,6 +61,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -142,6 +145,16 @@ impl From<QueryRejection> for ApiError {
         ApiError::BadRequest(r.body_text())
     }
 }
+
+/// `axum::extract::Path` whose rejections are [`ApiError`]s (a segment that is not UTF-8).
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// `axum::extract::Query` whose rejections are [`ApiError`]s (a repeated or malformed field).
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
 
 /// `axum::Json` whose rejections are [`ApiError`]s.
 #[derive(Debug, axum::extract::FromRequest)]

@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
@@ -18,20 +18,32 @@ use hotpath_cache::store::CommittedEvents;
 use hotpath_cache::stream::{Position, StreamId, StreamItem, Subscription};
 
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
 use super::games::parse_game;
 use crate::hot::{HotError, HotPath};
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// `start` to replay everything the stream still holds; default: only new events.
-    /// Ignored when `Last-Event-ID` is sent.
+    /// `start` to replay everything the stream still holds; `now` (the default): only new
+    /// events. Ignored when `Last-Event-ID` is sent.
+    #[param(value_type = Option<EventsFrom>)]
     pub from: Option<String>,
+}
+
+/// Where a new event stream starts (documentation only: the handler names the accepted
+/// values in its 400).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "snake_case")]
+pub enum EventsFrom {
+    Start,
+    Now,
 }
 
 /// Follows a game's events (a player of the game, or the admin).
 #[utoipa::path(get, path = "/v1/games/{game_id}/events", tag = "events", security(("bearer" = [])),
-    params(("game_id" = String, Path, description = "The game"),
+    params(("game_id" = uuid::Uuid, Path, description = "The game"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
         EventsQuery),
     responses((status = 200, content_type = "text/event-stream",
@@ -42,30 +54,30 @@ pub async fn events(
     State(hot): State<HotPath>,
     State(app): State<super::AppState>,
     caller: Caller,
-    Path(game): Path<String>,
-    Query(query): Query<EventsQuery>,
+    ApiPath(game): ApiPath<String>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let game = parse_game(&game)?;
     caller.require_game(game)?;
     hot.scenario_of(game).await?;
+    // `from` is checked even when `Last-Event-ID` makes it moot: a bad value is always a 400.
+    let position = match query.from.as_deref() {
+        None | Some("now") => Position::Live,
+        Some("start") => Position::Start,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "`from` must be `start` or `now`, not `{other}`"
+            )));
+        }
+    };
     let subscription = match headers.get("last-event-id") {
         Some(v) => resume(&hot, game, v.to_str().ok().and_then(|s| s.parse().ok())).await?,
-        None => {
-            let position = match query.from.as_deref() {
-                None | Some("now") => Position::Live,
-                Some("start") => Position::Start,
-                Some(other) => {
-                    return Err(ApiError::BadRequest(format!(
-                        "`from` must be `start` or `now`, not `{other}`"
-                    )));
-                }
-            };
-            hot.stream
-                .subscribe(game, position)
-                .await
-                .map_err(|e| HotError::Unavailable(e.to_string()))?
-        }
+        None => hot
+            .stream
+            .subscribe(game, position)
+            .await
+            .map_err(|e| HotError::Unavailable(e.to_string()))?,
     };
     let mut stopping = app.shutdown.subscribe();
     let events = subscription.take_until(async move {

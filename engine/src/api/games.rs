@@ -1,9 +1,10 @@
 //! Scenarios, games, players and a game's state.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use hotpath_cache::GameId;
@@ -12,12 +13,18 @@ use hotpath_cache::events::LoggedEvent;
 use hotpath_cache::state::GameState;
 use hotpath_cache::store::hash_token;
 
+use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ApiJson, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use crate::hot::{HotError, HotPath};
 
 /// Longest accepted player name, in characters.
 const MAX_NAME_CHARS: usize = 64;
+
+// `name` and an action's `text` must hold something besides white space. Their schemas say so
+// with the pattern `[^\t\n\x0b…\u3000]`: some character outside Unicode's `White_Space`,
+// which is what `str::trim` removes. Spelled out rather than `\S`, because regex dialects
+// disagree on what `\s` holds (Python's adds U+001C..U+001F, ECMA-262's adds U+FEFF).
 
 pub(super) fn parse_game(raw: &str) -> Result<GameId, ApiError> {
     raw.parse()
@@ -41,11 +48,13 @@ pub async fn list_scenarios(State(hot): State<HotPath>) -> Json<ScenarioList> {
 #[serde(deny_unknown_fields)]
 pub struct CreateGame {
     /// A name from `GET /v1/scenarios`.
+    #[schema(example = "harbor-strike")]
     pub scenario: String,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct GameCreated {
+    #[schema(format = Uuid)]
     pub game_id: String,
 }
 
@@ -53,7 +62,8 @@ pub struct GameCreated {
 #[utoipa::path(post, path = "/v1/games", tag = "games", request_body = CreateGame,
     security(("bearer" = [])),
     responses((status = 201, body = GameCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn create_game(
     State(hot): State<HotPath>,
     caller: Caller,
@@ -92,11 +102,19 @@ pub async fn create_game(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddPlayer {
+    /// Shown to other players; at most 64 characters, not only white space (it is trimmed).
+    #[schema(
+        example = "Ada",
+        min_length = 1,
+        max_length = 64,
+        pattern = r"[^\t\n\x0b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: String,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct PlayerAdded {
+    #[schema(format = Uuid)]
     pub player_id: String,
     /// The player's bearer token. Shown once; only its hash is stored.
     pub token: String,
@@ -114,23 +132,32 @@ fn new_token() -> String {
 /// Adds a player to a game and returns their token (admin token).
 #[utoipa::path(post, path = "/v1/games/{game_id}/players", tag = "games", request_body = AddPlayer,
     security(("bearer" = [])),
-    params(("game_id" = String, Path, description = "The game")),
+    params(("game_id" = uuid::Uuid, Path, description = "The game")),
     responses((status = 201, body = PlayerAdded), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 503, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn add_player(
     State(hot): State<HotPath>,
     caller: Caller,
-    Path(game): Path<String>,
+    ApiPath(game): ApiPath<String>,
     ApiJson(body): ApiJson<AddPlayer>,
 ) -> Result<(StatusCode, Json<PlayerAdded>), ApiError> {
     caller.require_admin()?;
     let game = parse_game(&game)?;
+    new_player(&hot, game, &body.name).await
+}
+
+/// Adds a player named `raw_name` to `game`.
+async fn new_player(
+    hot: &HotPath,
+    game: GameId,
+    raw_name: &str,
+) -> Result<(StatusCode, Json<PlayerAdded>), ApiError> {
     let scenario = hot.scenario_of(game).await?;
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+    let name = raw_name.trim();
+    if name.is_empty() || raw_name.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::Unprocessable(format!(
-            "`name` must be 1 to {MAX_NAME_CHARS} characters"
+            "`name` must be 1 to {MAX_NAME_CHARS} characters, not only white space"
         )));
     }
     let token = new_token();
@@ -153,6 +180,82 @@ pub async fn add_player(
             token,
         }),
     ))
+}
+
+/// A game's invite: derived from the admin token's digest and the game id, so it needs no
+/// storage, is the same every time it is asked for, and dies with the admin token.
+fn invite_of(state: &AppState, game: GameId) -> String {
+    let digest = Sha256::digest(format!(
+        "hotpath-invite\n{}\n{game}",
+        state.admin_token_hash
+    ));
+    format!("hpi_{}", hotpath_cache::hex::hex(&digest))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Invite {
+    /// Lets anyone who holds it join this game as a new player (`POST …/join`).
+    pub invite: String,
+    /// The web page's join link, relative to the server: `/#game=…&invite=…`.
+    pub join_path: String,
+}
+
+/// A join link for a game (admin token): whoever opens it in the web page (or sends its invite
+/// to `POST /v1/games/{game_id}/join`) becomes a new player. The same link every time; it stops
+/// working when the admin token changes.
+#[utoipa::path(get, path = "/v1/games/{game_id}/invite", tag = "games", security(("bearer" = [])),
+    params(("game_id" = uuid::Uuid, Path, description = "The game")),
+    responses((status = 200, body = Invite), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn invite(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiPath(game): ApiPath<String>,
+) -> Result<Json<Invite>, ApiError> {
+    caller.require_admin()?;
+    let game = parse_game(&game)?;
+    app.hot.scenario_of(game).await?;
+    let invite = invite_of(&app, game);
+    Ok(Json(Invite {
+        join_path: format!("/#game={game}&invite={invite}"),
+        invite,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinGame {
+    /// Shown to other players; at most 64 characters, not only white space (it is trimmed).
+    #[schema(
+        example = "Ada",
+        min_length = 1,
+        max_length = 64,
+        pattern = r"[^\t\n\x0b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
+    pub name: String,
+    /// The invite from `GET /v1/games/{game_id}/invite`.
+    #[schema(min_length = 1, max_length = 200)]
+    pub invite: String,
+}
+
+/// Joins a game with its invite (no token needed): returns the new player's token.
+#[utoipa::path(post, path = "/v1/games/{game_id}/join", tag = "games", request_body = JoinGame,
+    params(("game_id" = uuid::Uuid, Path, description = "The game")),
+    responses((status = 201, body = PlayerAdded), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "The invite is not this game's"),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn join(
+    State(app): State<AppState>,
+    ApiPath(game): ApiPath<String>,
+    ApiJson(body): ApiJson<JoinGame>,
+) -> Result<(StatusCode, Json<PlayerAdded>), ApiError> {
+    let game = parse_game(&game)?;
+    // Digests compared, so the comparison's timing says nothing about the invite.
+    if Sha256::digest(invite_of(&app, game)) != Sha256::digest(&body.invite) {
+        return Err(ApiError::Forbidden("this invite is not this game's".into()));
+    }
+    new_player(&app.hot, game, &body.name).await
 }
 
 #[derive(Serialize, ToSchema)]
@@ -199,13 +302,13 @@ pub struct GameView {
 /// A game's state: turn, scenes with their stakeholders, conflicts with phase and intensity
 /// (a player of the game, or the admin).
 #[utoipa::path(get, path = "/v1/games/{game_id}", tag = "games", security(("bearer" = [])),
-    params(("game_id" = String, Path, description = "The game")),
+    params(("game_id" = uuid::Uuid, Path, description = "The game")),
     responses((status = 200, body = GameView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get_game(
     State(hot): State<HotPath>,
     caller: Caller,
-    Path(game): Path<String>,
+    ApiPath(game): ApiPath<String>,
 ) -> Result<Json<GameView>, ApiError> {
     let game = parse_game(&game)?;
     caller.require_game(game)?;

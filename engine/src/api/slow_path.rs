@@ -6,15 +6,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ApiQuery, ErrorBody};
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SlowPathQuery {
     /// Count model calls made at or after this time (milliseconds since the epoch; default 0).
     pub since_ms: Option<i64>,
@@ -58,12 +59,12 @@ pub struct SlowPathBody {
 /// The slow path's jobs and model calls (admin token).
 #[utoipa::path(get, path = "/v1/admin/slow-path", tag = "ops", params(SlowPathQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = SlowPathBody), (status = 401, body = ErrorBody),
+    responses((status = 200, body = SlowPathBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn slow_path(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<SlowPathQuery>,
+    ApiQuery(q): ApiQuery<SlowPathQuery>,
 ) -> Result<Json<SlowPathBody>, ApiError> {
     caller.require_admin()?;
     const T: Duration = Duration::from_secs(2);
