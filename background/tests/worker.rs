@@ -416,7 +416,7 @@ async fn every_kind_writes_what_the_hot_path_reads(env: Env) {
         "{started} started, {completed} completed"
     );
     for what in [
-        "reaction",
+        "reactions",
         "narration",
         "beat",
         "social",
@@ -601,6 +601,12 @@ async fn malformed_output_is_dead_lettered_and_writes_nothing(env: Env) {
         8,
         "two retries each: {failed:?}"
     );
+    // Players read a category; the validation message (internal text) stays in the dead letter.
+    for e in &evs {
+        if let GameEvent::JobFailed { error, .. } = e {
+            assert_eq!(error, "the model's answer was unusable", "{e:?}");
+        }
+    }
     assert!(!evs.iter().any(|e| matches!(
         e,
         GameEvent::ContentReady { .. } | GameEvent::DialogueChunk { .. }

@@ -64,6 +64,15 @@ pub fn reaction_key(context: &ContextHash, kind: ActionKind) -> ContextHash {
     ContextHash(format!("{}/{}", context.0, kind.as_str()))
 }
 
+/// The pseudo-phase whose narration tells a conflict's resolution (and, after it, its
+/// aftermath in the scenes of the conflict).
+pub const RESOLVED_PHASE: &str = "resolved";
+
+/// [`RESOLVED_PHASE`] as a phase id.
+pub fn resolved_phase() -> PhaseId {
+    PhaseId::new(RESOLVED_PHASE).expect("a valid id")
+}
+
 /// The key a phase's narration is written for and served under.
 pub fn narration_key(conflict: &ConflictId, phase: &PhaseId) -> ContextHash {
     ContextHash(format!("narration:{conflict}:{phase}"))

@@ -214,7 +214,7 @@ async fn prepare(
         )
         .await?;
     let moves = output::scene_reactions(&answer.text, &wanted)?;
-    let mut written = Vec::new();
+    let mut written = 0usize;
     let mut taken: BTreeMap<(StakeholderId, ActionKind), u32> = BTreeMap::new();
     let created = now_ms();
     for (who, kind, payload) in moves {
@@ -243,25 +243,28 @@ async fn prepare(
             ),
             created_at: created,
         };
-        let id = row.id;
         if deps
             .store
             .insert_planned(&row)
             .await
             .map_err(TryError::infra)?
         {
-            written.push((
-                "reaction".to_owned(),
-                format!("planned_stakeholder_actions/{id}"),
-            ));
+            written += 1;
         }
     }
-    if written.is_empty() {
+    if written == 0 {
         return Ok(Outcome::Skipped(
             "these reactions were already written".into(),
         ));
     }
-    Ok(Outcome::Written(written))
+    // One announcement for the scene, not one per row: a preparation writes dozens.
+    Ok(Outcome::Written(vec![(
+        "reactions".to_owned(),
+        format!(
+            "planned_stakeholder_actions/{}/{} ({written} rows)",
+            j.scene_id, j.context_hash
+        ),
+    )]))
 }
 
 async fn narration(
@@ -280,21 +283,37 @@ async fn narration(
         return Ok(Outcome::Skipped("narration already written".into()));
     }
     let world = World::load(deps, j.game_id).await?;
-    let (conflict, phase) = world.conflict_phase(&j.conflict_id, &j.phase_id)?;
     let mut facts = world.base_facts();
-    facts.insert("conflict".into(), json!(conflict));
-    facts.insert("phase".into(), json!(phase));
-    facts.insert(
-        "intensity".into(),
-        json!(
-            world
-                .state
-                .conflicts
-                .get(&conflict.id)
-                .map_or(0, |c| c.intensity)
-        ),
-    );
-    facts.insert("involved".into(), json!(conflict.stakeholders));
+    if j.phase_id.as_str() == hotpath_cache::model::RESOLVED_PHASE {
+        // The resolution: the conflict is settled; its scenes show the aftermath.
+        let conflict = world
+            .scenario
+            .conflict(&j.conflict_id)
+            .ok_or_else(|| TryError::Fatal(format!("unknown conflict `{}`", j.conflict_id)))?;
+        facts.insert("conflict".into(), json!(conflict));
+        facts.insert(
+            "phase".into(),
+            json!({"id": j.phase_id, "name": "Resolution: it is settled", "beats": []}),
+        );
+        facts.insert("intensity".into(), json!(conflict.resolve_at));
+        facts.insert("resolved".into(), json!(true));
+        facts.insert("involved".into(), json!(conflict.stakeholders));
+    } else {
+        let (conflict, phase) = world.conflict_phase(&j.conflict_id, &j.phase_id)?;
+        facts.insert("conflict".into(), json!(conflict));
+        facts.insert("phase".into(), json!(phase));
+        facts.insert(
+            "intensity".into(),
+            json!(
+                world
+                    .state
+                    .conflicts
+                    .get(&conflict.id)
+                    .map_or(0, |c| c.intensity)
+            ),
+        );
+        facts.insert("involved".into(), json!(conflict.stakeholders));
+    }
     let (answer, _) = t
         .ask(
             deps,
@@ -688,6 +707,13 @@ async fn cleanup(j: &CleanupExpiredActions, deps: &Deps) -> Result<Outcome, TryE
         .delete_stream_events(now - (j.stream_retain_secs as Millis) * 1000)
         .await
         .map_err(TryError::infra)?;
+    let records = deps
+        .store
+        .delete_idempotency_records(
+            now - (hotpath_cache::store::IDEMPOTENCY_RETAIN_SECS as Millis) * 1000,
+        )
+        .await
+        .map_err(TryError::infra)?;
     // The model-call ledger is kept as long as the outbox.
     let calls = deps
         .store
@@ -707,10 +733,11 @@ async fn cleanup(j: &CleanupExpiredActions, deps: &Deps) -> Result<Outcome, TryE
         events,
         calls,
         jobs,
-        "cleaned up planned actions, the outbox, the ledger and finished jobs"
+        records,
+        "cleaned up planned actions, the outbox, the ledger, finished jobs and idempotency records"
     );
     Ok(Outcome::Skipped(format!(
         "expired {expired}, deleted {deleted} planned actions, {events} committed stream events, \
-         {calls} ledger rows and {jobs} finished jobs"
+         {calls} ledger rows, {jobs} finished jobs and {records} idempotency records"
     )))
 }

@@ -207,7 +207,17 @@ fn write(rng: &mut ChaCha8Rng, request: &LlmRequest) -> String {
             let names = names_at(f, "/involved");
             let mood = pick(rng, MOODS);
             let c = voice::mid(conflict);
+            let settled = f.get("resolved").and_then(Value::as_bool) == Some(true);
             let mut parts = vec![match below(rng, 3) {
+                _ if settled => match below(rng, 3) {
+                    0 => format!("{conflict} is settled at last, and a {mood} quiet follows."),
+                    1 => format!(
+                        "It is over: {c} has run its course, and what is left feels {mood}."
+                    ),
+                    _ => format!(
+                        "Nobody says {conflict} aloud any more; the air is {mood} with what it cost."
+                    ),
+                },
                 0 => format!("{conflict} enters {phase}, and the mood turns {mood}."),
                 1 => format!("With {phase}, {c} turns {mood}."),
                 _ => format!(

@@ -188,6 +188,31 @@ pub fn plan(input: &PlanInput<'_>) -> Vec<Job> {
             .into(),
         );
     }
+    // The narration of a resolution, as a conflict nears it (and, if it was missed, after).
+    let resolved = hotpath_cache::model::resolved_phase();
+    for conflict in &scenario.conflicts {
+        let Some(state) = after.conflicts.get(&conflict.id) else {
+            continue;
+        };
+        if !state.resolved && state.intensity + config.narration_lookahead < conflict.resolve_at {
+            continue;
+        }
+        let cached = input
+            .cached
+            .narration
+            .contains_key(&(conflict.id.clone(), resolved.clone()));
+        if !cached {
+            ahead.push(
+                NarratePhaseTransition {
+                    game_id,
+                    conflict_id: conflict.id.clone(),
+                    phase_id: resolved.clone(),
+                    world_version: version,
+                }
+                .into(),
+            );
+        }
+    }
     // The beats of every conflict's current phase.
     for conflict in &scenario.conflicts {
         let Some(state) = after.conflicts.get(&conflict.id).filter(|s| !s.resolved) else {
@@ -522,6 +547,18 @@ mod tests {
         let k = kinds(&plan(&input(&after, &resolved)));
         assert!(k.contains(&"canonize_conflict"));
         assert!(k.contains(&"generate_canon_references"));
+
+        // Near its end, the resolution's narration is written ahead.
+        let mut near = before.clone();
+        let resolve_at = scenario.conflict(&strike).unwrap().resolve_at;
+        near.conflicts.get_mut(&strike).unwrap().intensity = resolve_at - 5;
+        let jobs = plan(&input(&before, &near));
+        assert!(
+            jobs.iter().any(|j| matches!(j, Job::NarratePhaseTransition(n)
+                if n.conflict_id == strike && n.phase_id.as_str() == hotpath_cache::model::RESOLVED_PHASE)),
+            "{:?}",
+            kinds(&jobs)
+        );
     }
 
     fn social(v: u64) -> Job {

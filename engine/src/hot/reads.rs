@@ -26,8 +26,9 @@ pub struct CachedContent {
 
 impl ActionReads {
     /// Plans the keys of an action in `scene`: the snapshot, the social bundle, canon
-    /// references, the narration and beats of every phase of the scene's conflicts (the phase
-    /// after the action is not known before the snapshot is).
+    /// references, the narration and beats of every phase of the scene's conflicts and the
+    /// narration of their resolution (the phase after the action is not known before the
+    /// snapshot is).
     pub fn plan(game: GameId, scenario: &Scenario, scene: &Scene) -> (Batch, ActionReads) {
         let mut batch = Batch::default();
         let social = batch.add(&keys::social(game));
@@ -35,6 +36,9 @@ impl ActionReads {
         let mut narration = BTreeMap::new();
         let mut beats = BTreeMap::new();
         for conflict in scene.conflicts.iter().filter_map(|c| scenario.conflict(c)) {
+            let resolved = hotpath_cache::model::resolved_phase();
+            let slot = batch.add(&keys::narration(game, &conflict.id, &resolved));
+            narration.insert((conflict.id.clone(), resolved), slot);
             for phase in &conflict.phases {
                 let slot = batch.add(&keys::narration(game, &conflict.id, &phase.id));
                 narration.insert((conflict.id.clone(), phase.id.clone()), slot);

@@ -385,10 +385,16 @@ impl Pieces {
         let transition = rules::transitions(scenario, before, after)
             .into_iter()
             .find(|t| scene.conflicts.contains(&t.conflict_id));
+        let resolved = hotpath_cache::model::resolved_phase();
         let narration = if let Some(t) = transition {
-            let key = narration_key(&t.conflict_id, &t.to).0;
-            match cached.narration.get(&(t.conflict_id.clone(), t.to.clone())) {
-                Some(n) if !t.resolved && n.provenance.context_hash.0 == key => NarrationPiece {
+            // A resolution is narrated under its own key, written ahead as it nears.
+            let phase = if t.resolved { &resolved } else { &t.to };
+            let key = narration_key(&t.conflict_id, phase).0;
+            match cached
+                .narration
+                .get(&(t.conflict_id.clone(), phase.clone()))
+            {
+                Some(n) if n.provenance.context_hash.0 == key => NarrationPiece {
                     text: n.text.clone(),
                     source: Source::Cache,
                     age_ms: age(n.provenance.produced_at),
@@ -431,6 +437,18 @@ impl Pieces {
                     provenance: None,
                     served_for: key,
                 },
+            }
+        } else if let Some((conflict, n)) = scene.conflicts.iter().find_map(|c| {
+            // Every conflict here is settled: its resolution's narration tells the aftermath.
+            let n = cached.narration.get(&(c.clone(), resolved.clone()))?;
+            (n.provenance.context_hash == narration_key(c, &resolved)).then_some((c, n))
+        }) {
+            NarrationPiece {
+                text: n.text.clone(),
+                source: Source::Cache,
+                age_ms: age(n.provenance.produced_at),
+                provenance: Some(PieceProvenance::of(&n.provenance)),
+                served_for: narration_key(conflict, &resolved).0,
             }
         } else {
             NarrationPiece {
