@@ -223,6 +223,51 @@ impl JobStorage {
         Ok(())
     }
 
+    /// Runs dead letters again: each of `ids` that is dead (or, with `ids` empty, every dead
+    /// letter) becomes `Pending` with its deliveries reset; returns how many.
+    pub async fn requeue(&self, ids: &[String]) -> Result<u64, QueueError> {
+        const DEAD: &str =
+            "(status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))";
+        let ids_json = serde_json::to_string(ids).map_err(unavailable)?;
+        let n = match &self.backend {
+            Backend::Sqlite { storage, .. } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE Jobs SET status = 'Pending', attempts = 0, lock_by = NULL, lock_at = NULL, \
+                 done_at = NULL, run_at = strftime('%s', 'now') \
+                 WHERE job_type = ?1 AND {DEAD} \
+                 AND (json_array_length(?2) = 0 OR id IN (SELECT value FROM json_each(?2)))"
+            )))
+            .bind(QUEUE)
+            .bind(&ids_json)
+            .execute(storage.pool())
+            .await
+            .map_err(unavailable)?
+            .rows_affected(),
+            Backend::Postgres { storage } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE apalis.jobs SET status = 'Pending', attempts = 0, lock_by = NULL, \
+                 lock_at = NULL, done_at = NULL, run_at = now() \
+                 WHERE job_type = $1 AND {DEAD} AND (cardinality($2::text[]) = 0 OR id = ANY($2))"
+            )))
+            .bind(QUEUE)
+            .bind(ids)
+            .execute(storage.pool())
+            .await
+            .map_err(unavailable)?
+            .rows_affected(),
+        };
+        // Workers find them at their next poll (`WorkerConfig::poll_backstop`).
+        Ok(n)
+    }
+
+    /// Jobs in apalis status `status` (`Pending`, `Running`, `Done`, `Failed`, `Killed`, ...),
+    /// newest first, at most `limit`.
+    pub async fn with_status(
+        &self,
+        status: &str,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        self.select("status = ?", Some(status), limit).await
+    }
+
     /// One job by id.
     pub async fn job(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
         let rows = self.select("id = ?", Some(id), 1).await?;

@@ -132,6 +132,14 @@ async fn handle(
         ))
         .into());
     }
+    if delivery == 1
+        && let Some(at) = jobs::dispatched_at(&job_id)
+    {
+        // From dispatch to a worker starting it: how long the queue held it.
+        let waited = (hotpath_cache::time::now_ms() - at).max(0) as f64 / 1000.0;
+        metrics::histogram!("hotpath_job_pickup_seconds", "kind" => job.kind().as_str())
+            .record(waited);
+    }
     match jobs::execute(&job, &job_id, delivery, &rt.deps, &rt.settings).await {
         Ok(_) => {
             release_guard(&rt, &job, &job_id).await;

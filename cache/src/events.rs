@@ -120,6 +120,7 @@ pub enum GameEvent {
         job_id: String,
         kind: JobKind,
         attempt: u32,
+        /// What went wrong, as players may read it: a category, never internal error text.
         error: String,
         /// No retry is left: the job is dead-lettered.
         dead: bool,

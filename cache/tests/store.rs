@@ -544,6 +544,21 @@ mod suite {
             s.delete_stream_events(now_ms() + 1).await.unwrap(),
             recent.len() as u64
         );
+
+        // Retention: records older than the cut are deleted, newer ones kept.
+        assert_eq!(
+            s.delete_idempotency_records(now_ms() - 60_000)
+                .await
+                .unwrap(),
+            0
+        );
+        assert!(s.delete_idempotency_records(now_ms() + 1).await.unwrap() >= 2);
+        assert!(
+            s.idempotent_response(player.id, "k2")
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     pub async fn ready_counts_expiry_and_cleanup(f: Fixture) {

@@ -52,17 +52,25 @@ const BACKEND_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Backends {
     pub async fn connect(config: &BackendConfig) -> anyhow::Result<Backends> {
+        if config.redis_url.is_some() && config.database_url.is_none() {
+            // The jobs would go to a SQLite file under --data-dir that no `hotpath worker` reads.
+            anyhow::bail!(
+                "--redis-url needs --database-url too: the distributed deployment keeps games and \
+                 jobs in PostgreSQL, where every `hotpath worker` reads them; add --database-url \
+                 (HOTPATH_DATABASE_URL), or drop --redis-url for the embedded deployment"
+            );
+        }
         let (cache, stream): (Arc<dyn Cache>, Arc<dyn EventStream>) = match &config.redis_url {
             Some(url) => (
                 Arc::new(
                     RedisCache::connect(url, BACKEND_TIMEOUT)
                         .await
-                        .with_context(|| format!("connecting to Redis at {url}"))?,
+                        .with_context(|| format!("connecting to Redis at {}", redact(url)))?,
                 ),
                 Arc::new(
                     RedisStream::connect(url, BACKEND_TIMEOUT, DEFAULT_MAX_LEN)
                         .await
-                        .with_context(|| format!("connecting to Redis at {url}"))?,
+                        .with_context(|| format!("connecting to Redis at {}", redact(url)))?,
                 ),
             ),
             None => (

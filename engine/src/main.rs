@@ -103,6 +103,18 @@ enum Command {
         /// Also schedule the periodic cleanup (run it in exactly one process).
         #[arg(long, env = "HOTPATH_CRON")]
         cron: bool,
+        /// Serve this worker's Prometheus metrics (`GET /metrics`: model calls, tokens, pickup
+        /// latency, content lag) on this address.
+        #[arg(long, env = "HOTPATH_WORKER_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
+    },
+    /// Inspect and manage the slow path's jobs: list them, show one, list dead letters with
+    /// their reasons, run dead letters again, purge finished ones.
+    Jobs {
+        #[command(flatten)]
+        backend: Backend,
+        #[command(subcommand)]
+        command: JobsCommand,
     },
     /// Create or upgrade the database schema, then exit.
     Migrate {
@@ -144,6 +156,127 @@ enum Command {
         #[command(subcommand)]
         command: ScenarioCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Counts by state and kind (`pending`, `running`, `retrying`, `done`, `dead`).
+    Stats,
+    /// Jobs in one apalis status (`Pending`, `Queued`, `Running`, `Done`, `Failed`, `Killed`),
+    /// newest first.
+    List {
+        #[arg(long, default_value = "Pending")]
+        status: String,
+        /// Only this kind (e.g. `prepare_scene_reactions`).
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// One job: its message, status, attempts and last result.
+    Show { id: String },
+    /// Dead letters, newest first, with the reason each was given up.
+    Dead {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Runs dead letters again: the given ids, or with `--all` every dead letter.
+    Requeue {
+        ids: Vec<String>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Deletes finished jobs done more than `--done-secs` ago and dead letters older than
+    /// `--dead-secs` (what the periodic cleanup does with the default retention).
+    Purge {
+        #[arg(long, default_value_t = hotpath_cache::jobs::DONE_JOBS_RETAIN_SECS)]
+        done_secs: u64,
+        #[arg(long, default_value_t = hotpath_cache::jobs::DEAD_JOBS_RETAIN_SECS)]
+        dead_secs: u64,
+    },
+}
+
+fn print_job(r: &hotpath_background::JobRecord) {
+    let kind = r.job.as_ref().map_or("?", |j| j.kind().as_str());
+    let game = r
+        .job
+        .as_ref()
+        .and_then(|j| j.game_id())
+        .map(|g| g.to_string())
+        .unwrap_or_default();
+    let reason = if r.is_dead() || r.status == "Failed" {
+        r.reason().map(|x| format!("  {x}")).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    println!(
+        "{}  {:<8} {:<26} attempts {}/{}  {}{}",
+        r.id, r.status, kind, r.attempts, r.max_attempts, game, reason
+    );
+}
+
+async fn jobs_command(backend: &Backend, command: JobsCommand) -> anyhow::Result<()> {
+    use hotpath_cache::jobs::JobQueue;
+    let backends = Backends::connect(&backend.config()).await?;
+    let jobs = &backends.jobs;
+    match command {
+        JobsCommand::Stats => {
+            for (state, kinds) in jobs.counts().await? {
+                for (kind, n) in kinds {
+                    println!("{state:<9} {kind:<28} {n}");
+                }
+            }
+        }
+        JobsCommand::List {
+            status,
+            kind,
+            limit,
+        } => {
+            for r in jobs.with_status(&status, limit).await? {
+                let k = r.job.as_ref().map(|j| j.kind().as_str());
+                if kind.as_deref().is_none_or(|want| k == Some(want)) {
+                    print_job(&r);
+                }
+            }
+        }
+        JobsCommand::Show { id } => {
+            let r = jobs
+                .job(&id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no job `{id}`"))?;
+            print_job(&r);
+            if let Some(job) = &r.job {
+                println!("{}", serde_json::to_string_pretty(job)?);
+            }
+            if let Some(last) = &r.last_result {
+                println!("last result: {last}");
+            }
+        }
+        JobsCommand::Dead { limit } => {
+            let dead = jobs.dead_letters(limit).await?;
+            if dead.is_empty() {
+                println!("no dead letters");
+            }
+            for r in &dead {
+                print_job(r);
+            }
+        }
+        JobsCommand::Requeue { ids, all } => {
+            if ids.is_empty() && !all {
+                anyhow::bail!("name the jobs to run again, or give --all for every dead letter");
+            }
+            let n = jobs.requeue(&ids).await?;
+            println!("{n} dead letter(s) queued again");
+        }
+        JobsCommand::Purge {
+            done_secs,
+            dead_secs,
+        } => {
+            let n = jobs.purge(done_secs, dead_secs).await?;
+            println!("{n} job(s) deleted");
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -235,15 +368,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
             rate_per_second,
         } => {
             let scenarios = compose::load_scenarios(&scenario_dirs)?;
-            let backends = Backends::connect(&backend.config()).await?;
             let admin_token = match std::env::var("HOTPATH_ADMIN_TOKEN") {
                 Ok(t) if !t.is_empty() => t,
+                // Behind a load balancer each process would invent its own, and admin calls
+                // would fail on all but one.
+                _ if backend.redis_url.is_some() || backend.database_url.is_some() => {
+                    anyhow::bail!(
+                        "the distributed deployment needs HOTPATH_ADMIN_TOKEN: set the same admin \
+                         token on every `hotpath serve` (each would otherwise invent its own)"
+                    )
+                }
                 _ => {
                     let t = format!("hpa_{}", uuid::Uuid::new_v4().simple());
                     println!("admin token (set HOTPATH_ADMIN_TOKEN to choose one): {t}");
                     t
                 }
             };
+            let backends = Backends::connect(&backend.config()).await?;
             let hot_config = HotConfig {
                 budget: Duration::from_millis(budget_ms),
                 writer_idle: Duration::from_secs(writer_idle_secs.max(1)),
@@ -302,6 +443,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             backend,
             concurrency,
             cron,
+            metrics_listen,
         } => {
             if backend.redis_url.is_none() || backend.database_url.is_none() {
                 anyhow::bail!(
@@ -317,6 +459,25 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 run_cron: cron,
                 ..WorkerConfig::default()
             };
+            if let Some(addr) = metrics_listen {
+                let handle = hotpath_engine::api::metrics_handle();
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr} for metrics"))?;
+                let app = axum::Router::new().route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let handle = handle.clone();
+                        async move { handle.render() }
+                    }),
+                );
+                tracing::info!(%addr, "worker metrics");
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).await {
+                        tracing::warn!(error = %e, "the metrics listener stopped");
+                    }
+                });
+            }
             println!(
                 "hotpath worker {} running {} jobs at once",
                 config.name, config.concurrency
@@ -327,6 +488,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!("worker stopped");
             Ok(())
         }
+        Command::Jobs { backend, command } => jobs_command(&backend, command).await,
         Command::Migrate { backend } => {
             let b = Backends::connect(&backend.config()).await?;
             println!("migrations applied ({} deployment)", b.mode);

@@ -140,3 +140,188 @@ fn worker_needs_the_distributed_backends() {
         "{err}"
     );
 }
+
+#[test]
+fn distributed_serve_refuses_traps_with_a_message_that_says_what_to_add() {
+    // Without an admin token every process would invent its own.
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--redis-url", "redis://:s3cret@127.0.0.1:1/"])
+        .args(["--database-url", "postgres://u:s3cret@127.0.0.1:1/db"])
+        .env_remove("HOTPATH_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HOTPATH_ADMIN_TOKEN"), "{err}");
+
+    // Redis alone: the jobs would go where no worker reads them.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--redis-url", "redis://:s3cret@127.0.0.1:1/"])
+        .env_remove("HOTPATH_DATABASE_URL")
+        .env("HOTPATH_ADMIN_TOKEN", "admin")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--database-url"), "{err}");
+    assert!(!err.contains("s3cret"), "no secret in messages: {err}");
+
+    // A server that cannot be reached: the message names it without its password.
+    let out = Command::new(BIN)
+        .args(["jobs", "--redis-url", "redis://:s3cret@127.0.0.1:1/"])
+        .args([
+            "--database-url",
+            "postgres://u:s3cret@127.0.0.1:1/db",
+            "stats",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(!err.contains("s3cret"), "no secret in messages: {err}");
+}
+
+/// Starts an embedded `hotpath serve` on `dir` with `env`; returns it and its base URL.
+fn serve(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("HOTPATH_ADMIN_TOKEN", "admin")
+        .env_remove("HOTPATH_REDIS_URL")
+        .env_remove("HOTPATH_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = Child(cmd.spawn().unwrap());
+    let stdout = child.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve prints its address").unwrap();
+        if let Some(url) = line.strip_prefix("hotpath listening on http://") {
+            break url.to_owned();
+        }
+    };
+    (child, format!("http://{addr}"))
+}
+
+fn jobs(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("jobs")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("HOTPATH_REDIS_URL")
+        .env_remove("HOTPATH_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "jobs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn jobs_dead_lists_what_a_failing_model_left_and_requeue_runs_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every model call fails like an overloaded provider: the jobs retry from the storage,
+    // then are given up.
+    let (mut child, base) = serve(
+        dir.path(),
+        &[
+            ("HOTPATH_LLM_PROVIDER", "scripted"),
+            ("HOTPATH_LLM_ERROR_RATE", "1"),
+        ],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let admin = |r: reqwest::RequestBuilder| r.bearer_auth("admin");
+        let game: serde_json::Value = admin(client.post(format!("{base}/v1/games")))
+            .json(&serde_json::json!({"scenario": "harbor-strike"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let game = game["game_id"].as_str().unwrap().to_owned();
+        let player: serde_json::Value =
+            admin(client.post(format!("{base}/v1/games/{game}/players")))
+                .json(&serde_json::json!({"name": "Ada"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        let token = player["token"].as_str().unwrap().to_owned();
+        let act = client
+            .post(format!("{base}/v1/games/{game}/actions"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"scene_id": "docks", "kind": "threaten", "text": "Pay up."}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(act.status(), 200);
+        // Wait until the slow path gave up on something.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let report: serde_json::Value = admin(client.get(format!("{base}/v1/admin/slow-path")))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let state = |k: &str| report["jobs"]["by_state"][k].as_u64().unwrap_or(0);
+            // Every job has run out of tries (the model never answers).
+            if state("dead") > 0 && state("pending") + state("running") + state("retrying") == 0 {
+                assert_eq!(
+                    report["llm"]["calls"].as_u64().unwrap_or(0),
+                    0,
+                    "a failed call answers nothing to record: {report}"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no dead letter after 60 s: {report}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status();
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(30)).code(),
+        Some(0)
+    );
+
+    let dead = jobs(dir.path(), &["dead"]);
+    assert!(
+        dead.contains("Killed") && dead.contains("prepare_scene_reactions"),
+        "{dead}"
+    );
+    assert!(dead.contains("503"), "the reason is listed: {dead}");
+    let n = dead.lines().count();
+    let requeued = jobs(dir.path(), &["requeue", "--all"]);
+    assert!(
+        requeued.starts_with(&format!("{n} dead letter")),
+        "{requeued}"
+    );
+    assert_eq!(jobs(dir.path(), &["dead"]).trim(), "no dead letters");
+    let pending = jobs(dir.path(), &["list", "--status", "Pending"]);
+    assert_eq!(pending.lines().count(), n, "{pending}");
+    let stats = jobs(dir.path(), &["stats"]);
+    assert!(stats.contains("pending"), "{stats}");
+}

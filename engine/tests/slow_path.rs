@@ -380,6 +380,39 @@ fn latency(ms: u64) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Every metric a query of `docs/grafana/hotpath.json` names is in `exposition` (histograms by
+/// their `_bucket`, summaries by their base name).
+fn dashboard_names_exported_metrics(exposition: &str) {
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../../docs/grafana/hotpath.json")).unwrap();
+    let exported: std::collections::BTreeSet<&str> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("hotpath_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    exported.contains(name.as_str()),
+                    "panel `{}` queries `{name}`, which /metrics does not export; it has: {exported:?}",
+                    panel["title"]
+                );
+                checked += 1;
+                rest = &rest[at + name.len()..];
+            }
+        }
+    }
+    assert!(checked >= 15, "the dashboard names {checked} metrics");
+}
+
 // ---------------------------------------------------------------------------------------------
 
 mod suite {
@@ -504,6 +537,13 @@ mod suite {
             )
             .await;
         assert_eq!(player.status, 403, "admin only: {}", player.text);
+
+        // The Grafana dashboard in docs/ reads only metrics this server exports.
+        let scraped = app
+            .call(axum::http::Method::GET, "/metrics", None, None)
+            .await;
+        assert_eq!(scraped.status, 200);
+        dashboard_names_exported_metrics(&scraped.text);
         workers.stop().await;
     }
 

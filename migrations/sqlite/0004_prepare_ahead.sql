@@ -36,3 +36,7 @@ CREATE TABLE llm_calls (
     created_at        BIGINT NOT NULL
 );
 CREATE INDEX llm_calls_created ON llm_calls (created_at);
+
+-- Idempotency records are kept for a day (`store::IDEMPOTENCY_RETAIN_SECS`); the cleanup
+-- deletes older ones by age.
+CREATE INDEX idempotency_created ON idempotency_records (created_at);

@@ -106,6 +106,18 @@ impl TryError {
         TryError::Infra(e.to_string())
     }
 
+    /// What players may read about this failure: its category, never the internal error
+    /// text (database messages, provider bodies), which goes to the logs and the dead letter.
+    pub fn public(&self) -> &'static str {
+        match self {
+            TryError::Llm(LlmError::Timeout(_)) => "the model took too long",
+            TryError::Llm(_) => "the model could not answer",
+            TryError::Invalid(_) => "the model's answer was unusable",
+            TryError::Infra(_) => "storage was unavailable",
+            TryError::Fatal(_) => "this job cannot run",
+        }
+    }
+
     fn retryable(&self) -> bool {
         match self {
             TryError::Llm(e) => e.is_retryable(),
@@ -388,7 +400,7 @@ pub async fn execute(
                         job_id: job_id.to_owned(),
                         kind,
                         attempt,
-                        error: error.clone(),
+                        error: e.public().to_owned(),
                         dead: last,
                     },
                 )

@@ -120,6 +120,10 @@ pub struct CommittedEvents {
     pub last_seq: u64,
 }
 
+/// How long an action's idempotency record (its stored answer) is kept: a retry with the same
+/// `Idempotency-Key` within a day replays the answer; after that the key is free again.
+pub const IDEMPOTENCY_RETAIN_SECS: u64 = 24 * 3600;
+
 /// One model call, as the ledger records it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlmCall {
@@ -235,6 +239,8 @@ pub trait Store: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Guards held now: jobs queued or running that were dispatched by actions.
     async fn job_guards(&self) -> Result<u64, StoreError>;
+    /// Deletes idempotency records created before `before`; returns how many.
+    async fn delete_idempotency_records(&self, before: Millis) -> Result<u64, StoreError>;
     /// Records one model call in the `llm_calls` ledger.
     async fn record_llm_call(&self, call: &LlmCall) -> Result<(), StoreError>;
     /// Model calls since `since`, per job kind.

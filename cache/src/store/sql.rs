@@ -511,6 +511,18 @@ macro_rules! impl_store {
                 Ok(n.max(0) as u64)
             }
 
+            async fn delete_idempotency_records(
+                &self,
+                before: $crate::time::Millis,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query("DELETE FROM idempotency_records WHERE created_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(done.rows_affected())
+            }
+
             async fn record_llm_call(
                 &self,
                 call: &$crate::store::LlmCall,

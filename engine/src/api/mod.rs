@@ -33,6 +33,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use self::error::{ApiError, ErrorBody};
+pub use self::ops::metrics_handle;
 
 use hotpath_cache::PlayerId;
 use hotpath_cache::store::hash_token;

@@ -12,9 +12,10 @@ use utoipa::ToSchema;
 
 use super::AppState;
 
-/// Latency buckets, in seconds: the hot path lives in the first few.
+/// Latency buckets, in seconds: the hot path lives in the first few, the slow path (model calls,
+/// queue waits) in the last.
 const BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// The process's Prometheus recorder, installed on first use.
@@ -109,15 +110,53 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
 /// Prometheus metrics: `hotpath_action_seconds` (histogram), `hotpath_answer_pieces_total`
 /// {piece, source}, `hotpath_degraded_answers_total`, `hotpath_commit_seconds` and
 /// `hotpath_commit_batch_size` (histograms), `hotpath_writers`, `hotpath_relay_published_total`,
-/// `hotpath_relay_failures_total`, `hotpath_queue_depth`.
+/// `hotpath_relay_failures_total`, `hotpath_queue_depth`; the slow path, from the deployment's
+/// storage (the same in every process): `hotpath_jobs` {state, kind}, `hotpath_job_guards`,
+/// `hotpath_llm_calls_last_hour` / `hotpath_llm_written_last_hour` {kind},
+/// `hotpath_llm_tokens_last_hour` {kind, direction}; and where workers run in this process,
+/// `hotpath_llm_calls_total` {kind, written}, `hotpath_llm_tokens_total` {kind},
+/// `hotpath_content_lag_seconds` {kind}, `hotpath_job_pickup_seconds` {kind},
+/// `hotpath_shed_jobs_total` {kind}.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> (StatusCode, String) {
-    if let Some(queue) = &state.queue
-        && let Ok(Ok(depth)) =
-            tokio::time::timeout(Duration::from_millis(500), queue.pending()).await
-    {
-        metrics::gauge!("hotpath_queue_depth").set(depth as f64);
+    const T: Duration = Duration::from_millis(500);
+    if let Some(queue) = &state.queue {
+        if let Ok(Ok(depth)) = tokio::time::timeout(T, queue.pending()).await {
+            metrics::gauge!("hotpath_queue_depth").set(depth as f64);
+        }
+        if let Ok(Ok(counts)) = tokio::time::timeout(T, queue.counts()).await {
+            // Every (state, kind) is set, so a count that fell to nothing reads 0, not its
+            // last value.
+            for st in ["pending", "running", "retrying", "done", "dead"] {
+                for kind in hotpath_cache::jobs::JobKind::ALL {
+                    let n = counts
+                        .get(st)
+                        .and_then(|k| k.get(kind.as_str()))
+                        .copied()
+                        .unwrap_or(0);
+                    metrics::gauge!("hotpath_jobs", "state" => st, "kind" => kind.as_str())
+                        .set(n as f64);
+                }
+            }
+        }
+    }
+    let store = &state.hot.store;
+    if let Ok(Ok(n)) = tokio::time::timeout(T, store.job_guards()).await {
+        metrics::gauge!("hotpath_job_guards").set(n as f64);
+    }
+    let hour_ago = hotpath_cache::time::now_ms() - 3_600_000;
+    if let Ok(Ok(usage)) = tokio::time::timeout(T, store.llm_usage(hour_ago)).await {
+        for kind in hotpath_cache::jobs::JobKind::ALL {
+            let u = usage.get(kind.as_str()).cloned().unwrap_or_default();
+            let k = kind.as_str();
+            metrics::gauge!("hotpath_llm_calls_last_hour", "kind" => k).set(u.calls as f64);
+            metrics::gauge!("hotpath_llm_written_last_hour", "kind" => k).set(u.written as f64);
+            metrics::gauge!("hotpath_llm_tokens_last_hour", "kind" => k, "direction" => "prompt")
+                .set(u.prompt_tokens as f64);
+            metrics::gauge!("hotpath_llm_tokens_last_hour", "kind" => k, "direction" => "completion")
+                .set(u.completion_tokens as f64);
+        }
     }
     match &state.metrics {
         Some(handle) => (StatusCode::OK, handle.render()),
