@@ -103,7 +103,9 @@ struct Runtime {
 
 /// Gives back the job's coalescing guard, so the next action that needs its work can ask.
 async fn release_guard(rt: &Runtime, job: &Job, job_id: &str) {
-    let Some(game) = job.game_id() else { return };
+    let Some(game) = job.game_id().filter(|_| job.guarded()) else {
+        return;
+    };
     if let Err(e) = rt
         .deps
         .store

@@ -281,6 +281,15 @@ impl Job {
     /// or running, another is not dispatched (coalescing). Its guard lives in the store
     /// (`job_guards`), taken in the dispatching action's transaction and released when the job
     /// ends, so it holds across processes.
+    /// Whether the job holds a coalescing guard while queued or running. A dialogue reply
+    /// answers one request and is never asked for twice; the cleanup belongs to no game.
+    pub fn guarded(&self) -> bool {
+        !matches!(
+            self,
+            Job::StreamDialogueReply(_) | Job::CleanupExpiredActions(_)
+        )
+    }
+
     pub fn coalesce_key(&self) -> String {
         match self {
             Job::PrepareSceneReactions(j) => format!("prepare:{}:{}", j.scene_id, j.context_hash),

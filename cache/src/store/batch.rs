@@ -119,8 +119,28 @@ pub enum ItemError {
 /// Outcome of one item, in the order the batch was given.
 pub type ItemOutcome = Result<Finished, ItemError>;
 
-/// The guards held for a batch's games, and how many are held in all.
-pub(super) type HeldGuards = (Vec<(GameId, String)>, u64);
+/// Ready counts read in an action's transaction stop at this many: dispatch compares them
+/// with a low-water mark of a few.
+pub const READY_COUNT_CAP: i64 = 8;
+
+/// The guards held for a batch's games.
+pub(super) type HeldGuards = Vec<(GameId, String)>;
+
+/// The deployment's backlog (guards held), as last counted.
+#[derive(Debug, Default)]
+pub struct Backlog(std::sync::Mutex<Option<(std::time::Instant, u64)>>);
+
+impl Backlog {
+    fn fresh(&self) -> Option<u64> {
+        let last = self.0.lock().expect("backlog lock");
+        last.filter(|(at, _)| at.elapsed() < std::time::Duration::from_secs(1))
+            .map(|(_, n)| n)
+    }
+
+    fn set(&self, n: u64) {
+        *self.0.lock().expect("backlog lock") = Some((std::time::Instant::now(), n));
+    }
+}
 
 /// Each item's ready counts (`None` where it asked for none).
 pub(super) type ReadyCounts = Vec<Option<BTreeMap<StakeholderId, u32>>>;
@@ -146,12 +166,19 @@ pub(super) trait BatchSql: Send + Sync {
         items: &'a [&'a BatchItem],
         now: Millis,
     ) -> BoxFuture<'a, Result<Vec<Vec<PlannedAction>>, StoreError>>;
-    /// The coalescing guards held (unexpired) for `games`, and how many are held in all.
+    /// The coalescing guards held (unexpired) for `games`.
     fn guards<'a>(
         tx: &'a mut Self::Tx,
         games: &'a [GameId],
         now: Millis,
     ) -> BoxFuture<'a, Result<HeldGuards, StoreError>>;
+    /// How many guards are held in the whole deployment.
+    fn count_guards<'a>(
+        tx: &'a mut Self::Tx,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// The last count, for at most a second.
+    fn backlog(&self) -> &Backlog;
     /// Ready counts for every item with a ready query.
     fn ready<'a>(
         tx: &'a mut Self::Tx,
@@ -204,7 +231,17 @@ async fn attempt<S: BatchSql>(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let (guards, mut backlog) = S::guards(&mut tx, &games, now).await?;
+    let guards = S::guards(&mut tx, &games, now).await?;
+    // The deployment's backlog is read at most once a second: counting every guard on every
+    // commit would cost in proportion to the backlog.
+    let mut backlog = match sql.backlog().fresh() {
+        Some(n) => n,
+        None => {
+            let n = S::count_guards(&mut tx, now).await?;
+            sql.backlog().set(n);
+            n
+        }
+    };
     let mut held: HashMap<GameId, BTreeSet<String>> = HashMap::new();
     for (game, key) in guards {
         held.entry(game).or_default().insert(key);
@@ -219,7 +256,7 @@ async fn attempt<S: BatchSql>(
             backlog,
         });
         // The next item of this game sees the guards this one took.
-        for job in &done.jobs {
+        for job in done.jobs.iter().filter(|j| j.job.guarded()) {
             if game_held.insert(job.job.coalesce_key()) {
                 backlog += 1;
             }
@@ -353,6 +390,9 @@ impl Rows {
             }
             for job in &done.jobs {
                 rows.tasks.push(task(job)?);
+                if !job.job.guarded() {
+                    continue;
+                }
                 rows.guard_game.push(item.game_id.to_string());
                 rows.guard_key.push(job.job.coalesce_key());
                 rows.guard_job.push(job.id.clone());

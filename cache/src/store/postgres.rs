@@ -55,13 +55,15 @@ UPDATE planned_stakeholder_actions t SET status = 'consumed', claimed_at = $6
 FROM best WHERE t.id = best.id AND t.status = 'ready'
 RETURNING best.item, t.*";
 
-/// Ready rows per (request, stakeholder) for its claim key, each count one index range.
+/// Ready rows per (request, stakeholder) for its claim key, each one index range counted up to
+/// 8 ([`batch::READY_COUNT_CAP`], checked by a test): dispatch only asks whether stock ran low, and a count must
+/// not cost in proportion to the stock.
 const READY: &str = "
 SELECT r.item, r.stakeholder_id, (
-    SELECT COUNT(*) FROM planned_stakeholder_actions p
+    SELECT COUNT(*) FROM (SELECT 1 FROM planned_stakeholder_actions p
     WHERE p.game_id = r.game_id AND p.scene_id = r.scene_id AND p.context_hash = r.context_hash
       AND p.stakeholder_id = r.stakeholder_id
-      AND p.status = 'ready' AND p.expires_at > $6) AS n
+      AND p.status = 'ready' AND p.expires_at > $6 LIMIT 8) c) AS n
 FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[])
     AS r(item, game_id, scene_id, stakeholder_id, context_hash)";
 
@@ -85,10 +87,9 @@ g AS (
     SET job_id = excluded.job_id, kind = excluded.kind, expires_at = excluded.expires_at)
 SELECT 1";
 
-/// The guards held for the batch's games, and the count held in all.
+/// The guards held for the batch's games.
 const GUARDS: &str = "
-SELECT game_id, key, (SELECT COUNT(*) FROM job_guards WHERE expires_at > $2)
-FROM job_guards WHERE game_id = ANY($1) AND expires_at > $2";
+SELECT game_id, key FROM job_guards WHERE game_id = ANY($1) AND expires_at > $2";
 
 /// The request arrays of [`CLAIM`] and [`READY`]: one row per (item, stakeholder).
 #[derive(Default)]
@@ -161,6 +162,7 @@ async fn claim_rows<'c>(
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    backlog: std::sync::Arc<batch::Backlog>,
 }
 
 impl PostgresStore {
@@ -196,7 +198,10 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            backlog: Default::default(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -329,25 +334,42 @@ impl BatchSql for PostgresStore {
     ) -> BoxFuture<'a, Result<HeldGuards, StoreError>> {
         async move {
             let games: Vec<String> = games.iter().map(|g| g.to_string()).collect();
-            let rows: Vec<(String, String, i64)> = sqlx::query_as(GUARDS)
+            let rows: Vec<(String, String)> = sqlx::query_as(GUARDS)
                 .bind(games)
                 .bind(now)
                 .fetch_all(&mut **tx)
                 .await
                 .map_err(StoreError::from_sqlx)?;
-            let total = rows.first().map_or(0, |r| r.2.max(0) as u64);
-            let held = rows
-                .into_iter()
-                .map(|(g, k, _)| {
+            rows.into_iter()
+                .map(|(g, k)| {
                     let g = g
                         .parse::<GameId>()
                         .map_err(|e| StoreError::Decode(e.to_string()))?;
                     Ok((g, k))
                 })
-                .collect::<Result<_, StoreError>>()?;
-            Ok((held, total))
+                .collect()
         }
         .boxed()
+    }
+
+    fn count_guards<'a>(
+        tx: &'a mut Self::Tx,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        async move {
+            let n: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM job_guards WHERE expires_at > $1")
+                    .bind(now)
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+            Ok(n.max(0) as u64)
+        }
+        .boxed()
+    }
+
+    fn backlog(&self) -> &batch::Backlog {
+        &self.backlog
     }
 
     fn record<'a>(
@@ -391,3 +413,13 @@ impl BatchSql for PostgresStore {
 }
 
 super::sql::impl_store!(PostgresStore, super::sql::READY_COUNTS);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ready_counts_stop_at_the_cap() {
+        let limit = format!("LIMIT {}", super::batch::READY_COUNT_CAP);
+        assert!(super::READY.contains(&limit));
+        assert!(super::super::sqlite::READY_CAPPED.contains("LIMIT $6"));
+    }
+}

@@ -40,6 +40,17 @@ WHERE +status = 'ready' AND id IN (
     FROM json_each($3) s)
 RETURNING *";
 
+/// The action's ready counts, per stakeholder of `$5` (a JSON array), each counted up to `$6`
+/// ([`batch::READY_COUNT_CAP`]): dispatch only asks whether stock ran low, and a count must
+/// not cost in proportion to the stock.
+pub(super) const READY_CAPPED: &str = "
+SELECT s.value, (SELECT COUNT(*) FROM (
+    SELECT 1 FROM planned_stakeholder_actions INDEXED BY planned_ready
+    WHERE game_id = $1 AND scene_id = $2 AND context_hash = $3 AND stakeholder_id = s.value
+      AND status = 'ready' AND expires_at > $4
+    LIMIT $6))
+FROM json_each($5) s";
+
 /// [`super::sql::READY_COUNTS`] with its index named.
 const READY_COUNTS_INDEXED: &str = "
 SELECT stakeholder_id, COUNT(*) FROM planned_stakeholder_actions INDEXED BY planned_ready
@@ -124,6 +135,7 @@ pub struct SqliteStore {
     /// Full means a wake-up is already pending: nothing is lost by dropping another.
     wake: futures::channel::mpsc::Sender<()>,
     wakeups: JobWakeups,
+    backlog: Arc<batch::Backlog>,
 }
 
 impl SqliteStore {
@@ -174,6 +186,7 @@ impl SqliteStore {
             wakeups: JobWakeups {
                 rx: Arc::new(Mutex::new(rx)),
             },
+            backlog: Default::default(),
         })
     }
 
@@ -271,11 +284,13 @@ impl BatchSql for SqliteStore {
                     out.push(None);
                     continue;
                 };
-                let rows: Vec<(String, i64)> = sqlx::query_as(READY_COUNTS_INDEXED)
+                let rows: Vec<(String, i64)> = sqlx::query_as(READY_CAPPED)
                     .bind(i.game_id.to_string())
                     .bind(q.scene_id.as_str())
                     .bind(&q.context_hash.0)
                     .bind(now)
+                    .bind(to_json(&q.stakeholders)?)
+                    .bind(batch::READY_COUNT_CAP)
                     .fetch_all(&mut **tx)
                     .await
                     .map_err(StoreError::from_sqlx)?;
@@ -283,7 +298,7 @@ impl BatchSql for SqliteStore {
                 for (who, n) in rows {
                     let who =
                         StakeholderId::new(who).map_err(|e| StoreError::Decode(e.to_string()))?;
-                    if q.stakeholders.contains(&who) {
+                    if n > 0 && q.stakeholders.contains(&who) {
                         counts.insert(who, n as u32);
                     }
                 }
@@ -312,15 +327,29 @@ impl BatchSql for SqliteStore {
                 .map_err(StoreError::from_sqlx)?;
                 held.extend(keys.into_iter().map(|k| (*game, k)));
             }
-            let total: i64 =
+            Ok(held)
+        }
+        .boxed()
+    }
+
+    fn count_guards<'a>(
+        tx: &'a mut Self::Tx,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        async move {
+            let n: i64 =
                 sqlx::query_scalar("SELECT COUNT(*) FROM job_guards WHERE expires_at > $1")
                     .bind(now)
                     .fetch_one(&mut **tx)
                     .await
                     .map_err(StoreError::from_sqlx)?;
-            Ok((held, total.max(0) as u64))
+            Ok(n.max(0) as u64)
         }
         .boxed()
+    }
+
+    fn backlog(&self) -> &batch::Backlog {
+        &self.backlog
     }
 
     fn record<'a>(
