@@ -57,13 +57,16 @@ RETURNING best.item, t.*";
 
 /// Ready rows per (request, stakeholder) for its claim key, each one index range counted up to
 /// 8 ([`batch::READY_COUNT_CAP`], checked by a test): dispatch only asks whether stock ran low, and a count must
-/// not cost in proportion to the stock.
+/// not cost in proportion to the stock. The `ORDER BY` is the index's own order: without it the
+/// planner may pick a bitmap scan, which reads every matching entry before the `LIMIT` (measured:
+/// 17 ms an action with 100,000 ready rows for one key).
 const READY: &str = "
 SELECT r.item, r.stakeholder_id, (
     SELECT COUNT(*) FROM (SELECT 1 FROM planned_stakeholder_actions p
     WHERE p.game_id = r.game_id AND p.scene_id = r.scene_id AND p.context_hash = r.context_hash
       AND p.stakeholder_id = r.stakeholder_id
-      AND p.status = 'ready' AND p.expires_at > $6 LIMIT 8) c) AS n
+      AND p.status = 'ready' AND p.expires_at > $6
+    ORDER BY p.priority DESC, p.created_at, p.id LIMIT 8) c) AS n
 FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[])
     AS r(item, game_id, scene_id, stakeholder_id, context_hash)";
 
