@@ -6,7 +6,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hotpath");
+#[path = "common/process.rs"]
+mod process;
+
+use process::BIN;
 
 /// Kills the child if the test fails before it exits.
 struct Child(std::process::Child);
@@ -186,31 +189,6 @@ fn distributed_serve_refuses_traps_with_a_message_that_says_what_to_add() {
     assert!(!err.contains("s3cret"), "no secret in messages: {err}");
 }
 
-/// Starts an embedded `hotpath serve` on `dir` with `env`; returns it and its base URL.
-fn serve(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("HOTPATH_ADMIN_TOKEN", "admin")
-        .env_remove("HOTPATH_REDIS_URL")
-        .env_remove("HOTPATH_DATABASE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = Child(cmd.spawn().unwrap());
-    let stdout = child.0.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines.next().expect("serve prints its address").unwrap();
-        if let Some(url) = line.strip_prefix("hotpath listening on http://") {
-            break url.to_owned();
-        }
-    };
-    (child, format!("http://{addr}"))
-}
-
 fn jobs(dir: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new(BIN)
         .arg("jobs")
@@ -231,39 +209,21 @@ fn jobs(dir: &std::path::Path, args: &[&str]) -> String {
 
 #[test]
 fn jobs_dead_lists_what_a_failing_model_left_and_requeue_runs_it_again() {
-    let dir = tempfile::tempdir().unwrap();
     // Every model call fails like an overloaded provider: the jobs retry from the storage,
     // then are given up.
-    let (mut child, base) = serve(
-        dir.path(),
+    let mut served = process::Served::start_with(
+        "admin",
         &[
             ("HOTPATH_LLM_PROVIDER", "scripted"),
             ("HOTPATH_LLM_ERROR_RATE", "1"),
         ],
     );
+    let base = served.base.clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = reqwest::Client::new();
         let admin = |r: reqwest::RequestBuilder| r.bearer_auth("admin");
-        let game: serde_json::Value = admin(client.post(format!("{base}/v1/games")))
-            .json(&serde_json::json!({"scenario": "harbor-strike"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let game = game["game_id"].as_str().unwrap().to_owned();
-        let player: serde_json::Value =
-            admin(client.post(format!("{base}/v1/games/{game}/players")))
-                .json(&serde_json::json!({"name": "Ada"}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-        let token = player["token"].as_str().unwrap().to_owned();
+        let (game, token) = served.new_game("Ada").await;
         let act = client
             .post(format!("{base}/v1/games/{game}/actions"))
             .bearer_auth(&token)
@@ -299,29 +259,24 @@ fn jobs_dead_lists_what_a_failing_model_left_and_requeue_runs_it_again() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status();
-    assert_eq!(
-        wait_exit(&mut child, Duration::from_secs(30)).code(),
-        Some(0)
-    );
+    assert_eq!(served.terminate(Duration::from_secs(30)).code(), Some(0));
 
-    let dead = jobs(dir.path(), &["dead"]);
+    let dir = served.data_dir();
+    let dead = jobs(dir, &["dead"]);
     assert!(
         dead.contains("Killed") && dead.contains("prepare_scene_reactions"),
         "{dead}"
     );
     assert!(dead.contains("503"), "the reason is listed: {dead}");
     let n = dead.lines().count();
-    let requeued = jobs(dir.path(), &["requeue", "--all"]);
+    let requeued = jobs(dir, &["requeue", "--all"]);
     assert!(
         requeued.starts_with(&format!("{n} dead letter")),
         "{requeued}"
     );
-    assert_eq!(jobs(dir.path(), &["dead"]).trim(), "no dead letters");
-    let pending = jobs(dir.path(), &["list", "--status", "Pending"]);
+    assert_eq!(jobs(dir, &["dead"]).trim(), "no dead letters");
+    let pending = jobs(dir, &["list", "--status", "Pending"]);
     assert_eq!(pending.lines().count(), n, "{pending}");
-    let stats = jobs(dir.path(), &["stats"]);
+    let stats = jobs(dir, &["stats"]);
     assert!(stats.contains("pending"), "{stats}");
 }

@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hotpath");
 
@@ -19,8 +21,15 @@ pub struct Served {
 
 impl Served {
     pub fn start(admin: &str) -> Served {
+        Served::start_with(admin, &[])
+    }
+
+    /// [`Served::start`] with these environment variables set (e.g. the scripted provider's
+    /// error rate).
+    pub fn start_with(admin: &str, env: &[(&str, &str)]) -> Served {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args([
                 "serve",
                 "--listen",
@@ -35,9 +44,11 @@ impl Served {
             .env_remove("HOTPATH_DATABASE_URL")
             .env_remove("HOTPATH_LLM_PROVIDER")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start hotpath serve");
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start hotpath serve");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let addr = loop {
@@ -53,6 +64,26 @@ impl Served {
             base: format!("http://{addr}"),
             admin: admin.to_owned(),
             _dir: dir,
+        }
+    }
+
+    /// The data directory (its SQLite file outlives the process until `self` is dropped).
+    pub fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// Stops the server with SIGTERM and waits (at most `within`) for it to exit.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "still running after {within:?}");
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
