@@ -162,6 +162,9 @@ WHERE game_id = $1 AND scene_id = $2 AND context_hash = $3
   AND status = 'ready' AND expires_at > $4
 GROUP BY stakeholder_id";
 
+/// Coalescing guards held now (`$1`: now).
+pub(super) const COUNT_GUARDS: &str = "SELECT COUNT(*) FROM job_guards WHERE expires_at > $1";
+
 /// Per job kind: model calls, tokens, and calls whose result was written.
 pub(super) const LLM_USAGE: &str = "
 SELECT kind, COUNT(*), CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT),
@@ -503,7 +506,7 @@ macro_rules! impl_store {
             }
 
             async fn job_guards(&self) -> Result<u64, $crate::store::StoreError> {
-                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_guards WHERE expires_at > $1")
+                let n: i64 = sqlx::query_scalar($crate::store::sql::COUNT_GUARDS)
                     .bind($crate::time::now_ms())
                     .fetch_one(&self.pool)
                     .await

@@ -337,12 +337,11 @@ impl BatchSql for SqliteStore {
         now: Millis,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         async move {
-            let n: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM job_guards WHERE expires_at > $1")
-                    .bind(now)
-                    .fetch_one(&mut **tx)
-                    .await
-                    .map_err(StoreError::from_sqlx)?;
+            let n: i64 = sqlx::query_scalar(super::sql::COUNT_GUARDS)
+                .bind(now)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
             Ok(n.max(0) as u64)
         }
         .boxed()
