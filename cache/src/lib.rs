@@ -13,6 +13,10 @@
 //!   reader per game per process;
 //! - [`store`]: the SQL stores (games, players, idempotency, event log, planned stakeholder
 //!   actions, canon) on PostgreSQL or SQLite;
+//! - [`limits`]: rate limits and concurrency slots shared by every process (Redis) or held in
+//!   one (in-process);
+//! - [`spend`]: token spend against daily budgets, reserved before a model call and settled
+//!   after, in the store (shared by every process) or in-process;
 //! - [`guard`]: the runtime guard that makes an LLM call inside a hot-path scope fail.
 //!
 //! Invariant: this crate knows nothing of HTTP, job runners or LLMs; every backend is a trait
@@ -24,8 +28,10 @@ pub mod guard;
 pub mod hex;
 pub mod ids;
 pub mod jobs;
+pub mod limits;
 pub mod model;
 pub mod scenario;
+pub mod spend;
 pub mod state;
 pub mod store;
 pub mod stream;

@@ -36,6 +36,11 @@ impl RedisCache {
             release: Script::new(RELEASE),
         })
     }
+
+    /// The connection, for what shares it (the [`crate::limits::RedisLimiter`]).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
 }
 
 fn ttl_ms(ttl: Duration) -> u64 {

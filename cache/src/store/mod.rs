@@ -245,9 +245,32 @@ pub trait Store: Send + Sync {
     async fn record_llm_call(&self, call: &LlmCall) -> Result<(), StoreError>;
     /// Model calls since `since`, per job kind.
     async fn llm_usage(&self, since: Millis) -> Result<BTreeMap<String, LlmUsage>, StoreError>;
-    /// Deletes ledger rows older than `before` (and guards past their expiry); returns how many
-    /// ledger rows.
+    /// Deletes ledger rows older than `before` (with guards past their expiry and the token
+    /// spend of days before `before`'s); returns how many ledger rows.
     async fn delete_llm_calls(&self, before: Millis) -> Result<u64, StoreError>;
+
+    /// Reserves `tokens` in every scope of `charges` for `day`, or in none (see
+    /// [`crate::spend`]).
+    async fn reserve_tokens(
+        &self,
+        day: i64,
+        charges: &[crate::spend::Charge],
+        tokens: u64,
+    ) -> Result<crate::spend::Reservation, StoreError>;
+    /// Returns a reservation of `reserved` tokens in `scopes` and adds `used`.
+    async fn settle_tokens(
+        &self,
+        day: i64,
+        scopes: &[String],
+        reserved: u64,
+        used: u64,
+    ) -> Result<(), StoreError>;
+    /// The day's spend per scope, largest first, at most `limit` scopes.
+    async fn tokens_spent(
+        &self,
+        day: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::spend::ScopeSpend>, StoreError>;
 
     /// Inserts unless a row with the same dedupe key exists; `true` if inserted.
     async fn insert_planned(&self, action: &PlannedAction) -> Result<bool, StoreError>;

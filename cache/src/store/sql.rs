@@ -183,6 +183,14 @@ ON CONFLICT (dedupe_key) DO NOTHING";
 /// Implements `Store` for `$store`, which has `pool`, an inherent `claim_one` (each engine locks
 /// rows its own way) and implements [`BatchSql`](super::batch::BatchSql); `$ready_counts` is its
 /// form of [`READY_COUNTS`].
+/// Reserves in one scope: inserts the day's row, or adds to it while `used + reserved` stays
+/// within the hard limit (`$4`). No row back: refused.
+pub(super) const RESERVE_TOKENS: &str = "INSERT INTO llm_spend (scope, day, used, reserved) \
+VALUES ($1, $2, 0, $3) \
+ON CONFLICT (scope, day) DO UPDATE SET reserved = llm_spend.reserved + excluded.reserved \
+WHERE llm_spend.used + llm_spend.reserved + excluded.reserved <= $4 \
+RETURNING used, reserved";
+
 macro_rules! impl_store {
     ($store:ty, $ready_counts:expr) => {
         #[async_trait::async_trait]
@@ -581,12 +589,118 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await
                     .map_err($crate::store::StoreError::from_sqlx)?;
+                sqlx::query("DELETE FROM llm_spend WHERE day < $1")
+                    .bind($crate::spend::day_of(before))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
                 sqlx::query("DELETE FROM job_guards WHERE expires_at < $1")
                     .bind($crate::time::now_ms())
                     .execute(&self.pool)
                     .await
                     .map_err($crate::store::StoreError::from_sqlx)?;
                 Ok(done.rows_affected())
+            }
+
+            async fn reserve_tokens(
+                &self,
+                day: i64,
+                charges: &[$crate::spend::Charge],
+                tokens: u64,
+            ) -> Result<$crate::spend::Reservation, $crate::store::StoreError> {
+                use $crate::store::batch::BatchSql;
+                if let Some(c) = charges.iter().find(|c| tokens > c.budget.hard) {
+                    return Ok($crate::spend::Reservation::Refused {
+                        scope: c.scope.clone(),
+                        taken: 0,
+                        hard: c.budget.hard,
+                    });
+                }
+                let err = $crate::store::StoreError::from_sqlx;
+                // One transaction: every scope reserves, or (dropped, rolled back) none does.
+                let mut tx = BatchSql::begin(self).await.map_err(err)?;
+                let mut cheap = false;
+                for c in charges {
+                    let row: Option<(i64, i64)> = sqlx::query_as($crate::store::sql::RESERVE_TOKENS)
+                        .bind(&c.scope)
+                        .bind(day)
+                        .bind(tokens as i64)
+                        .bind(c.budget.hard as i64)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                    match row {
+                        Some((used, reserved)) => {
+                            let before = (used + reserved).max(0) as u64 - tokens;
+                            cheap |= before >= c.budget.soft;
+                        }
+                        None => {
+                            let taken: i64 = sqlx::query_scalar(
+                                "SELECT used + reserved FROM llm_spend WHERE scope = $1 AND day = $2",
+                            )
+                            .bind(&c.scope)
+                            .bind(day)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(err)?;
+                            return Ok($crate::spend::Reservation::Refused {
+                                scope: c.scope.clone(),
+                                taken: taken.max(0) as u64,
+                                hard: c.budget.hard,
+                            });
+                        }
+                    }
+                }
+                <Self as BatchSql>::commit(tx).await.map_err(err)?;
+                Ok($crate::spend::Reservation::Granted { cheap })
+            }
+
+            async fn settle_tokens(
+                &self,
+                day: i64,
+                scopes: &[String],
+                reserved: u64,
+                used: u64,
+            ) -> Result<(), $crate::store::StoreError> {
+                for scope in scopes {
+                    sqlx::query(
+                        "UPDATE llm_spend SET used = used + $3, \
+                         reserved = CASE WHEN reserved > $4 THEN reserved - $4 ELSE 0 END \
+                         WHERE scope = $1 AND day = $2",
+                    )
+                    .bind(scope)
+                    .bind(day)
+                    .bind(used as i64)
+                    .bind(reserved as i64)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                }
+                Ok(())
+            }
+
+            async fn tokens_spent(
+                &self,
+                day: i64,
+                limit: u32,
+            ) -> Result<Vec<$crate::spend::ScopeSpend>, $crate::store::StoreError> {
+                let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                    "SELECT scope, used, reserved FROM llm_spend WHERE day = $1 \
+                     ORDER BY used DESC, scope LIMIT $2",
+                )
+                .bind(day)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(scope, used, reserved)| $crate::spend::ScopeSpend {
+                        scope,
+                        used: used.max(0) as u64,
+                        reserved: reserved.max(0) as u64,
+                    })
+                    .collect())
             }
 
             async fn insert_planned(
