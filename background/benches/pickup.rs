@@ -32,6 +32,7 @@ async fn measure(name: &str, storage: JobStorage, store: Arc<dyn Store>, samples
         stream: stream.clone(),
         provider: Arc::new(ScriptedProvider::new(ScriptedConfig::default())),
         queue: None,
+        answers: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let config = WorkerConfig {

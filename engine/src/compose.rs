@@ -14,7 +14,9 @@ use hotpath_background::jobs::Deps;
 use hotpath_background::llm::{self, LlmConfig};
 use hotpath_background::worker::{self, WorkerConfig};
 use hotpath_cache::cache::{Cache, MemoryCache, RedisCache};
+use hotpath_cache::limits::{Limiter, MemoryLimiter, RedisLimiter};
 use hotpath_cache::scenario::{self, Scenario};
+use hotpath_cache::spend::StoreSpend;
 use hotpath_cache::store::{PostgresStore, SqliteStore, Store};
 use hotpath_cache::stream::{DEFAULT_MAX_LEN, EventStream, MemoryStream, RedisStream};
 use tokio::net::TcpListener;
@@ -40,6 +42,9 @@ pub struct Backends {
     pub store: Arc<dyn Store>,
     pub stream: Arc<dyn EventStream>,
     pub jobs: JobStorage,
+    /// Rate limits and provider slots: in Redis when distributed (shared by every process), in
+    /// this process when embedded.
+    pub limiter: Arc<dyn Limiter>,
     /// `embedded` or `distributed`, for logs.
     pub mode: &'static str,
     /// The event stream outlives this process (Redis): a starting relay republishes the recent
@@ -60,22 +65,27 @@ impl Backends {
                  (HOTPATH_DATABASE_URL), or drop --redis-url for the embedded deployment"
             );
         }
-        let (cache, stream): (Arc<dyn Cache>, Arc<dyn EventStream>) = match &config.redis_url {
-            Some(url) => (
-                Arc::new(
-                    RedisCache::connect(url, BACKEND_TIMEOUT)
-                        .await
-                        .with_context(|| format!("connecting to Redis at {}", redact(url)))?,
-                ),
-                Arc::new(
-                    RedisStream::connect(url, BACKEND_TIMEOUT, DEFAULT_MAX_LEN)
-                        .await
-                        .with_context(|| format!("connecting to Redis at {}", redact(url)))?,
-                ),
-            ),
+        type Redisish = (Arc<dyn Cache>, Arc<dyn EventStream>, Arc<dyn Limiter>);
+        let (cache, stream, limiter): Redisish = match &config.redis_url {
+            Some(url) => {
+                let cache = RedisCache::connect(url, BACKEND_TIMEOUT)
+                    .await
+                    .with_context(|| format!("connecting to Redis at {}", redact(url)))?;
+                let limiter = RedisLimiter::new(cache.connection());
+                (
+                    Arc::new(cache),
+                    Arc::new(
+                        RedisStream::connect(url, BACKEND_TIMEOUT, DEFAULT_MAX_LEN)
+                            .await
+                            .with_context(|| format!("connecting to Redis at {}", redact(url)))?,
+                    ),
+                    Arc::new(limiter),
+                )
+            }
             None => (
                 Arc::new(MemoryCache::default()),
                 Arc::new(MemoryStream::default()),
+                Arc::new(MemoryLimiter::default()),
             ),
         };
         let (store, jobs): (Arc<dyn Store>, JobStorage) = match &config.database_url {
@@ -115,6 +125,7 @@ impl Backends {
             store,
             stream,
             jobs,
+            limiter,
             mode,
             durable_stream: config.redis_url.is_some(),
         })
@@ -140,13 +151,20 @@ impl Backends {
     /// What the slow path's workers write through: the same backends, an LLM provider, and the
     /// job storage for follow-up jobs.
     pub fn worker_deps(&self, llm: &LlmConfig) -> anyhow::Result<Deps> {
-        let provider = llm::build(llm).context("configuring the LLM provider")?;
+        // Budgets are held in the store and provider limits in the limiter, so every process of
+        // the deployment shares them (and spend survives restarts).
+        let shared = llm::Shared {
+            spend: Arc::new(StoreSpend(self.store.clone())),
+            limiter: self.limiter.clone(),
+        };
+        let provider = llm::build_shared(llm, shared).context("configuring the LLM provider")?;
         Ok(Deps {
             cache: self.cache.clone(),
             store: self.store.clone(),
             stream: self.stream.clone(),
             provider,
             queue: Some(Arc::new(self.jobs.clone())),
+            answers: Default::default(),
         })
     }
 
@@ -244,15 +262,16 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = api::app(state.clone(), config);
     // Forget players who stopped acting, so the rate limiter's memory follows the live players.
-    let limiter = state.limiter.clone();
+    let limits = state.limits.clone();
     let pruner = tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         loop {
             every.tick().await;
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
+            limits.forget_idle();
         }
     });
+    // The client's address, for the per-address limit on unknown tokens.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

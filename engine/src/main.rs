@@ -398,6 +398,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             let hot = backends.hot_path(scenarios, hot_config);
             let mut state = AppState::new(hot, &admin_token, &api_config);
+            // Every engine process of the deployment counts in the same limits.
+            state.limits = state.limits.shared(backends.limiter.clone());
             state.queue = Some(Arc::new(backends.jobs.clone()));
             let run_workers = workers.unwrap_or(backends.mode == "embedded");
             let llm = LlmConfig::from_env().context("reading HOTPATH_LLM_* settings")?;

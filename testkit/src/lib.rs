@@ -134,8 +134,41 @@ impl RedisServer {
     /// process is gone, so connections to [`port`](Self::port) are refused. Does nothing if it
     /// is already stopped.
     pub fn stop(&mut self) {
+        // A paused server would not act on its stop signal until continued.
+        if let Some(pid) = self.pid() {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
         // Dropping the supervisor closes the watchdog's pipe and waits for the server to exit.
         drop(self.process.take());
+    }
+
+    /// Freezes the server with `SIGSTOP`: connections stay open and nothing answers, as when
+    /// the host or the network between hangs (harder on clients than a refused connection).
+    /// Undone by [`resume`](Self::resume); the supervisor still stops it on drop.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a [`pause`](Self::pause)d server run again (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self
+            .pid()
+            .expect("hotpath-testkit: redis-server is not running");
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .expect("hotpath-testkit: could not run `kill`");
+        assert!(
+            status.success(),
+            "hotpath-testkit: kill -{name} {pid} failed"
+        );
     }
 
     /// Starts the server again on the same port, with empty data (stopping it first if it is

@@ -70,19 +70,24 @@ fn expiry(s: &JobSettings) -> Millis {
 }
 
 /// The cached value under `key` if it was made at `world_version` or later: a job run again
-/// finds its own result and does not call the model twice.
+/// finds its own result and does not call the model twice. A cache that does not answer is an
+/// error, not a miss: the result would go to that cache.
 async fn cached_since<T, F>(
     deps: &Deps,
     key: &Key<T>,
     world_version: u64,
     version_of: F,
-) -> Option<T>
+) -> Result<Option<T>, TryError>
 where
     T: DeserializeOwned + Send,
     F: Fn(&T) -> u64,
 {
-    let value = deps.cache.get_typed(key).await.ok().flatten()?;
-    (version_of(&value) >= world_version).then_some(value)
+    let value = match deps.cache.get_typed(key).await {
+        Ok(value) => value,
+        Err(hotpath_cache::cache::CacheError::Decode { .. }) => None,
+        Err(e) => return Err(TryError::Unwritable(format!("cache unavailable: {e}"))),
+    };
+    Ok(value.filter(|v| version_of(v) >= world_version))
 }
 
 async fn put<T: Serialize + Sync>(
@@ -277,7 +282,7 @@ async fn narration(
     if cached_since(deps, &key, j.world_version, |n: &Narration| {
         n.provenance.world_version
     })
-    .await
+    .await?
     .is_some()
     {
         return Ok(Outcome::Skipped("narration already written".into()));
@@ -350,7 +355,7 @@ async fn beats(
     for beat in 0..count as u32 {
         let key = keys::beat(j.game_id, &j.conflict_id, &j.phase_id, beat);
         if cached_since(deps, &key, 0, |b: &BeatText| b.provenance.world_version)
-            .await
+            .await?
             .is_none()
         {
             missing = true;
@@ -410,7 +415,7 @@ async fn social(
     if cached_since(deps, &key, j.world_version, |b: &SocialBundle| {
         b.provenance.world_version
     })
-    .await
+    .await?
     .is_some()
     {
         return Ok(Outcome::Skipped("social bundle already written".into()));
@@ -544,7 +549,7 @@ async fn canon_references(
     if cached_since(deps, &key, j.world_version, |r: &CanonReferences| {
         r.provenance.world_version
     })
-    .await
+    .await?
     .is_some()
     {
         return Ok(Outcome::Skipped("canon references already written".into()));
@@ -622,36 +627,29 @@ async fn dialogue(
         facts,
         false,
     )?;
-    let mut chunks = deps.provider.stream(&request).await?;
-    let mut full = String::new();
-    let mut index = 0u32;
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk?;
-        if chunk.is_empty() {
-            continue;
+    // A reply streamed by an earlier try whose publish or log failed is not asked again: its
+    // chunks were seen; what is left is the done event and the log.
+    let full = match deps.answers.get(t.job_id) {
+        Some(kept) => {
+            metrics::counter!("hotpath_llm_answers_reused_total", "kind" => JobKind::StreamDialogueReply.as_str())
+                .increment(1);
+            kept.text
         }
-        full.push_str(&chunk);
-        deps.stream
-            .publish(
-                j.game_id,
-                &GameEvent::DialogueChunk {
-                    request_id: j.request_id,
-                    stakeholder_id: j.stakeholder_id.clone(),
-                    index,
-                    attempt: t.attempt,
-                    text: chunk,
+        None => {
+            super::writable(deps, JobKind::StreamDialogueReply).await?;
+            let full = stream_reply(j, t, deps, &request).await?;
+            deps.answers.keep(
+                t.job_id,
+                crate::llm::Completion {
+                    text: full.clone(),
+                    usage: crate::llm::Usage::default(),
+                    model: deps.provider.model().to_owned(),
+                    truncated: false,
                 },
-            )
-            .await
-            .map_err(TryError::infra)?;
-        index += 1;
-    }
-    // A stream reports no usage here: the ledger gets an estimate that says so.
-    t.called(
-        deps.provider.model(),
-        crate::llm::Usage::estimate(request.system.len() + request.prompt.len(), full.len()),
-        true,
-    );
+            );
+            full
+        }
+    };
     let text = output::dialogue(&full)?;
     deps.stream
         .publish(
@@ -688,6 +686,51 @@ async fn dialogue(
         )])),
         None => Ok(Outcome::Skipped("reply already logged".into())),
     }
+}
+
+/// Streams the model's reply to `j` as `dialogue.chunk` events; returns the whole text. The
+/// call goes in the ledger however the stream ends, with what was received so far.
+async fn stream_reply(
+    j: &StreamDialogueReply,
+    t: &Try<'_>,
+    deps: &Deps,
+    request: &crate::llm::LlmRequest,
+) -> Result<String, TryError> {
+    let mut chunks = deps.provider.stream(request).await?;
+    let mut full = String::new();
+    let mut index = 0u32;
+    let streamed: Result<(), TryError> = async {
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            if chunk.is_empty() {
+                continue;
+            }
+            full.push_str(&chunk);
+            deps.stream
+                .publish(
+                    j.game_id,
+                    &GameEvent::DialogueChunk {
+                        request_id: j.request_id,
+                        stakeholder_id: j.stakeholder_id.clone(),
+                        index,
+                        attempt: t.attempt,
+                        text: chunk,
+                    },
+                )
+                .await
+                .map_err(TryError::infra)?;
+            index += 1;
+        }
+        Ok(())
+    }
+    .await;
+    // A stream reports no usage here: the ledger gets an estimate that says so.
+    t.called(
+        deps.provider.model(),
+        crate::llm::Usage::estimate(request.system.len() + request.prompt.len(), full.len()),
+        true,
+    );
+    streamed.map(|()| full)
 }
 
 async fn cleanup(j: &CleanupExpiredActions, deps: &Deps) -> Result<Outcome, TryError> {

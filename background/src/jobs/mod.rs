@@ -38,6 +38,84 @@ pub struct Deps {
     pub provider: Arc<dyn Provider>,
     /// Where follow-up work goes (canon references after a canonization). `None`: no chaining.
     pub queue: Option<Arc<dyn JobQueue>>,
+    /// Answers whose write failed, kept for the job's next try in this process.
+    pub answers: Arc<Answers>,
+}
+
+/// Answers the model gave for jobs whose result could not be written yet (the cache or store
+/// failed after the call). The job's retry takes its answer from here instead of paying for it
+/// again; validation runs on it as on a fresh one. In-process and bounded: a retry picked up by
+/// another worker, or after [`Answers::TTL`], asks again.
+#[derive(Debug, Default)]
+pub struct Answers {
+    kept: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Completion)>>,
+}
+
+impl Answers {
+    /// Most answers kept at once; the oldest go first.
+    pub const CAP: usize = 1024;
+    /// How long an answer waits for its job's retry.
+    pub const TTL: Duration = Duration::from_secs(15 * 60);
+
+    pub fn keep(&self, job_id: &str, answer: Completion) {
+        let mut kept = self.kept.lock().expect("answers lock");
+        let now = std::time::Instant::now();
+        kept.retain(|_, (at, _)| now.duration_since(*at) < Self::TTL);
+        if kept.len() >= Self::CAP
+            && let Some(oldest) = kept
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(id, _)| id.clone())
+        {
+            kept.remove(&oldest);
+        }
+        kept.insert(job_id.to_owned(), (now, answer));
+    }
+
+    /// The answer kept for `job_id`, if any (it stays kept until [`Answers::forget`]).
+    pub fn get(&self, job_id: &str) -> Option<Completion> {
+        let kept = self.kept.lock().expect("answers lock");
+        kept.get(job_id)
+            .filter(|(at, _)| at.elapsed() < Self::TTL)
+            .map(|(_, c)| c.clone())
+    }
+
+    pub fn forget(&self, job_id: &str) {
+        self.kept.lock().expect("answers lock").remove(job_id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.kept.lock().expect("answers lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Checks that what `kind` writes its result to answers, before the model is asked: during a
+/// cache or store outage the job waits (retried with backoff) instead of paying for answers
+/// that cannot be kept.
+pub async fn writable(deps: &Deps, kind: JobKind) -> Result<(), TryError> {
+    let down = |what: &str, e: &dyn std::fmt::Display| {
+        TryError::Unwritable(format!("{what} unavailable, the model was not asked: {e}"))
+    };
+    match kind {
+        JobKind::PrepareSceneReactions | JobKind::CanonizeConflict => {
+            deps.store.ping().await.map_err(|e| down("store", &e))
+        }
+        JobKind::NarratePhaseTransition
+        | JobKind::GenerateBeatDescription
+        | JobKind::GenerateSocialBundle
+        | JobKind::GenerateCanonReferences => {
+            deps.cache.ping().await.map_err(|e| down("cache", &e))
+        }
+        JobKind::StreamDialogueReply => {
+            deps.stream.ping().await.map_err(|e| down("stream", &e))?;
+            deps.store.ping().await.map_err(|e| down("store", &e))
+        }
+        JobKind::CleanupExpiredActions => Ok(()),
+    }
 }
 
 impl std::fmt::Debug for Deps {
@@ -96,6 +174,9 @@ pub enum TryError {
     /// The cache, store or stream failed; worth retrying.
     #[error("{0}")]
     Infra(String),
+    /// Where the result goes did not answer, so the model was not asked; worth retrying.
+    #[error("{0}")]
+    Unwritable(String),
     /// Nothing a retry can change (unknown game or stakeholder, a broken template).
     #[error("{0}")]
     Fatal(String),
@@ -113,7 +194,7 @@ impl TryError {
             TryError::Llm(LlmError::Timeout(_)) => "the model took too long",
             TryError::Llm(_) => "the model could not answer",
             TryError::Invalid(_) => "the model's answer was unusable",
-            TryError::Infra(_) => "storage was unavailable",
+            TryError::Infra(_) | TryError::Unwritable(_) => "storage was unavailable",
             TryError::Fatal(_) => "this job cannot run",
         }
     }
@@ -121,7 +202,7 @@ impl TryError {
     fn retryable(&self) -> bool {
         match self {
             TryError::Llm(e) => e.is_retryable(),
-            TryError::Invalid(_) | TryError::Infra(_) => true,
+            TryError::Invalid(_) | TryError::Infra(_) | TryError::Unwritable(_) => true,
             TryError::Fatal(_) => false,
         }
     }
@@ -184,14 +265,26 @@ impl Try<'_> {
     ) -> Result<(Completion, String), TryError> {
         let request = self.request(settings, kind, payer, facts, true)?;
         let version = prompts::version(kind);
+        if let Some(kept) = deps.answers.get(self.job_id) {
+            // Paid for by an earlier try whose write failed.
+            metrics::counter!("hotpath_llm_answers_reused_total", "kind" => kind.as_str())
+                .increment(1);
+            return Ok((kept, version));
+        }
+        writable(deps, kind).await?;
         let completion = deps.provider.complete(&request).await?;
-        self.called(&completion.model, completion.usage, false);
+        self.called(
+            &completion.model,
+            completion.usage,
+            completion.usage.estimated,
+        );
         if completion.truncated {
             // Cut off at the token limit: the next try is told so and asks for less.
             return Err(TryError::Invalid(Invalid(prompts::cut_off(
                 request.max_tokens,
             ))));
         }
+        deps.answers.keep(self.job_id, completion.clone());
         Ok((completion, version))
     }
 
@@ -246,6 +339,22 @@ async fn publish(deps: &Deps, game: Option<GameId>, event: GameEvent) {
         // Progress events are a courtesy to clients; the job's result is in the cache/store.
         tracing::warn!(%game, kind = event.kind(), error = %e, "could not publish a job event");
     }
+}
+
+/// Whether `e` came from storage that is out now (rather than, say, a constraint error): the
+/// job pauses instead of failing.
+async fn storage_down(deps: &Deps, kind: JobKind, e: &TryError) -> bool {
+    match e {
+        TryError::Unwritable(_) | TryError::Llm(LlmError::Ledger(_)) => true,
+        TryError::Infra(_) => writable(deps, kind).await.is_err(),
+        _ => false,
+    }
+}
+
+/// The wait before pause `n`'s next look: the retry backoff, capped at five seconds so that a
+/// job resumes soon after the outage ends.
+fn pause(settings: &JobSettings, job_id: &str, n: u32) -> Duration {
+    backoff(settings, job_id, n).min(Duration::from_secs(5))
 }
 
 /// How a delivery of a job ended badly.
@@ -314,20 +423,24 @@ pub async fn execute(
     }
     let mut feedback: Option<String> = None;
     let mut n = 0;
+    // Waits for storage to come back (see `Pause`); they do not count as tries.
+    let mut pauses = 0u32;
     loop {
         n += 1;
         // Tries keep counting across deliveries.
         let attempt = delivery.max(1) - 1 + n;
-        publish(
-            deps,
-            game,
-            GameEvent::JobStarted {
-                job_id: job_id.to_owned(),
-                kind,
-                attempt,
-            },
-        )
-        .await;
+        if pauses == 0 {
+            publish(
+                deps,
+                game,
+                GameEvent::JobStarted {
+                    job_id: job_id.to_owned(),
+                    kind,
+                    attempt,
+                },
+            )
+            .await;
+        }
         let t = Try::new(job_id, attempt, feedback.take());
         let result =
             match tokio::time::timeout(settings.timeout, kinds::run(job, &t, deps, settings)).await
@@ -336,6 +449,44 @@ pub async fn execute(
                 Err(_) => Err(TryError::Llm(LlmError::Timeout(settings.timeout))),
             };
         record_calls(deps, job, &t, matches!(result, Ok(Outcome::Written(_)))).await;
+        // A kept answer waits only for a write that failed; any other end drops it (an
+        // invalid one is asked again, with the reason).
+        if !matches!(result, Err(TryError::Infra(_) | TryError::Unwritable(_))) {
+            deps.answers.forget(job_id);
+        }
+        if let Err(e) = &result
+            && storage_down(deps, kind, e).await
+        {
+            // The cache, store or ledger is out: the job waits here, holding its slot, and
+            // tries again when it answers — without a new model call (a kept answer is reused)
+            // and without spending a try. Bounded by the job's deadline.
+            if dispatched.is_some_and(|at| {
+                hotpath_cache::time::now_ms() - at > hotpath_cache::jobs::JOB_DEADLINE_MS
+            }) {
+                deps.answers.forget(job_id);
+                let why = format!("past its deadline while storage was down: {e}");
+                tracing::warn!(job_id, kind = kind.as_str(), "job dropped: {why}");
+                return Ok(Outcome::Skipped(why));
+            }
+            pauses += 1;
+            if pauses == 1 {
+                tracing::warn!(job_id, kind = kind.as_str(), error = %e, "job paused until storage answers");
+            }
+            metrics::counter!("hotpath_job_pauses_total", "kind" => kind.as_str()).increment(1);
+            tokio::time::sleep(pause(settings, job_id, pauses)).await;
+            feedback = t.feedback;
+            n -= 1;
+            continue;
+        }
+        if pauses > 0 {
+            tracing::info!(
+                job_id,
+                kind = kind.as_str(),
+                pauses,
+                "job resumed: storage answers"
+            );
+            pauses = 0;
+        }
         match result {
             Ok(outcome) => {
                 if let Outcome::Written(items) = &outcome {
@@ -375,6 +526,7 @@ pub async fn execute(
                 // Not an error to investigate: the game runs on fallbacks until the budget
                 // renews. The job ends here, without writing and without a dead letter.
                 let error = format!("token budget exhausted: {why}");
+                tracing::debug!(job_id, kind = kind.as_str(), "job skipped: {error}");
                 publish(
                     deps,
                     game,
@@ -406,6 +558,7 @@ pub async fn execute(
                 )
                 .await;
                 if last {
+                    deps.answers.forget(job_id);
                     return Err(Failure::Dead(Dead {
                         reason: format!("{}: attempt {attempt}: {error}", kind.as_str()),
                     }));

@@ -21,6 +21,18 @@ pub enum ProviderKind {
     Anthropic,
 }
 
+impl ProviderKind {
+    /// Where this provider's concurrency and rate are counted in a shared limiter: one key per
+    /// provider, whatever its model.
+    pub fn limit_key(&self) -> &'static str {
+        match self {
+            ProviderKind::Scripted => "llm:scripted",
+            ProviderKind::OpenAi => "llm:openai",
+            ProviderKind::Anthropic => "llm:anthropic",
+        }
+    }
+}
+
 impl FromStr for ProviderKind {
     type Err = LlmError;
     fn from_str(s: &str) -> Result<Self, LlmError> {

@@ -1,33 +1,29 @@
-//! The cost governor: token budgets per day — global, per game, per player — checked before
-//! every call. Over a soft limit the call goes to the configured cheaper model; over a hard
-//! limit no call is made ([`LlmError::OverBudget`]) and the job ends without writing, so the game
-//! keeps serving its fallbacks. Tokens used are counted per job kind.
+//! The cost governor: token budgets per UTC day — global, per game, per player — held before
+//! every call. A call first reserves what it may use in every scope that pays for it (see
+//! [`hotpath_cache::spend`]); over a soft limit it goes to the configured cheaper model; when a
+//! hard limit has no room, no call is made ([`LlmError::OverBudget`]) and the job ends without
+//! writing, so the game keeps serving its fallbacks. After the call the reservation is settled
+//! from the provider's usage, or from an estimate that says so.
 //!
-//! Counts live in this process (a day is a UTC day). With several worker processes each keeps
-//! its own count, so a budget is per process there; the counters are what a metrics exporter
-//! reads.
+//! The counts live in a [`SpendLedger`]: the deployment's store when the provider is built for
+//! a deployment (every worker process shares them, and they survive restarts), this process'
+//! memory otherwise. Calls, cheap calls, refusals and tokens per job kind are also counted in
+//! this process, for its metrics.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use hotpath_cache::guard::assert_off_hot_path;
 use hotpath_cache::jobs::JobKind;
+use hotpath_cache::spend::{Charge, MemorySpend, Reservation, SpendLedger, day_of};
 use hotpath_cache::time::now_ms;
-use hotpath_cache::{GameId, PlayerId};
 use serde::{Deserialize, Serialize};
 
 use super::{Completion, LlmError, LlmRequest, Provider, TextStream, Usage};
 
-/// Tokens per day for one scope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Budget {
-    /// From here on, calls use the cheaper model.
-    pub soft: u64,
-    /// From here on, no call is made.
-    pub hard: u64,
-}
+pub use hotpath_cache::spend::Budget;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Budgets {
@@ -36,7 +32,7 @@ pub struct Budgets {
     pub per_player: Option<Budget>,
 }
 
-/// What one job kind has used.
+/// What one job kind has used (in this process).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KindUsage {
     pub kind: JobKind,
@@ -49,40 +45,25 @@ pub struct KindUsage {
     pub output_tokens: u64,
 }
 
-#[derive(Debug, Default)]
-struct Ledger {
-    day: i64,
-    global: u64,
-    games: HashMap<GameId, u64>,
-    players: HashMap<PlayerId, u64>,
-    kinds: BTreeMap<JobKind, KindUsage>,
-}
-
-impl Ledger {
-    fn roll(&mut self, day: i64) {
-        if self.day != day {
-            self.day = day;
-            self.global = 0;
-            self.games.clear();
-            self.players.clear();
-        }
-    }
-
-    fn kind(&mut self, kind: JobKind) -> &mut KindUsage {
-        self.kinds.entry(kind).or_insert(KindUsage {
+impl KindUsage {
+    fn new(kind: JobKind) -> KindUsage {
+        KindUsage {
             kind,
             calls: 0,
             cheap_calls: 0,
             refused: 0,
             input_tokens: 0,
             output_tokens: 0,
-        })
+        }
     }
 }
 
-enum Verdict {
-    Full,
-    Cheap,
+/// What a reservation holds until the call settles.
+struct Held {
+    day: i64,
+    scopes: Vec<String>,
+    tokens: u64,
+    cheap: bool,
 }
 
 #[derive(Debug)]
@@ -90,14 +71,19 @@ pub struct Governor {
     inner: Arc<dyn Provider>,
     budgets: Budgets,
     cheap_model: Option<String>,
-    ledger: Arc<Mutex<Ledger>>,
+    spend: Arc<dyn SpendLedger>,
+    kinds: Arc<Mutex<BTreeMap<JobKind, KindUsage>>>,
 }
 
-fn today() -> i64 {
-    now_ms().div_euclid(86_400_000)
+/// What a call may use, reserved before it is made: the prompt at three characters a token
+/// (more tokens than most tokenizers make of prose, so the reservation errs high) plus every
+/// output token asked for.
+pub fn reservation(request: &LlmRequest) -> u64 {
+    (request.system.len() + request.prompt.len()).div_ceil(3) as u64 + u64::from(request.max_tokens)
 }
 
 impl Governor {
+    /// A governor counting spend in this process.
     pub fn new(
         inner: Arc<dyn Provider>,
         budgets: Budgets,
@@ -107,102 +93,134 @@ impl Governor {
             inner,
             budgets,
             cheap_model,
-            ledger: Arc::new(Mutex::new(Ledger::default())),
+            spend: MemorySpend::new(),
+            kinds: Arc::default(),
         }
     }
 
-    /// Tokens counted per job kind so far (all days).
+    /// Counts spend in `spend` instead (the deployment's store: shared by every process).
+    pub fn with_spend(mut self, spend: Arc<dyn SpendLedger>) -> Governor {
+        self.spend = spend;
+        self
+    }
+
+    /// Calls and tokens per job kind in this process so far.
     pub fn usage(&self) -> Vec<KindUsage> {
-        self.ledger
+        self.kinds
             .lock()
-            .map(|l| l.kinds.values().copied().collect())
+            .map(|k| k.values().copied().collect())
             .unwrap_or_default()
     }
 
-    /// Tokens used today: global, and by `game` / `player` if given.
-    pub fn used_today(&self, game: Option<GameId>, player: Option<PlayerId>) -> (u64, u64, u64) {
-        let Ok(mut l) = self.ledger.lock() else {
-            return (0, 0, 0);
-        };
-        l.roll(today());
-        (
-            l.global,
-            game.and_then(|g| l.games.get(&g).copied()).unwrap_or(0),
-            player.and_then(|p| l.players.get(&p).copied()).unwrap_or(0),
-        )
-    }
-
-    fn check(&self, request: &LlmRequest) -> Result<Verdict, LlmError> {
-        let mut l = self
-            .ledger
-            .lock()
-            .map_err(|_| LlmError::Config("governor lock poisoned".into()))?;
-        l.roll(today());
+    /// The scopes `request` is charged to, with their budgets.
+    fn charges(&self, request: &LlmRequest) -> Vec<Charge> {
         let scopes = [
-            ("global", self.budgets.global, Some(l.global)),
+            (self.budgets.global, Some("global".to_owned())),
             (
-                "game",
                 self.budgets.per_game,
-                request
-                    .game_id
-                    .map(|g| l.games.get(&g).copied().unwrap_or(0)),
+                request.game_id.map(|g| format!("game:{g}")),
             ),
             (
-                "player",
                 self.budgets.per_player,
-                request
-                    .player_id
-                    .map(|p| l.players.get(&p).copied().unwrap_or(0)),
+                request.player_id.map(|p| format!("player:{p}")),
             ),
         ];
-        let mut verdict = Verdict::Full;
-        for (scope, budget, used) in scopes {
-            let (Some(budget), Some(used)) = (budget, used) else {
-                continue;
-            };
-            if used >= budget.hard {
-                l.kind(request.kind).refused += 1;
-                return Err(LlmError::OverBudget(format!(
-                    "{scope} budget: {used} of {} tokens used today",
-                    budget.hard
-                )));
-            }
-            if used >= budget.soft {
-                verdict = Verdict::Cheap;
-            }
-        }
-        Ok(verdict)
+        scopes
+            .into_iter()
+            .filter_map(|(budget, scope)| {
+                Some(Charge {
+                    scope: scope?,
+                    budget: budget?,
+                })
+            })
+            .collect()
     }
 
-    fn governed(&self, request: &LlmRequest) -> Result<(LlmRequest, bool), LlmError> {
-        let mut request = request.clone();
-        let cheap = match (self.check(&request)?, &self.cheap_model) {
-            (Verdict::Cheap, Some(model)) => {
-                request.model = Some(model.clone());
-                true
-            }
-            _ => false,
+    /// Reserves the call's cost; the request to send (the cheap model over a soft limit).
+    async fn reserve(&self, request: &LlmRequest) -> Result<(LlmRequest, Held), LlmError> {
+        let charges = self.charges(request);
+        let mut held = Held {
+            day: day_of(now_ms()),
+            scopes: charges.iter().map(|c| c.scope.clone()).collect(),
+            tokens: reservation(request),
+            cheap: false,
         };
-        Ok((request, cheap))
+        if !charges.is_empty() {
+            match self
+                .spend
+                .reserve(held.day, &charges, held.tokens)
+                .await
+                .map_err(|e| LlmError::Ledger(e.to_string()))?
+            {
+                Reservation::Granted { cheap } => held.cheap = cheap,
+                Reservation::Refused { scope, taken, hard } => {
+                    count(&self.kinds, request.kind, |k| k.refused += 1);
+                    return Err(LlmError::OverBudget(format!(
+                        "{scope} budget: {taken} of {hard} tokens taken today, {} more asked",
+                        held.tokens
+                    )));
+                }
+            }
+        }
+        let mut request = request.clone();
+        match (&self.cheap_model, held.cheap) {
+            (Some(model), true) => request.model = Some(model.clone()),
+            _ => held.cheap = false,
+        }
+        Ok((request, held))
     }
 }
 
-fn record(ledger: &Mutex<Ledger>, request: &LlmRequest, usage: Usage, cheap: bool) {
-    let Ok(mut l) = ledger.lock() else { return };
-    l.roll(today());
-    let total = usage.total();
-    l.global += total;
-    if let Some(g) = request.game_id {
-        *l.games.entry(g).or_default() += total;
+fn count(
+    kinds: &Mutex<BTreeMap<JobKind, KindUsage>>,
+    kind: JobKind,
+    f: impl FnOnce(&mut KindUsage),
+) {
+    if let Ok(mut k) = kinds.lock() {
+        f(k.entry(kind).or_insert_with(|| KindUsage::new(kind)));
     }
-    if let Some(p) = request.player_id {
-        *l.players.entry(p).or_default() += total;
+}
+
+/// Settles a reservation with what the call used.
+async fn settle(
+    spend: &dyn SpendLedger,
+    kinds: &Mutex<BTreeMap<JobKind, KindUsage>>,
+    kind: JobKind,
+    held: &Held,
+    usage: Option<Usage>,
+) {
+    if let Some(usage) = usage {
+        count(kinds, kind, |k| {
+            k.calls += 1;
+            k.cheap_calls += held.cheap as u64;
+            k.input_tokens += usage.input_tokens;
+            k.output_tokens += usage.output_tokens;
+        });
     }
-    let k = l.kind(request.kind);
-    k.calls += 1;
-    k.cheap_calls += cheap as u64;
-    k.input_tokens += usage.input_tokens;
-    k.output_tokens += usage.output_tokens;
+    if held.scopes.is_empty() {
+        return;
+    }
+    let used = usage.map_or(0, |u| u.total());
+    if let Err(e) = spend
+        .settle(held.day, &held.scopes, held.tokens, used)
+        .await
+    {
+        // The reservation stays counted until the day ends: spend errs low, never high.
+        tracing::warn!(error = %e, "could not settle a token reservation");
+    }
+}
+
+/// What a failed call cost: nothing, unless it may have run on the provider's side.
+fn failed_usage(error: &LlmError, held: &Held) -> Option<Usage> {
+    match error {
+        // A call that timed out may have been answered and billed: count the reservation.
+        LlmError::Timeout(_) => Some(Usage {
+            input_tokens: held.tokens,
+            output_tokens: 0,
+            estimated: true,
+        }),
+        _ => None,
+    }
 }
 
 #[async_trait]
@@ -213,34 +231,48 @@ impl Provider for Governor {
 
     async fn complete(&self, request: &LlmRequest) -> Result<Completion, LlmError> {
         assert_off_hot_path()?;
-        let (request, cheap) = self.governed(request)?;
-        let completion = self.inner.complete(&request).await?;
-        record(&self.ledger, &request, completion.usage, cheap);
-        Ok(completion)
+        let (request, held) = self.reserve(request).await?;
+        let result = self.inner.complete(&request).await;
+        let usage = match &result {
+            Ok(c) => Some(c.usage),
+            Err(e) => failed_usage(e, &held),
+        };
+        settle(&*self.spend, &self.kinds, request.kind, &held, usage).await;
+        result
     }
 
     async fn stream(&self, request: &LlmRequest) -> Result<TextStream, LlmError> {
         assert_off_hot_path()?;
-        let (request, cheap) = self.governed(request)?;
-        let inner = self.inner.stream(&request).await?;
-        // Streams report no usage here: count four characters a token once the stream ends.
-        let ledger = self.ledger.clone();
-        let chars = Arc::new(Mutex::new(0usize));
-        let count = chars.clone();
-        let counted = inner.map(move |item| {
-            if let (Ok(chunk), Ok(mut n)) = (&item, count.lock()) {
-                *n += chunk.len();
+        let (request, held) = self.reserve(request).await?;
+        let inner = match self.inner.stream(&request).await {
+            Ok(inner) => inner,
+            Err(e) => {
+                let usage = failed_usage(&e, &held);
+                settle(&*self.spend, &self.kinds, request.kind, &held, usage).await;
+                return Err(e);
             }
-            item
-        });
-        let finish = futures::stream::once(async move {
-            let out = chars.lock().map(|n| *n).unwrap_or(0);
-            let usage = Usage::estimate(request.system.len() + request.prompt.len(), out);
-            record(&ledger, &request, usage, cheap);
-            None
-        })
-        .filter_map(futures::future::ready);
-        Ok(counted.chain(finish).boxed())
+        };
+        // Settled when the stream is dropped — finished, failed midway or abandoned — from
+        // the text that came (streams report no usage here: an estimate, marked as such).
+        let mut settlement = StreamSettlement {
+            spend: self.spend.clone(),
+            kinds: self.kinds.clone(),
+            kind: request.kind,
+            prompt_chars: request.system.len() + request.prompt.len(),
+            output_chars: 0,
+            held: Some(held),
+        };
+        Ok(inner
+            .map(move |item| {
+                // The whole settlement moves into the closure (not only the counter), so it
+                // drops, and settles, with the stream.
+                let settlement = &mut settlement;
+                if let Ok(chunk) = &item {
+                    settlement.output_chars += chunk.len();
+                }
+                item
+            })
+            .boxed())
     }
 
     fn token_usage(&self) -> Option<Vec<KindUsage>> {
@@ -248,10 +280,33 @@ impl Provider for Governor {
     }
 }
 
+/// Settles a streamed call's reservation when its stream is dropped.
+struct StreamSettlement {
+    spend: Arc<dyn SpendLedger>,
+    kinds: Arc<Mutex<BTreeMap<JobKind, KindUsage>>>,
+    kind: JobKind,
+    prompt_chars: usize,
+    output_chars: usize,
+    held: Option<Held>,
+}
+
+impl Drop for StreamSettlement {
+    fn drop(&mut self) {
+        let Some(held) = self.held.take() else { return };
+        let usage = Usage::estimate(self.prompt_chars, self.output_chars);
+        let (spend, kinds, kind) = (self.spend.clone(), self.kinds.clone(), self.kind);
+        // Drop cannot wait; the runtime that ran the stream settles it.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { settle(&*spend, &kinds, kind, &held, Some(usage)).await });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::llm::scripted::{ScriptedConfig, ScriptedProvider};
+    use hotpath_cache::GameId;
 
     fn request(game: GameId) -> LlmRequest {
         LlmRequest {
@@ -276,8 +331,8 @@ mod tests {
             base,
             Budgets {
                 per_game: Some(Budget {
-                    soft: 120,
-                    hard: 300,
+                    soft: 150,
+                    hard: 800,
                 }),
                 ..Budgets::default()
             },
@@ -293,7 +348,7 @@ mod tests {
         for _ in 0..5 {
             match g.complete(&request(game)).await {
                 Err(LlmError::OverBudget(msg)) => {
-                    assert!(msg.contains("game budget"), "{msg}");
+                    assert!(msg.contains(&format!("game:{game} budget")), "{msg}");
                     refused = true;
                     break;
                 }

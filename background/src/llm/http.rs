@@ -166,9 +166,14 @@ impl HttpProvider {
             (None, None) if truncated => String::new(),
             (None, None) => return Err(LlmError::Malformed("the answer has no text".into())),
         };
-        let usage = Usage {
-            input_tokens: res.usage.prompt_tokens.unwrap_or(0).max(0) as u64,
-            output_tokens: res.usage.completion_tokens.unwrap_or(0).max(0) as u64,
+        let usage = match (res.usage.prompt_tokens, res.usage.completion_tokens) {
+            (Some(input), Some(output)) => Usage {
+                input_tokens: input.max(0) as u64,
+                output_tokens: output.max(0) as u64,
+                estimated: false,
+            },
+            // A server that omits usage still charged for the call: estimate, and say so.
+            _ => Usage::estimate(request.system.len() + request.prompt.len(), text.len()),
         };
         Ok(Completion {
             text,

@@ -1,51 +1,163 @@
-//! One concurrency limit and one rate limit per provider, shared by every job kind and every
-//! worker of the process: the provider's quota is one budget, whatever asks. (apalis'
-//! `concurrency` / `rate_limit` layers bound jobs per worker; a job may call the model several
-//! times, or not at all, so the model's own limit lives here.)
+//! One concurrency limit and one rate limit per provider, shared by every job kind, every worker
+//! and — through a shared [`Limiter`] (Redis in the distributed deployment) — every process:
+//! the provider's quota is one budget, whatever asks. (apalis' `concurrency` / `rate_limit`
+//! layers bound jobs per worker; a job may call the model several times, or not at all, so the
+//! model's own limit lives here.)
+//!
+//! A call holds a slot lease for its whole length (a stream until it is dropped), renewed every
+//! third of [`SLOT_LEASE`] while it runs; a process that dies holding one frees it when the
+//! lease lapses, within [`SLOT_LEASE`].
+//! When the limiter cannot be reached no call is made ([`LlmError::Ledger`]): the job retries
+//! later, rather than calling the model outside the deployment's limits.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use tokio::sync::{Mutex, Semaphore};
-use tokio::time::Instant;
+use hotpath_cache::limits::{Admission, Lease, Limiter, MemoryLimiter, Rate};
 
 use super::{Completion, LlmError, LlmRequest, Provider, TextStream};
+
+/// How long a slot stays held by a caller that stopped renewing it (it died).
+pub const SLOT_LEASE: Duration = Duration::from_secs(30);
+
+/// Waits between looks for a free slot: from the first to the last, doubling.
+const SLOT_POLL: (Duration, Duration) = (Duration::from_millis(10), Duration::from_millis(250));
 
 #[derive(Debug)]
 pub struct Limited {
     inner: Arc<dyn Provider>,
-    slots: Arc<Semaphore>,
-    /// Minimum spacing between call starts (`None`: unlimited).
-    spacing: Option<Duration>,
-    next_start: Mutex<Instant>,
+    limiter: Arc<dyn Limiter>,
+    /// The provider's keys in the limiter.
+    key: String,
+    slots: u32,
+    /// Calls started per second (`None`: unlimited); no burst, so calls start evenly spaced.
+    rate: Option<Rate>,
 }
 
 impl Limited {
     /// At most `max_concurrent` calls in flight and `per_second` started per second (0 or less:
-    /// no rate limit).
+    /// no rate limit), counted in this process.
     pub fn new(inner: Arc<dyn Provider>, max_concurrent: usize, per_second: f64) -> Limited {
-        let spacing = (per_second > 0.0).then(|| Duration::from_secs_f64(1.0 / per_second));
         Limited {
             inner,
-            slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
-            spacing,
-            next_start: Mutex::new(Instant::now()),
+            limiter: Arc::new(MemoryLimiter::default()),
+            key: "llm".to_owned(),
+            slots: max_concurrent.clamp(1, u32::MAX as usize) as u32,
+            rate: (per_second > 0.0).then_some(Rate {
+                per_second,
+                burst: 1,
+            }),
         }
     }
 
-    /// Waits for this call's turn: calls start at least `spacing` apart.
-    async fn pace(&self) {
-        let Some(spacing) = self.spacing else { return };
-        let start = {
-            let mut next = self.next_start.lock().await;
-            let now = Instant::now();
-            let start = (*next).max(now);
-            *next = start + spacing;
-            start
+    /// Counts in `limiter` under `key` instead (shared by every process that uses them).
+    pub fn shared(mut self, limiter: Arc<dyn Limiter>, key: impl Into<String>) -> Limited {
+        self.limiter = limiter;
+        self.key = key.into();
+        self
+    }
+
+    /// Waits for a free slot.
+    async fn slot(&self) -> Result<Lease, LlmError> {
+        let key = format!("{}:slots", self.key);
+        let mut poll = SLOT_POLL.0;
+        loop {
+            let lease = self
+                .limiter
+                .lease(&key, self.slots, SLOT_LEASE)
+                .await
+                .map_err(|e| LlmError::Ledger(e.to_string()))?;
+            if let Some(lease) = lease {
+                return Ok(lease);
+            }
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(SLOT_POLL.1);
+        }
+    }
+
+    /// Waits for this call's turn under the rate.
+    async fn pace(&self) -> Result<(), LlmError> {
+        let Some(rate) = self.rate else { return Ok(()) };
+        let key = format!("{}:rate", self.key);
+        loop {
+            match self
+                .limiter
+                .admit(&key, rate)
+                .await
+                .map_err(|e| LlmError::Ledger(e.to_string()))?
+            {
+                Admission::Admitted => return Ok(()),
+                Admission::Wait(d) => tokio::time::sleep(d).await,
+            }
+        }
+    }
+
+    async fn release(limiter: &dyn Limiter, lease: &Lease) {
+        if let Err(e) = limiter.release(lease).await {
+            // The lease lapses by itself.
+            tracing::warn!(error = %e, "could not release a provider slot");
+        }
+    }
+}
+
+/// A held slot, renewed while held and given back when dropped (a stream's, or a call's that
+/// was cancelled).
+struct HeldSlot {
+    limiter: Arc<dyn Limiter>,
+    lease: Option<Lease>,
+    renewal: tokio::task::AbortHandle,
+}
+
+impl HeldSlot {
+    fn new(limiter: Arc<dyn Limiter>, lease: Lease) -> HeldSlot {
+        let renewal = tokio::spawn({
+            let (limiter, lease) = (limiter.clone(), lease.clone());
+            async move {
+                let mut every = tokio::time::interval(SLOT_LEASE / 3);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    match limiter.renew(&lease, SLOT_LEASE).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!("a provider slot lapsed while its call ran");
+                            return;
+                        }
+                        // The next tick tries again; the lease may lapse meanwhile.
+                        Err(e) => tracing::warn!(error = %e, "could not renew a provider slot"),
+                    }
+                }
+            }
+        })
+        .abort_handle();
+        HeldSlot {
+            limiter,
+            lease: Some(lease),
+            renewal,
+        }
+    }
+
+    /// Gives the slot back now.
+    async fn release(mut self) {
+        self.renewal.abort();
+        if let Some(lease) = self.lease.take() {
+            Limited::release(&*self.limiter, &lease).await;
+        }
+    }
+}
+
+impl Drop for HeldSlot {
+    fn drop(&mut self) {
+        self.renewal.abort();
+        let Some(lease) = self.lease.take() else {
+            return;
         };
-        tokio::time::sleep_until(start).await;
+        let limiter = self.limiter.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { Limited::release(&*limiter, &lease).await });
+        }
     }
 }
 
@@ -57,29 +169,26 @@ impl Provider for Limited {
 
     async fn complete(&self, request: &LlmRequest) -> Result<Completion, LlmError> {
         hotpath_cache::guard::assert_off_hot_path()?;
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| LlmError::Config("provider limiter closed".into()))?;
-        self.pace().await;
-        self.inner.complete(request).await
+        // Held by a guard: a call cancelled midway (the job's timeout, a shutdown) gives its
+        // slot back too, instead of holding it until the lease lapses.
+        let slot = HeldSlot::new(self.limiter.clone(), self.slot().await?);
+        let result = match self.pace().await {
+            Ok(()) => self.inner.complete(request).await,
+            Err(e) => Err(e),
+        };
+        slot.release().await;
+        result
     }
 
     async fn stream(&self, request: &LlmRequest) -> Result<TextStream, LlmError> {
         hotpath_cache::guard::assert_off_hot_path()?;
         // The slot is held until the stream ends: a streaming call occupies the provider.
-        let slot = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| LlmError::Config("provider limiter closed".into()))?;
-        self.pace().await;
+        let held = HeldSlot::new(self.limiter.clone(), self.slot().await?);
+        self.pace().await?;
         let inner = self.inner.stream(request).await?;
         Ok(inner
             .map(move |item| {
-                let _held = &slot;
+                let _held = &held;
                 item
             })
             .boxed())

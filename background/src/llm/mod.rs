@@ -91,6 +91,9 @@ pub(crate) use hotpath_cache::hex::hex;
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// The provider reported no usage: the counts are estimated from the text.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
 }
 
 impl Usage {
@@ -98,11 +101,12 @@ impl Usage {
         self.input_tokens + self.output_tokens
     }
 
-    /// A rough count for providers that report none (streams): four characters a token.
+    /// A rough count for a call whose provider reported none: four characters a token.
     pub fn estimate(prompt_chars: usize, output_chars: usize) -> Usage {
         Usage {
             input_tokens: prompt_chars.div_ceil(4) as u64,
             output_tokens: output_chars.div_ceil(4) as u64,
+            estimated: true,
         }
     }
 }
@@ -146,6 +150,10 @@ pub enum LlmError {
     /// The token budget is spent: no call was made.
     #[error("token budget exhausted: {0}")]
     OverBudget(String),
+    /// The shared spend ledger (or limiter) could not be reached: no call was made, since
+    /// its cost could not be reserved. Worth retrying.
+    #[error("spend ledger unavailable: {0}")]
+    Ledger(String),
     /// Replay mode and the cassette has no answer for this request.
     #[error("cassette {path} has no recording for request {hash} ({kind}); record it first")]
     CassetteMiss {
@@ -167,6 +175,7 @@ impl LlmError {
                 | LlmError::Timeout(_)
                 | LlmError::Malformed(_)
                 | LlmError::Transport(_)
+                | LlmError::Ledger(_)
         )
     }
 
@@ -214,14 +223,33 @@ impl<P: Provider + ?Sized> Provider for Arc<P> {
 }
 
 /// The configured provider stack: base provider (scripted, OpenAI-compatible or Anthropic),
-/// then the cassette if one is configured, then the per-provider concurrency and rate limit,
-/// then the cost governor outermost (so a call it refuses never waits for a slot).
+/// then the cassette if one is configured, then the provider's concurrency and rate limit,
+/// then the cost governor outermost (so a call it refuses never waits for a slot). Limits and
+/// spend are counted in this process; [`build_shared`] counts them for a whole deployment.
 pub fn build(config: &LlmConfig) -> Result<Arc<dyn Provider>, LlmError> {
     Ok(build_governor(config)?)
 }
 
+/// What the processes of a deployment share: where token spend is reserved and settled, and
+/// where the provider's concurrency and rate are counted.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub spend: Arc<dyn hotpath_cache::spend::SpendLedger>,
+    pub limiter: Arc<dyn hotpath_cache::limits::Limiter>,
+}
+
+/// [`build`], with budgets and limits held in `shared` (see [`hotpath_cache::spend`] and
+/// [`hotpath_cache::limits`]).
+pub fn build_shared(config: &LlmConfig, shared: Shared) -> Result<Arc<dyn Provider>, LlmError> {
+    Ok(Arc::new(stack(config, Some(shared))?))
+}
+
 /// [`build`], keeping the concrete [`Governor`] (for its counters).
 pub fn build_governor(config: &LlmConfig) -> Result<Arc<Governor>, LlmError> {
+    Ok(Arc::new(stack(config, None)?))
+}
+
+fn stack(config: &LlmConfig, shared: Option<Shared>) -> Result<Governor, LlmError> {
     let base: Arc<dyn Provider> = match config.provider {
         ProviderKind::Scripted => Arc::new(scripted::ScriptedProvider::new(
             scripted::ScriptedConfig::from(config),
@@ -234,14 +262,18 @@ pub fn build_governor(config: &LlmConfig) -> Result<Arc<Governor>, LlmError> {
         Some(path) => Arc::new(cassette::Cassette::open(path, config.cassette_mode, base)?),
         None => base,
     };
-    let limited = Arc::new(limit::Limited::new(
-        recorded,
-        config.max_concurrent,
-        config.requests_per_second,
-    ));
-    Ok(Arc::new(Governor::new(
-        limited,
+    let mut limited =
+        limit::Limited::new(recorded, config.max_concurrent, config.requests_per_second);
+    if let Some(shared) = &shared {
+        limited = limited.shared(shared.limiter.clone(), config.provider.limit_key());
+    }
+    let governor = Governor::new(
+        Arc::new(limited),
         config.budgets.clone(),
         config.cheap_model.clone(),
-    )))
+    );
+    Ok(match shared {
+        Some(shared) => governor.with_spend(shared.spend),
+        None => governor,
+    })
 }

@@ -78,12 +78,7 @@ pub async fn act(
 ) -> Result<Response, ApiError> {
     let game = parse_game(&game)?;
     let player = caller.player_of(game)?;
-    if let Err(not_until) = state.limiter.check_key(&player.id) {
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        ));
-        return Err(ApiError::TooManyRequests(wait));
-    }
+    state.limits.action(&player.id).await?;
     let key = match headers.get("idempotency-key") {
         None => None,
         // Visible ASCII and spaces (`HeaderValue::to_str` also lets tabs through).

@@ -10,6 +10,7 @@ mod auth;
 mod error;
 mod events;
 mod games;
+mod limits;
 mod ops;
 mod slow_path;
 mod web;
@@ -23,7 +24,6 @@ use axum::extract::{DefaultBodyLimit, FromRef, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tower_http::compression::CompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -33,9 +33,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use self::error::{ApiError, ErrorBody};
+pub use self::limits::ApiLimits;
 pub use self::ops::metrics_handle;
 
-use hotpath_cache::PlayerId;
+use hotpath_cache::limits::Rate;
 use hotpath_cache::store::hash_token;
 
 use crate::hot::HotPath;
@@ -50,6 +51,11 @@ pub struct ApiConfig {
     pub rate_per_second: NonZeroU32,
     /// Actions a player may send at once.
     pub burst: NonZeroU32,
+    /// Unknown bearer tokens per second a client address may sustain (each costs a database
+    /// lookup); over it, its token lookups answer 429.
+    pub unknown_tokens_per_second: NonZeroU32,
+    /// Unknown bearer tokens a client address may send at once.
+    pub unknown_tokens_burst: NonZeroU32,
     /// Whole-request timeout (not applied to the event stream).
     pub request_timeout: Duration,
 }
@@ -59,6 +65,8 @@ impl Default for ApiConfig {
         ApiConfig {
             rate_per_second: NonZeroU32::new(10).expect("non-zero"),
             burst: NonZeroU32::new(20).expect("non-zero"),
+            unknown_tokens_per_second: NonZeroU32::new(10).expect("non-zero"),
+            unknown_tokens_burst: NonZeroU32::new(100).expect("non-zero"),
             request_timeout: Duration::from_secs(10),
         }
     }
@@ -70,7 +78,9 @@ pub struct AppState {
     pub hot: HotPath,
     /// SHA-256 of the admin token.
     pub admin_token_hash: Arc<str>,
-    pub limiter: Arc<DefaultKeyedRateLimiter<PlayerId>>,
+    /// Per-player action and per-address unknown-token limits (shared by every engine process
+    /// once [`ApiLimits::shared`] is set).
+    pub limits: ApiLimits,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The job storage, for readiness and the queue-depth metric (never for pushing: the write
     /// path inserts jobs in the action's transaction).
@@ -91,9 +101,16 @@ impl AppState {
         AppState {
             hot,
             admin_token_hash: hash_token(admin_token).into(),
-            limiter: Arc::new(RateLimiter::keyed(
-                Quota::per_second(config.rate_per_second).allow_burst(config.burst),
-            )),
+            limits: ApiLimits::local(
+                Rate {
+                    per_second: f64::from(config.rate_per_second.get()),
+                    burst: config.burst.get(),
+                },
+                Rate {
+                    per_second: f64::from(config.unknown_tokens_per_second.get()),
+                    burst: config.unknown_tokens_burst.get(),
+                },
+            ),
             metrics: Some(ops::metrics_handle()),
             queue: None,
             shutdown: tokio::sync::watch::Sender::new(false),
@@ -148,6 +165,25 @@ impl utoipa::Modify for Contract {
                     .build(),
             )
             .build();
+        let unknown_tokens = ResponseBuilder::new()
+            .description(
+                "Too many unknown bearer tokens from this client address lately: wait \
+                 `Retry-After` seconds",
+            )
+            .header(
+                "Retry-After",
+                utoipa::openapi::HeaderBuilder::new()
+                    .schema(Some(<u64 as utoipa::PartialSchema>::schema()))
+                    .description(Some("Seconds to wait"))
+                    .build(),
+            )
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
         for item in openapi.paths.paths.values_mut() {
             for op in [
                 &mut item.get,
@@ -162,6 +198,14 @@ impl utoipa::Modify for Contract {
                 op.responses
                     .responses
                     .insert("405".into(), RefOr::T(method_not_allowed.clone()));
+                // A bearer token the server has not seen lately is looked up in the database,
+                // and a client address sending many unknown ones is held back.
+                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    op.responses
+                        .responses
+                        .entry("429".into())
+                        .or_insert_with(|| RefOr::T(unknown_tokens.clone()));
+                }
                 for (status, response) in op.responses.responses.iter_mut() {
                     // Typed bindings and path calls: hotpath-lint cannot infer these receivers.
                     let status: &str = status;

@@ -113,7 +113,9 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
 /// `hotpath_relay_failures_total`, `hotpath_queue_depth`; the slow path, from the deployment's
 /// storage (the same in every process): `hotpath_jobs` {state, kind}, `hotpath_job_guards`,
 /// `hotpath_llm_calls_last_hour` / `hotpath_llm_written_last_hour` {kind},
-/// `hotpath_llm_tokens_last_hour` {kind, direction}; and where workers run in this process,
+/// `hotpath_llm_tokens_last_hour` {kind, direction}, `hotpath_llm_budget_tokens` {scope =
+/// global, state = used | reserved} (today's spend against the global budget, when one is
+/// set); and where workers run in this process,
 /// `hotpath_llm_calls_total` {kind, written}, `hotpath_llm_tokens_total` {kind},
 /// `hotpath_content_lag_seconds` {kind}, `hotpath_job_pickup_seconds` {kind},
 /// `hotpath_shed_jobs_total` {kind}.
@@ -157,6 +159,16 @@ pub async fn metrics(State(state): State<AppState>) -> (StatusCode, String) {
             metrics::gauge!("hotpath_llm_tokens_last_hour", "kind" => k, "direction" => "completion")
                 .set(u.completion_tokens as f64);
         }
+    }
+    let today = hotpath_cache::spend::day_of(hotpath_cache::time::now_ms());
+    // The global scope counts every call, so when a global budget is set it is the largest.
+    if let Ok(Ok(spent)) = tokio::time::timeout(T, store.tokens_spent(today, 1)).await
+        && let Some(global) = spent.iter().find(|s| s.scope == "global")
+    {
+        metrics::gauge!("hotpath_llm_budget_tokens", "scope" => "global", "state" => "used")
+            .set(global.used as f64);
+        metrics::gauge!("hotpath_llm_budget_tokens", "scope" => "global", "state" => "reserved")
+            .set(global.reserved as f64);
     }
     match &state.metrics {
         Some(handle) => (StatusCode::OK, handle.render()),

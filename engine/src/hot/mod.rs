@@ -189,6 +189,11 @@ impl HotPath {
     }
 
     /// The player holding a token (by its hash), if any.
+    /// The player of a token hash, if this process has looked it up lately.
+    pub async fn cached_player(&self, hash: &str) -> Option<PlayerRecord> {
+        self.players.get(hash).await
+    }
+
     pub async fn player_by_token_hash(&self, hash: &str) -> Result<Option<PlayerRecord>, HotError> {
         if let Some(p) = self.players.get(hash).await {
             return Ok(Some(p));
