@@ -72,6 +72,7 @@ async fn a_cut_off_answer_is_asked_again_shorter() {
         stream: Arc::new(MemoryStream::new(1000)),
         provider: provider.clone(),
         queue: None,
+        answers: Default::default(),
     };
     let settings = JobSettings {
         retry_base: Duration::from_millis(1),

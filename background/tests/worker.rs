@@ -127,6 +127,7 @@ fn start(env: &Env, provider: Arc<dyn Provider>, config: WorkerConfig) -> Runnin
         stream: env.stream.clone(),
         provider,
         queue: Some(Arc::new(env.storage.clone())),
+        answers: Default::default(),
     };
     let (tx, rx) = oneshot::channel();
     let storage = env.storage.clone();
@@ -953,6 +954,188 @@ async fn cron_is_opt_in_and_enqueues_cleanup(env: Env) {
         "no scheduler without run_cron"
     );
     without.stop().await;
+}
+
+/// The distributed deployment on a Redis of the test's own, which the test can stop.
+async fn distributed_on(redis: &hotpath_testkit::RedisServer) -> Env {
+    let pg = hotpath_testkit::fresh_postgres_database();
+    Env {
+        storage: JobStorage::postgres(&pg).await.unwrap(),
+        store: Arc::new(PostgresStore::connect(&pg).await.unwrap()),
+        cache: Arc::new(
+            RedisCache::connect(&redis.url(), Duration::from_millis(500))
+                .await
+                .unwrap(),
+        ),
+        stream: Arc::new(
+            RedisStream::connect(&redis.url(), Duration::from_millis(500), 10_000)
+                .await
+                .unwrap(),
+        ),
+        _dir: None,
+    }
+}
+
+/// The scripted model, counting the calls made to it; the first call can be held until the
+/// test lets it go.
+#[derive(Debug)]
+struct Counted {
+    inner: Arc<dyn Provider>,
+    calls: std::sync::atomic::AtomicUsize,
+    entered: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    hold: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl Counted {
+    fn new(inner: Arc<dyn Provider>) -> Arc<Counted> {
+        Arc::new(Counted {
+            inner,
+            calls: Default::default(),
+            entered: Default::default(),
+            hold: Default::default(),
+        })
+    }
+
+    /// Holds the next call until the returned sender fires; the receiver fires when it starts.
+    fn hold_next(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (entered_tx, entered_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        *self.entered.lock().unwrap() = Some(entered_tx);
+        *self.hold.try_lock().unwrap() = Some(release_rx);
+        (entered_rx, release_tx)
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for Counted {
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+
+    async fn complete(
+        &self,
+        request: &hotpath_background::llm::LlmRequest,
+    ) -> Result<hotpath_background::llm::Completion, hotpath_background::llm::LlmError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(entered) = self.entered.lock().unwrap().take() {
+            let _ = entered.send(());
+        }
+        let hold = self.hold.lock().await.take();
+        if let Some(release) = hold {
+            let _ = release.await;
+        }
+        self.inner.complete(request).await
+    }
+
+    async fn stream(
+        &self,
+        request: &hotpath_background::llm::LlmRequest,
+    ) -> Result<hotpath_background::llm::TextStream, hotpath_background::llm::LlmError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.stream(request).await
+    }
+}
+
+fn cache_jobs(game: GameId, seq: u64) -> Vec<Job> {
+    vec![
+        NarratePhaseTransition {
+            game_id: game,
+            conflict_id: ConflictId::new("strike").unwrap(),
+            phase_id: scenario().conflicts[0].phases[1].id.clone(),
+            world_version: seq,
+        }
+        .into(),
+        GenerateSocialBundle {
+            game_id: game,
+            world_version: seq,
+        }
+        .into(),
+    ]
+}
+
+/// Redis frozen (`SIGSTOP`, so calls hang instead of being refused): the jobs that write to the
+/// cache wait without asking the model and without spending their tries; once Redis answers,
+/// each asks once and writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_cache_pauses_its_jobs_without_model_calls() {
+    let redis = hotpath_testkit::RedisServer::start();
+    let env = distributed_on(&redis).await;
+    let (game, _, seq) = game(&env).await;
+    let model = Counted::new(scripted(3, 0.0, Duration::ZERO));
+    let mut ids = Vec::new();
+    for job in cache_jobs(game, seq) {
+        ids.push(env.storage.push(job).await.unwrap());
+    }
+    redis.pause();
+    let running = start(&env, model.clone(), fast_config("frozen-cache"));
+    // Long enough for many tries at this config's backoff (20–100 ms): each would have paid.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(model.calls(), 0, "no model call while the cache is out");
+    for id in &ids {
+        let rec = env.storage.job(id).await.unwrap().unwrap();
+        assert_ne!(
+            rec.status, "Killed",
+            "an outage does not dead-letter: {rec:?}"
+        );
+        assert_ne!(rec.status, "Done", "nothing could be written: {rec:?}");
+    }
+    redis.resume();
+    for id in &ids {
+        let rec = wait_finished(&env.storage, id).await;
+        assert_eq!(rec.status, "Done", "{rec:?} {:?}", rec.reason());
+    }
+    assert_eq!(
+        model.calls(),
+        ids.len(),
+        "one call per job once the cache is back"
+    );
+    let social = env.cache.get_typed(&keys::social(game)).await.unwrap();
+    assert!(social.is_some(), "the social bundle was written");
+    running.stop().await;
+}
+
+/// The cache dies between the model's answer and its write: the job waits for the cache and
+/// writes the answer it already has — one call, not one per try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_whose_write_failed_is_written_later_without_a_new_call() {
+    let mut redis = hotpath_testkit::RedisServer::start();
+    let env = distributed_on(&redis).await;
+    let (game, _, seq) = game(&env).await;
+    let model = Counted::new(scripted(4, 0.0, Duration::ZERO));
+    let (entered, release) = model.hold_next();
+    let job = cache_jobs(game, seq).remove(0);
+    let id = env.storage.push(job).await.unwrap();
+    let running = start(&env, model.clone(), fast_config("lost-write"));
+    tokio::time::timeout(Duration::from_secs(20), entered)
+        .await
+        .expect("the job asks the model")
+        .unwrap();
+    redis.stop();
+    release.send(()).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rec = env.storage.job(&id).await.unwrap().unwrap();
+    assert_ne!(rec.status, "Killed", "{rec:?}");
+    redis.restart();
+    let rec = wait_finished(&env.storage, &id).await;
+    assert_eq!(rec.status, "Done", "{rec:?} {:?}", rec.reason());
+    assert_eq!(
+        model.calls(),
+        1,
+        "the kept answer was written, not asked again"
+    );
+    let strike = ConflictId::new("strike").unwrap();
+    let phase = scenario().conflicts[0].phases[1].id.clone();
+    let narration = env
+        .cache
+        .get_typed(&keys::narration(game, &strike, &phase))
+        .await
+        .unwrap();
+    assert!(narration.is_some(), "the narration was written");
+    running.stop().await;
 }
 
 macro_rules! both_deployments {

@@ -263,6 +263,13 @@ impl SseReader {
 
     /// The next event (keep-alive comments skipped), within `deadline`.
     pub async fn next_within(&mut self, deadline: std::time::Duration) -> SseEvent {
+        self.try_next_within(deadline)
+            .await
+            .unwrap_or_else(|| panic!("an event within {deadline:?}"))
+    }
+
+    /// The next event, or `None` if none comes within `deadline`.
+    pub async fn try_next_within(&mut self, deadline: std::time::Duration) -> Option<SseEvent> {
         tokio::time::timeout(deadline, async {
             loop {
                 if let Some(end) = self.buf.find("\n\n") {
@@ -296,7 +303,7 @@ impl SseReader {
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("an event within {deadline:?}"))
+        .ok()
     }
 
     pub async fn next(&mut self) -> SseEvent {
