@@ -114,8 +114,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
 /// storage (the same in every process): `hotpath_jobs` {state, kind}, `hotpath_job_guards`,
 /// `hotpath_llm_calls_last_hour` / `hotpath_llm_written_last_hour` {kind},
 /// `hotpath_llm_tokens_last_hour` {kind, direction}, `hotpath_llm_budget_tokens` {scope =
-/// global, state = used | reserved} (today's spend against the global budget, when one is
-/// set); and where workers run in this process,
+/// global, state = used | reserved} (today's spend in the global scope, 0 before any); and
+/// where workers run in this process,
 /// `hotpath_llm_calls_total` {kind, written}, `hotpath_llm_tokens_total` {kind},
 /// `hotpath_content_lag_seconds` {kind}, `hotpath_job_pickup_seconds` {kind},
 /// `hotpath_shed_jobs_total` {kind}.
@@ -162,13 +162,16 @@ pub async fn metrics(State(state): State<AppState>) -> (StatusCode, String) {
     }
     let today = hotpath_cache::spend::day_of(hotpath_cache::time::now_ms());
     // The global scope counts every call, so when a global budget is set it is the largest.
-    if let Ok(Ok(spent)) = tokio::time::timeout(T, store.tokens_spent(today, 1)).await
-        && let Some(global) = spent.iter().find(|s| s.scope == "global")
-    {
+    if let Ok(Ok(spent)) = tokio::time::timeout(T, store.tokens_spent(today, 1)).await {
+        // Nothing charged yet today reads as zero, so the series exists from the start.
+        let (used, reserved) = spent
+            .iter()
+            .find(|s| s.scope == "global")
+            .map_or((0, 0), |g| (g.used, g.reserved));
         metrics::gauge!("hotpath_llm_budget_tokens", "scope" => "global", "state" => "used")
-            .set(global.used as f64);
+            .set(used as f64);
         metrics::gauge!("hotpath_llm_budget_tokens", "scope" => "global", "state" => "reserved")
-            .set(global.reserved as f64);
+            .set(reserved as f64);
     }
     match &state.metrics {
         Some(handle) => (StatusCode::OK, handle.render()),
