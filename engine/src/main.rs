@@ -46,10 +46,10 @@ struct Backend {
     #[arg(long, env = "HOTPATH_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
     /// Redis for the cache and event streams (distributed deployment).
-    #[arg(long, env = "HOTPATH_REDIS_URL")]
+    #[arg(long, env = "HOTPATH_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
     /// PostgreSQL for games, events, planned actions and the job storage (distributed).
-    #[arg(long, env = "HOTPATH_DATABASE_URL")]
+    #[arg(long, env = "HOTPATH_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
 }
 

@@ -187,6 +187,23 @@ fn distributed_serve_refuses_traps_with_a_message_that_says_what_to_add() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("127.0.0.1:1"), "{err}");
     assert!(!err.contains("s3cret"), "no secret in messages: {err}");
+
+    // Help shows which variables are read, not their values.
+    for command in ["serve", "worker", "jobs"] {
+        let out = Command::new(BIN)
+            .args([command, "--help"])
+            .env("HOTPATH_REDIS_URL", "redis://:s3cret@127.0.0.1:1/")
+            .env("HOTPATH_DATABASE_URL", "postgres://u:s3cret@127.0.0.1:1/db")
+            .env("HOTPATH_ADMIN_TOKEN", "s3cret")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("HOTPATH_DATABASE_URL"), "{help}");
+        assert!(
+            !help.contains("s3cret"),
+            "{command} --help shows a secret: {help}"
+        );
+    }
 }
 
 fn jobs(dir: &std::path::Path, args: &[&str]) -> String {
