@@ -91,6 +91,13 @@ enum Command {
         /// Sustained actions per second per player.
         #[arg(long, env = "HOTPATH_RATE_PER_SECOND", default_value_t = 10)]
         rate_per_second: u32,
+        /// Bearer tokens matching no player a client address may send per second (sustained)
+        /// before its requests answer 429 ahead of the database lookup.
+        #[arg(long, env = "HOTPATH_UNKNOWN_TOKENS_PER_SECOND", default_value_t = 10)]
+        unknown_tokens_per_second: u32,
+        /// How many such tokens a client address may send at once.
+        #[arg(long, env = "HOTPATH_UNKNOWN_TOKENS_BURST", default_value_t = 100)]
+        unknown_tokens_burst: u32,
     },
     /// Run job workers only (distributed deployment).
     Worker {
@@ -366,6 +373,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             writer_idle_secs,
             writer_queue,
             rate_per_second,
+            unknown_tokens_per_second,
+            unknown_tokens_burst,
         } => {
             let scenarios = compose::load_scenarios(&scenario_dirs)?;
             let admin_token = match std::env::var("HOTPATH_ADMIN_TOKEN") {
@@ -394,6 +403,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let api_config = ApiConfig {
                 rate_per_second: std::num::NonZeroU32::new(rate_per_second.max(1)).expect("max(1)"),
                 burst: std::num::NonZeroU32::new(rate_per_second.max(1) * 2).expect("max(1)"),
+                unknown_tokens_per_second: std::num::NonZeroU32::new(
+                    unknown_tokens_per_second.max(1),
+                )
+                .expect("max(1)"),
+                unknown_tokens_burst: std::num::NonZeroU32::new(unknown_tokens_burst.max(1))
+                    .expect("max(1)"),
                 ..ApiConfig::default()
             };
             let hot = backends.hot_path(scenarios, hot_config);

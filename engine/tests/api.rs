@@ -15,6 +15,7 @@ use hotpath_cache::ids::*;
 use hotpath_cache::model::*;
 use hotpath_cache::state::ContextHash;
 use hotpath_cache::time::now_ms;
+use hotpath_engine::api::ApiConfig;
 
 fn docks(text: &str) -> Value {
     json!({"scene_id": "docks", "text": text})
@@ -612,6 +613,74 @@ mod suite {
             app.act(&game, &second, docks("hi")).await.status,
             StatusCode::OK
         );
+    }
+}
+
+mod limits {
+    use super::*;
+
+    /// Three unknown tokens a client may send, then one a second.
+    pub fn config() -> ApiConfig {
+        ApiConfig {
+            unknown_tokens_per_second: std::num::NonZeroU32::new(1).unwrap(),
+            unknown_tokens_burst: std::num::NonZeroU32::new(3).unwrap(),
+            ..common::api_config(1000)
+        }
+    }
+
+    /// Made-up bearer tokens from one client: the first few are looked up (401), then the
+    /// client is held back (429 with Retry-After) before its tokens reach the database; a
+    /// player already known to this process is not held back.
+    pub async fn unknown_tokens_are_limited_before_the_lookup(app: TestApp) {
+        let (game, token) = app.new_game().await;
+        let path = format!("/v1/games/{game}");
+        assert_eq!(
+            app.call(Method::GET, &path, Some(&token), None)
+                .await
+                .status,
+            StatusCode::OK
+        );
+        let mut replies = Vec::new();
+        for i in 0..6 {
+            let made_up = format!("made-up-token-{i}");
+            replies.push(app.call(Method::GET, &path, Some(&made_up), None).await);
+        }
+        let statuses: Vec<u16> = replies.iter().map(|r| r.status.as_u16()).collect();
+        assert_eq!(statuses[..3], [401, 401, 401], "{statuses:?}");
+        assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+        replies[5].assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+        assert!(replies[5].headers.contains_key("retry-after"));
+        assert_eq!(
+            app.call(Method::GET, &path, Some(&token), None)
+                .await
+                .status,
+            StatusCode::OK,
+            "a known player is answered from the player cache"
+        );
+    }
+}
+
+mod limits_embedded {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unknown_tokens_are_limited_before_the_lookup() {
+        let app = super::TestApp::embedded_with(super::limits::config()).await;
+        super::limits::unknown_tokens_are_limited_before_the_lookup(app).await;
+    }
+}
+
+mod limits_distributed {
+    /// Counted in Redis, as `hotpath serve` counts them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unknown_tokens_are_limited_before_the_lookup() {
+        let config = super::limits::config();
+        let mut app = super::TestApp::distributed_with(config.clone(), true).await;
+        app.state.limits = app
+            .state
+            .limits
+            .clone()
+            .shared(app.backends.limiter.clone());
+        app.router = hotpath_engine::api::app(app.state.clone(), &config);
+        super::limits::unknown_tokens_are_limited_before_the_lookup(app).await;
     }
 }
 

@@ -188,7 +188,6 @@ impl HotPath {
         Ok(scenario)
     }
 
-    /// The player holding a token (by its hash), if any.
     /// The player of a token hash, if this process has looked it up lately.
     pub async fn cached_player(&self, hash: &str) -> Option<PlayerRecord> {
         self.players.get(hash).await
