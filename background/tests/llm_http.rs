@@ -9,7 +9,9 @@ use hotpath_background::llm::cassette::{Cassette, CassetteMode};
 use hotpath_background::llm::config::ApiKey;
 use hotpath_background::llm::http::HttpProvider;
 use hotpath_background::llm::scripted::{ScriptedConfig, ScriptedProvider};
-use hotpath_background::llm::{LlmConfig, LlmError, LlmRequest, Provider, ProviderKind};
+use hotpath_background::llm::{
+    Delta, LlmConfig, LlmError, LlmRequest, Provider, ProviderKind, Usage,
+};
 use hotpath_cache::jobs::JobKind;
 use serde_json::json;
 use wiremock::matchers::{body_string_contains, header, method, path};
@@ -180,14 +182,68 @@ async fn streams(wire: Wire) {
         .mount(&server)
         .await;
     let p = provider(&wire, &server).await;
-    let chunks: Vec<String> = p
+    let deltas: Vec<Delta> = p
         .stream(&request())
         .await
         .unwrap()
         .try_collect()
         .await
         .unwrap();
+    let chunks: Vec<&str> = deltas.iter().filter_map(Delta::text).collect();
     assert_eq!(chunks, ["The ", "docks ", "fall silent."]);
+    // The usage the server sent at the end (OpenAI's last chunk, Anthropic's message_start and
+    // message_delta), not an estimate.
+    assert_eq!(
+        deltas.last(),
+        Some(&Delta::Usage(Usage {
+            input_tokens: 12,
+            output_tokens: 3,
+            estimated: false
+        })),
+        "{deltas:?}"
+    );
+
+    // Governed, the stream settles its reservation from that usage when it ends.
+    let spend = hotpath_cache::spend::MemorySpend::new();
+    let budget = hotpath_background::llm::Budget {
+        soft: 100_000,
+        hard: 100_000,
+    };
+    let governed = hotpath_background::llm::Governor::new(
+        std::sync::Arc::new(p),
+        hotpath_background::llm::Budgets {
+            global: Some(budget),
+            ..Default::default()
+        },
+        None,
+    )
+    .with_spend(spend.clone());
+    let _: Vec<Delta> = governed
+        .stream(&request())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let today = hotpath_cache::spend::day_of(hotpath_cache::time::now_ms());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        use hotpath_cache::spend::SpendLedger;
+        let spent = spend.spent(today, 10).await.unwrap();
+        let global = spent.iter().find(|s| s.scope == "global").unwrap();
+        if global.reserved == 0 {
+            assert_eq!(
+                global.used, 15,
+                "settled from the reported usage: {global:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not settled: {global:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn rate_limited(wire: Wire) {
@@ -543,7 +599,7 @@ async fn cassette_records_then_replays_and_misses_loudly() {
     dialogue.kind = JobKind::StreamDialogueReply;
     dialogue.json = false;
     let recorder_streams = Cassette::open(&file, CassetteMode::Record, scripted.clone()).unwrap();
-    let live: Vec<String> = recorder_streams
+    let live: Vec<Delta> = recorder_streams
         .stream(&dialogue)
         .await
         .unwrap()
@@ -562,7 +618,7 @@ async fn cassette_records_then_replays_and_misses_loudly() {
     let mut other_game = request();
     other_game.game_id = Some(hotpath_cache::GameId::generate());
     assert_eq!(player.complete(&other_game).await.unwrap(), first);
-    let replayed: Vec<String> = player
+    let replayed: Vec<Delta> = player
         .stream(&dialogue)
         .await
         .unwrap()

@@ -689,7 +689,8 @@ async fn dialogue(
 }
 
 /// Streams the model's reply to `j` as `dialogue.chunk` events; returns the whole text. The
-/// call goes in the ledger however the stream ends, with what was received so far.
+/// call goes in the ledger however the stream ends: with the usage the provider reported at
+/// the end, or else estimated from what was received, marked as an estimate.
 async fn stream_reply(
     j: &StreamDialogueReply,
     t: &Try<'_>,
@@ -699,9 +700,16 @@ async fn stream_reply(
     let mut chunks = deps.provider.stream(request).await?;
     let mut full = String::new();
     let mut index = 0u32;
+    let mut reported = None;
     let streamed: Result<(), TryError> = async {
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk?;
+        while let Some(delta) = chunks.next().await {
+            let chunk = match delta? {
+                crate::llm::Delta::Text(chunk) => chunk,
+                crate::llm::Delta::Usage(usage) => {
+                    reported = Some(usage);
+                    continue;
+                }
+            };
             if chunk.is_empty() {
                 continue;
             }
@@ -724,12 +732,10 @@ async fn stream_reply(
         Ok(())
     }
     .await;
-    // A stream reports no usage here: the ledger gets an estimate that says so.
-    t.called(
-        deps.provider.model(),
-        crate::llm::Usage::estimate(request.system.len() + request.prompt.len(), full.len()),
-        true,
-    );
+    let usage = reported.unwrap_or_else(|| {
+        crate::llm::Usage::estimate(request.system.len() + request.prompt.len(), full.len())
+    });
+    t.called(deps.provider.model(), usage, usage.estimated);
     streamed.map(|()| full)
 }
 

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use hotpath_cache::guard::assert_off_hot_path;
 use serde::{Deserialize, Serialize};
 
-use super::{Completion, LlmError, LlmRequest, Provider, TextStream};
+use super::{Completion, Delta, LlmError, LlmRequest, Provider, TextStream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -152,7 +152,11 @@ impl Provider for Cassette {
         let key = format!("{}:stream", request.canonical_hash());
         if let Some(hit) = self.lookup(&key) {
             let chunks = hit.chunks.unwrap_or_else(|| vec![hit.completion.text]);
-            return Ok(futures::stream::iter(chunks.into_iter().map(Ok)).boxed());
+            let deltas = chunks
+                .into_iter()
+                .map(Delta::Text)
+                .chain([Delta::Usage(hit.completion.usage)]);
+            return Ok(futures::stream::iter(deltas.map(Ok)).boxed());
         }
         if self.mode == CassetteMode::Replay {
             return Err(self.miss(request));
@@ -160,14 +164,18 @@ impl Provider for Cassette {
         // Pass chunks through as they come (a recorded session still streams live), keep them,
         // and save the exchange once the stream has ended without error.
         let inner = self.inner.stream(request).await?;
-        let kept: Arc<Mutex<Option<Vec<String>>>> = Arc::new(Mutex::new(Some(Vec::new())));
+        type Kept = Option<(Vec<String>, Option<super::Usage>)>;
+        let kept: Arc<Mutex<Kept>> = Arc::new(Mutex::new(Some((Vec::new(), None))));
         let keep = kept.clone();
         let passed = inner.map(move |item| {
             if let Ok(mut kept) = keep.lock() {
                 match &item {
-                    Ok(chunk) => {
-                        if let Some(v) = kept.as_mut() {
-                            v.push(chunk.clone());
+                    Ok(delta) => {
+                        if let Some((chunks, usage)) = kept.as_mut() {
+                            match delta {
+                                Delta::Text(chunk) => chunks.push(chunk.clone()),
+                                Delta::Usage(u) => *usage = Some(*u),
+                            }
                         }
                     }
                     Err(_) => *kept = None,
@@ -189,14 +197,15 @@ impl Provider for Cassette {
         let finish = futures::stream::once(async move {
             let chunks = kept.lock().ok().and_then(|mut k| k.take());
             match chunks {
-                Some(chunks) => {
+                Some((chunks, usage)) => {
                     let text = chunks.concat();
                     let recording = Recording {
                         kind,
                         system,
                         prompt,
                         completion: Completion {
-                            usage: super::Usage::estimate(input_chars, text.len()),
+                            usage: usage
+                                .unwrap_or_else(|| super::Usage::estimate(input_chars, text.len())),
                             text,
                             model,
                             truncated: false,

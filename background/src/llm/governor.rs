@@ -21,7 +21,7 @@ use hotpath_cache::spend::{Charge, MemorySpend, Reservation, SpendLedger, day_of
 use hotpath_cache::time::now_ms;
 use serde::{Deserialize, Serialize};
 
-use super::{Completion, LlmError, LlmRequest, Provider, TextStream, Usage};
+use super::{Completion, Delta, LlmError, LlmRequest, Provider, TextStream, Usage};
 
 pub use hotpath_cache::spend::Budget;
 
@@ -253,13 +253,15 @@ impl Provider for Governor {
             }
         };
         // Settled when the stream is dropped — finished, failed midway or abandoned — from
-        // the text that came (streams report no usage here: an estimate, marked as such).
+        // the usage the provider reported at its end, or else an estimate from the text that
+        // came, marked as such.
         let mut settlement = StreamSettlement {
             spend: self.spend.clone(),
             kinds: self.kinds.clone(),
             kind: request.kind,
             prompt_chars: request.system.len() + request.prompt.len(),
             output_chars: 0,
+            reported: None,
             held: Some(held),
         };
         Ok(inner
@@ -267,8 +269,10 @@ impl Provider for Governor {
                 // The whole settlement moves into the closure (not only the counter), so it
                 // drops, and settles, with the stream.
                 let settlement = &mut settlement;
-                if let Ok(chunk) = &item {
-                    settlement.output_chars += chunk.len();
+                match &item {
+                    Ok(Delta::Text(chunk)) => settlement.output_chars += chunk.len(),
+                    Ok(Delta::Usage(usage)) => settlement.reported = Some(*usage),
+                    Err(_) => {}
                 }
                 item
             })
@@ -287,13 +291,16 @@ struct StreamSettlement {
     kind: JobKind,
     prompt_chars: usize,
     output_chars: usize,
+    reported: Option<Usage>,
     held: Option<Held>,
 }
 
 impl Drop for StreamSettlement {
     fn drop(&mut self) {
         let Some(held) = self.held.take() else { return };
-        let usage = Usage::estimate(self.prompt_chars, self.output_chars);
+        let usage = self
+            .reported
+            .unwrap_or_else(|| Usage::estimate(self.prompt_chars, self.output_chars));
         let (spend, kinds, kind) = (self.spend.clone(), self.kinds.clone(), self.kind);
         // Drop cannot wait; the runtime that ran the stream settles it.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {

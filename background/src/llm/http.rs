@@ -26,7 +26,7 @@ use genai::{Client, ModelIden, ServiceTarget, WebConfig};
 use hotpath_cache::guard::assert_off_hot_path;
 
 use super::config::{ApiKey, LlmConfig, ProviderKind};
-use super::{Completion, LlmError, LlmRequest, Provider, TextStream, Usage};
+use super::{Completion, Delta, LlmError, LlmRequest, Provider, TextStream, Usage};
 
 /// An OpenAI-compatible or Anthropic provider.
 pub struct HttpProvider {
@@ -166,15 +166,10 @@ impl HttpProvider {
             (None, None) if truncated => String::new(),
             (None, None) => return Err(LlmError::Malformed("the answer has no text".into())),
         };
-        let usage = match (res.usage.prompt_tokens, res.usage.completion_tokens) {
-            (Some(input), Some(output)) => Usage {
-                input_tokens: input.max(0) as u64,
-                output_tokens: output.max(0) as u64,
-                estimated: false,
-            },
-            // A server that omits usage still charged for the call: estimate, and say so.
-            _ => Usage::estimate(request.system.len() + request.prompt.len(), text.len()),
-        };
+        // A server that omits usage still charged for the call: estimate, and say so.
+        let usage = reported(&res.usage).unwrap_or_else(|| {
+            Usage::estimate(request.system.len() + request.prompt.len(), text.len())
+        });
         Ok(Completion {
             text,
             usage,
@@ -188,6 +183,18 @@ impl HttpProvider {
 fn parse_delay(value: Option<&str>, scale: f64) -> Option<Duration> {
     let secs = value?.trim().parse::<f64>().ok()? * scale;
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// The usage a server reported, if it reported both counts.
+fn reported(usage: &genai::chat::Usage) -> Option<Usage> {
+    match (usage.prompt_tokens, usage.completion_tokens) {
+        (Some(input), Some(output)) => Some(Usage {
+            input_tokens: input.max(0) as u64,
+            output_tokens: output.max(0) as u64,
+            estimated: false,
+        }),
+        _ => None,
+    }
 }
 
 fn map_error(e: genai::Error, timeout: Duration) -> LlmError {
@@ -294,8 +301,13 @@ impl Provider for HttpProvider {
             .filter_map(move |event| async move {
                 match event {
                     Ok(ChatStreamEvent::Chunk(chunk)) if !chunk.content.is_empty() => {
-                        Some(Ok(chunk.content))
+                        Some(Ok(Delta::Text(chunk.content)))
                     }
+                    Ok(ChatStreamEvent::End(end)) => end
+                        .captured_usage
+                        .as_ref()
+                        .and_then(reported)
+                        .map(|u| Ok(Delta::Usage(u))),
                     Ok(_) => None,
                     Err(e) => Some(Err(map_error(e, timeout))),
                 }

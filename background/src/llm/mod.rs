@@ -124,8 +124,29 @@ pub struct Completion {
     pub truncated: bool,
 }
 
-/// Streamed text, chunk by chunk.
-pub type TextStream = BoxStream<'static, Result<String, LlmError>>;
+/// One item of a streamed answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Delta {
+    /// The next piece of the text.
+    Text(String),
+    /// What the call used, as the provider reported it when the stream ended (OpenAI's last
+    /// chunk with `stream_options.include_usage`, Anthropic's `message_delta`). A stream that
+    /// ends without one is settled from an estimate.
+    Usage(Usage),
+}
+
+impl Delta {
+    /// The text of a [`Delta::Text`].
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Delta::Text(t) => Some(t),
+            Delta::Usage(_) => None,
+        }
+    }
+}
+
+/// A streamed answer: text chunk by chunk, and the usage when the provider reports it.
+pub type TextStream = BoxStream<'static, Result<Delta, LlmError>>;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LlmError {

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::LlmConfig;
 use super::voice::{self, Setting, Tone, Who, below, name_of, pick};
-use super::{Completion, LlmError, LlmRequest, Provider, TextStream, Usage};
+use super::{Completion, Delta, LlmError, LlmRequest, Provider, TextStream, Usage};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScriptedConfig {
@@ -496,13 +496,19 @@ impl Provider for ScriptedProvider {
         } else {
             self.latency(request) / chunks.len() as u32
         };
+        // At the end, the usage, as a real provider reports it (here the same estimate as
+        // `complete` gives).
+        let usage = Usage::estimate(request.system.len() + request.prompt.len(), text.len());
         Ok(futures::stream::iter(chunks)
             .then(move |chunk| async move {
                 if !pause.is_zero() {
                     tokio::time::sleep(pause).await;
                 }
-                Ok(chunk)
+                Ok(Delta::Text(chunk))
             })
+            .chain(futures::stream::once(
+                async move { Ok(Delta::Usage(usage)) },
+            ))
             .boxed())
     }
 }
@@ -645,9 +651,15 @@ mod tests {
         let p = provider(0.0, 0.0);
         let r = request(JobKind::StreamDialogueReply, "what about the strike");
         let whole = p.complete(&r).await.unwrap().text;
-        let chunks: Vec<String> = p.stream(&r).await.unwrap().try_collect().await.unwrap();
+        let deltas: Vec<Delta> = p.stream(&r).await.unwrap().try_collect().await.unwrap();
+        let chunks: Vec<&str> = deltas.iter().filter_map(Delta::text).collect();
         assert!(chunks.len() > 3);
         assert_eq!(chunks.concat(), whole);
+        assert!(
+            matches!(deltas.last(), Some(Delta::Usage(u)) if u.output_tokens > 0),
+            "the usage comes last: {:?}",
+            deltas.last()
+        );
     }
 
     #[tokio::test]
