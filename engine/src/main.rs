@@ -204,11 +204,7 @@ fn print_job(r: &hotpath_background::JobRecord) {
         .and_then(|j| j.game_id())
         .map(|g| g.to_string())
         .unwrap_or_default();
-    let reason = if r.is_dead() || r.status == "Failed" {
-        r.reason().map(|x| format!("  {x}")).unwrap_or_default()
-    } else {
-        String::new()
-    };
+    let reason = r.failure().map(|x| format!("  {x}")).unwrap_or_default();
     println!(
         "{}  {:<8} {:<26} attempts {}/{}  {}{}",
         r.id, r.status, kind, r.attempts, r.max_attempts, game, reason
@@ -216,7 +212,7 @@ fn print_job(r: &hotpath_background::JobRecord) {
 }
 
 async fn jobs_command(backend: &Backend, command: JobsCommand) -> anyhow::Result<()> {
-    use hotpath_cache::jobs::JobQueue;
+    use hotpath_cache::jobs::{JobAdmin, JobFilter, JobQueue, Requeue};
     let backends = Backends::connect(&backend.config()).await?;
     let jobs = &backends.jobs;
     match command {
@@ -232,11 +228,22 @@ async fn jobs_command(backend: &Backend, command: JobsCommand) -> anyhow::Result
             kind,
             limit,
         } => {
-            for r in jobs.with_status(&status, limit).await? {
-                let k = r.job.as_ref().map(|j| j.kind().as_str());
-                if kind.as_deref().is_none_or(|want| k == Some(want)) {
-                    print_job(&r);
-                }
+            let kind = match kind {
+                Some(name) => Some(
+                    hotpath_cache::jobs::JobKind::ALL
+                        .into_iter()
+                        .find(|k| k.as_str() == name)
+                        .ok_or_else(|| anyhow::anyhow!("no job kind `{name}`"))?,
+                ),
+                None => None,
+            };
+            // The kind is matched in the storage, so `--limit` counts jobs of that kind.
+            let filter = JobFilter {
+                status: Some(status),
+                kind,
+            };
+            for r in jobs.list(&filter, limit).await? {
+                print_job(&r);
             }
         }
         JobsCommand::Show { id } => {
@@ -265,7 +272,8 @@ async fn jobs_command(backend: &Backend, command: JobsCommand) -> anyhow::Result
             if ids.is_empty() && !all {
                 anyhow::bail!("name the jobs to run again, or give --all for every dead letter");
             }
-            let n = jobs.requeue(&ids).await?;
+            let which = if all { Requeue::All } else { Requeue::Ids(ids) };
+            let n = JobAdmin::requeue(jobs, &which).await?;
             println!("{n} dead letter(s) queued again");
         }
         JobsCommand::Purge {
