@@ -107,6 +107,16 @@ enum Command {
         /// latency, content lag) on this address.
         #[arg(long, env = "HOTPATH_WORKER_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
+        /// This worker's name in the job storage (default `worker-{hostname}-{pid}-{random}`,
+        /// new for every process). A chosen name must not be held by another live worker: at
+        /// start a worker takes back every job locked under its name, as its dead predecessor's.
+        #[arg(long, env = "HOTPATH_WORKER_NAME", value_parser = worker_name)]
+        worker_name: Option<String>,
+        /// How often the worker tells the storage it is alive; the jobs of a worker that missed
+        /// two heartbeats go to other workers.
+        #[arg(long, env = "HOTPATH_HEARTBEAT_SECS", default_value_t = 2,
+            value_parser = clap::value_parser!(u64).range(1..=3600))]
+        heartbeat_secs: u64,
     },
     /// Inspect and manage the slow path's jobs: list them, show one, list dead letters with
     /// their reasons, run dead letters again, purge finished ones.
@@ -194,6 +204,15 @@ enum JobsCommand {
         #[arg(long, default_value_t = hotpath_cache::jobs::DEAD_JOBS_RETAIN_SECS)]
         dead_secs: u64,
     },
+}
+
+/// A worker name: what the job storage's `lock_by` can hold and logs can quote.
+fn worker_name(raw: &str) -> Result<String, String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if raw.is_empty() || raw.len() > 128 || !raw.chars().all(ok) {
+        return Err("1 to 128 characters among ASCII letters, digits, `-`, `_` and `.`".into());
+    }
+    Ok(raw.to_owned())
 }
 
 fn print_job(r: &hotpath_background::JobRecord) {
@@ -452,6 +471,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             concurrency,
             cron,
             metrics_listen,
+            worker_name,
+            heartbeat_secs,
         } => {
             if backend.redis_url.is_none() || backend.database_url.is_none() {
                 anyhow::bail!(
@@ -462,8 +483,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let llm = LlmConfig::from_env().context("reading HOTPATH_LLM_* settings")?;
             let backends = Backends::connect(&backend.config()).await?;
             let config = WorkerConfig {
-                name: default_name("worker"),
+                name: worker_name.unwrap_or_else(|| default_name("worker")),
                 concurrency: concurrency.unwrap_or(llm.max_concurrent),
+                heartbeat: Duration::from_secs(heartbeat_secs),
                 run_cron: cron,
                 ..WorkerConfig::default()
             };
