@@ -56,6 +56,20 @@ async fn bounded<T>(call: impl Future<Output = Result<T, QueueError>>) -> Result
         .map_err(|e| ApiError::Unavailable(e.to_string()))
 }
 
+/// A request body that must be a JSON object. serde also reads a struct from an array of its
+/// fields in order (`[null, null]`), which the document does not allow; this reads an object
+/// only, then its fields as `T`.
+pub struct Object<T>(pub T);
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let fields = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        T::deserialize(serde_json::Value::Object(fields))
+            .map(Object)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// A status of the job storage: `Failed` jobs with a delivery left run again, `Killed` ones were
 /// given up.
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
@@ -335,7 +349,7 @@ pub struct Requeued {
 pub async fn requeue(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(body): ApiJson<RequeueRequest>,
+    ApiJson(Object(body)): ApiJson<Object<RequeueRequest>>,
 ) -> Result<Json<Requeued>, ApiError> {
     caller.require_admin()?;
     let which = body.which()?;
@@ -351,10 +365,31 @@ pub async fn requeue(
 pub struct PurgeRequest {
     /// Delete finished jobs done more than this many seconds ago (default 3600).
     #[schema(minimum = 0, maximum = 315360000)]
+    #[serde(default, deserialize_with = "whole_seconds")]
     pub done_secs: Option<u64>,
     /// Delete dead letters given up more than this many seconds ago (default 604800, a week).
     #[schema(minimum = 0, maximum = 315360000)]
+    #[serde(default, deserialize_with = "whole_seconds")]
     pub dead_secs: Option<u64>,
+}
+
+/// Seconds as JSON Schema counts integers: `3600` or `3600.0` (a number whose fraction is
+/// zero is an integer there, and clients that only have floats send it so), never `1.5`.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(n) = n.as_u64() {
+        return Ok(Some(n));
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=MAX_RETAIN_SECS as f64).contains(&f) => {
+            Ok(Some(f as u64))
+        }
+        _ => Err(serde::de::Error::custom(format!(
+            "expected whole seconds from 0 to {MAX_RETAIN_SECS}, not {n}"
+        ))),
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -372,7 +407,7 @@ pub struct Purged {
 pub async fn purge(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(body): ApiJson<PurgeRequest>,
+    ApiJson(Object(body)): ApiJson<Object<PurgeRequest>>,
 ) -> Result<Json<Purged>, ApiError> {
     caller.require_admin()?;
     let retain = |asked: Option<u64>, default: u64, field: &str| match asked.unwrap_or(default) {
@@ -394,7 +429,8 @@ mod tests {
     use super::*;
 
     fn which(body: serde_json::Value) -> Result<Requeue, String> {
-        let body: RequeueRequest = serde_json::from_value(body).map_err(|e| e.to_string())?;
+        let Object(body): Object<RequeueRequest> =
+            serde_json::from_value(body).map_err(|e| e.to_string())?;
         body.which().map_err(|e| e.to_string())
     }
 
@@ -412,6 +448,7 @@ mod tests {
             serde_json::json!({"ids": ["a"], "all": true}),
             serde_json::json!({"ids": ["a"], "also": 1}),
             serde_json::json!({"ids": null, "all": true}),
+            serde_json::json!([["a"], null]),
         ] {
             assert!(which(refused.clone()).is_err(), "{refused}");
         }
@@ -423,5 +460,21 @@ mod tests {
         assert_eq!(limit(Some(MAX_LIMIT)).unwrap(), MAX_LIMIT);
         assert!(limit(Some(0)).is_err());
         assert!(limit(Some(MAX_LIMIT + 1)).is_err());
+    }
+
+    #[test]
+    fn bodies_are_objects() {
+        let read =
+            |v| serde_json::from_value::<Object<PurgeRequest>>(v).map(|Object(p)| p.done_secs);
+        assert_eq!(read(serde_json::json!({"done_secs": 5})).unwrap(), Some(5));
+        assert!(read(serde_json::json!([null, null])).is_err());
+        assert!(read(serde_json::json!({"done": 5})).is_err());
+        assert_eq!(
+            read(serde_json::json!({"done_secs": 60.0})).unwrap(),
+            Some(60)
+        );
+        assert_eq!(read(serde_json::json!({"done_secs": null})).unwrap(), None);
+        assert!(read(serde_json::json!({"done_secs": 1.5})).is_err());
+        assert!(read(serde_json::json!({"done_secs": -1})).is_err());
     }
 }
