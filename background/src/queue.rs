@@ -1,8 +1,9 @@
 //! The job storage: one apalis queue carrying [`Job`] (the enum), so that priority orders every
 //! kind against every other, on SQLite (embedded: in the game database, whose single committer
 //! inserts an action's jobs in the action's own transaction and wakes the in-process workers
-//! after COMMIT) or PostgreSQL (distributed: workers in other processes woken by LISTEN/NOTIFY). [`JobStorage`] is what the hot path pushes to ([`JobQueue`]) and what
-//! [`crate::worker::run`] consumes.
+//! after COMMIT) or PostgreSQL (distributed: workers in other processes woken by LISTEN/NOTIFY). [`JobStorage`] is what the hot path pushes to ([`JobQueue`]), what
+//! operators inspect ([`JobAdmin`]: the `hotpath jobs` CLI and the `/v1/admin/jobs` routes) and
+//! what [`crate::worker::run`] consumes.
 //!
 //! Dead letters are apalis tasks in state `Killed` (a handler gave up: retries exhausted or the
 //! output never validated) or `Failed` with no attempt left; their `last_result` holds the reason.
@@ -15,12 +16,12 @@ use apalis::prelude::*;
 use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
 use async_trait::async_trait;
-use hotpath_cache::jobs::{Job, JobQueue, QueueError};
+use hotpath_cache::jobs::{Job, JobAdmin, JobFilter, JobQueue, QueueError, Requeue};
 use hotpath_cache::store::{JobWakeups, SqliteStore};
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-pub use hotpath_cache::jobs::QUEUE;
+pub use hotpath_cache::jobs::{JobRecord, QUEUE};
 
 pub use hotpath_cache::jobs::JOBS_META_SCHEMA as PG_META_SCHEMA;
 
@@ -31,43 +32,6 @@ pub const DEFAULT_MAX_DELIVERIES: u32 = hotpath_cache::jobs::MAX_DELIVERIES;
 
 fn unavailable(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())
-}
-
-/// A job in the storage, as listed for dead letters and inspection.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobRecord {
-    /// The apalis task id (a ULID).
-    pub id: String,
-    /// The message; `None` if the stored bytes no longer decode as a [`Job`].
-    pub job: Option<Job>,
-    /// apalis status: `Pending`, `Queued`, `Running`, `Done`, `Failed` or `Killed`.
-    pub status: String,
-    pub attempts: u32,
-    pub max_attempts: u32,
-    /// The last result apalis recorded (`{"Err": "reason"}` for failures), as JSON text.
-    pub last_result: Option<String>,
-    /// Which worker holds (or last held) it.
-    pub lock_by: Option<String>,
-}
-
-impl JobRecord {
-    /// Dead: given up by a handler, or failed with no attempt left.
-    pub fn is_dead(&self) -> bool {
-        self.status == "Killed" || (self.status == "Failed" && self.attempts >= self.max_attempts)
-    }
-
-    /// The reason recorded with the last failure (the `Err` text of `last_result`).
-    pub fn reason(&self) -> Option<String> {
-        let text = self.last_result.as_deref()?;
-        match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(v) => match v.get("Err") {
-                Some(serde_json::Value::String(s)) => Some(s.clone()),
-                Some(other) => Some(other.to_string()),
-                None => Some(text.to_owned()),
-            },
-            Err(_) => Some(text.to_owned()),
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -265,18 +229,34 @@ impl JobStorage {
         status: &str,
         limit: u32,
     ) -> Result<Vec<JobRecord>, QueueError> {
-        self.select("status = ?", Some(status), limit).await
+        self.select("status = ?", &[status], limit).await
+    }
+
+    /// Jobs matching `filter` (status and kind), newest first, at most `limit`. The kind is
+    /// matched in SQL, so `limit` counts matching jobs.
+    pub async fn list(&self, filter: &JobFilter, limit: u32) -> Result<Vec<JobRecord>, QueueError> {
+        let mut clauses = vec!["1 = 1"];
+        let mut args = Vec::new();
+        if let Some(status) = &filter.status {
+            clauses.push("status = ?");
+            args.push(status.as_str());
+        }
+        if let Some(kind) = filter.kind {
+            clauses.push("{kind} = ?");
+            args.push(kind.as_str());
+        }
+        self.select(&clauses.join(" AND "), &args, limit).await
     }
 
     /// One job by id.
     pub async fn job(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
-        let rows = self.select("id = ?", Some(id), 1).await?;
+        let rows = self.select("id = ?", &[id], 1).await?;
         Ok(rows.into_iter().next())
     }
 
     /// Every job of the queue, newest first (for tests and inspection), at most `limit`.
     pub async fn jobs(&self, limit: u32) -> Result<Vec<JobRecord>, QueueError> {
-        self.select("1 = 1", None, limit).await
+        self.select("1 = 1", &[], limit).await
     }
 
     /// The dead letters, newest first, at most `limit`: jobs a handler gave up on, or that
@@ -284,29 +264,30 @@ impl JobStorage {
     pub async fn dead_letters(&self, limit: u32) -> Result<Vec<JobRecord>, QueueError> {
         self.select(
             "(status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))",
-            None,
+            &[],
             limit,
         )
         .await
     }
 
-    /// Runs `SELECT … WHERE job_type = queue AND <filter>` on either engine; `filter` may use one
-    /// `?` placeholder bound to `arg`.
+    /// Runs `SELECT … WHERE job_type = queue AND <filter>` on either engine; `filter`'s `?`
+    /// placeholders are bound to `args` in order, and `{kind}` stands for the message's kind.
     async fn select(
         &self,
         filter: &str,
-        arg: Option<&str>,
+        args: &[&str],
         limit: u32,
     ) -> Result<Vec<JobRecord>, QueueError> {
         match &self.backend {
             Backend::Sqlite { storage, .. } => {
+                let filter = filter.replace("{kind}", "json_extract(CAST(job AS TEXT), '$.kind')");
                 let sql = format!(
                     "SELECT id, job, status, attempts, max_attempts, last_result, lock_by \
                      FROM Jobs WHERE job_type = ? AND {filter} ORDER BY id DESC LIMIT {limit}"
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(QUEUE);
-                if let Some(arg) = arg {
-                    q = q.bind(arg);
+                for arg in args {
+                    q = q.bind(*arg);
                 }
                 let rows = q.fetch_all(storage.pool()).await.map_err(unavailable)?;
                 rows.iter()
@@ -327,14 +308,28 @@ impl JobStorage {
                     .collect()
             }
             Backend::Postgres { storage } => {
-                let filter = filter.replace('?', "$2");
+                // `?` → `$2`, `$3`, … (`$1` is the queue).
+                let mut numbered = String::with_capacity(filter.len() + 8);
+                let mut next = 2;
+                for c in filter
+                    .replace("{kind}", "(convert_from(job, 'UTF8')::jsonb ->> 'kind')")
+                    .chars()
+                {
+                    if c == '?' {
+                        numbered.push_str(&format!("${next}"));
+                        next += 1;
+                    } else {
+                        numbered.push(c);
+                    }
+                }
+                let filter = numbered;
                 let sql = format!(
                     "SELECT id, job, status, attempts, max_attempts, last_result::text AS last_result, lock_by \
                      FROM apalis.jobs WHERE job_type = $1 AND {filter} ORDER BY id DESC LIMIT {limit}"
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(QUEUE);
-                if let Some(arg) = arg {
-                    q = q.bind(arg);
+                for arg in args {
+                    q = q.bind(*arg);
                 }
                 let rows = q.fetch_all(storage.pool()).await.map_err(unavailable)?;
                 rows.iter()
@@ -360,6 +355,31 @@ impl JobStorage {
 
 fn decode_job(bytes: Option<Vec<u8>>) -> Option<Job> {
     serde_json::from_slice(&bytes?).ok()
+}
+
+/// The operators' view; the inherent methods of the same names do the work.
+#[async_trait]
+impl JobAdmin for JobStorage {
+    async fn list(&self, filter: &JobFilter, limit: u32) -> Result<Vec<JobRecord>, QueueError> {
+        JobStorage::list(self, filter, limit).await
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
+        JobStorage::job(self, id).await
+    }
+
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<JobRecord>, QueueError> {
+        JobStorage::dead_letters(self, limit).await
+    }
+
+    async fn requeue(&self, which: &Requeue) -> Result<u64, QueueError> {
+        match which {
+            Requeue::All => JobStorage::requeue(self, &[]).await,
+            // An empty list asks for nothing (the inherent method would take it for "all").
+            Requeue::Ids(ids) if ids.is_empty() => Ok(0),
+            Requeue::Ids(ids) => JobStorage::requeue(self, ids).await,
+        }
+    }
 }
 
 #[async_trait]

@@ -1,18 +1,29 @@
 //! Running the workers: [`run`] consumes a [`JobStorage`] with one apalis worker (named
-//! [`WorkerConfig::name`], `{role}-{hostname}-{pid}` by default) under an apalis `Monitor`, until
-//! `shutdown` resolves; then it stops fetching, hands back jobs fetched but not started, and
-//! waits up to [`WorkerConfig::shutdown_timeout`] for running ones.
+//! [`WorkerConfig::name`], `{role}-{hostname}-{pid}-{8 random alphanumerics}` by default) under
+//! an apalis `Monitor`, until `shutdown` resolves; then it stops fetching, hands back jobs
+//! fetched but not started, and waits up to [`WorkerConfig::shutdown_timeout`] for running ones.
 //!
 //! Wake-ups: on SQLite the storage's update hook wakes the worker the moment a job is inserted
 //! in this process; on PostgreSQL a LISTEN connection is woken by apalis' NOTIFY trigger. The
 //! heartbeat (a few seconds) is also when a worker re-enqueues the jobs of workers that stopped
-//! beating — so a job whose worker died is picked up again after about two heartbeats.
+//! beating — so a job whose worker died is picked up again after about two heartbeats, by any
+//! worker, whatever its name.
 //!
-//! One gap apalis leaves is closed here: PostgreSQL re-enqueues only jobs of workers whose last
-//! heartbeat is old, and a worker restarted under the same name (same host and pid, as in a
-//! container) refreshes that heartbeat at once, which would strand the jobs its previous life
-//! held. So, before it starts, [`run`] hands back every job still locked under its own name —
-//! names are unique among live workers, so those can only be a dead predecessor's.
+//! Names: the random part makes every process's name new, so two live workers never share one
+//! (in containers every process is pid 1 on a host name that may repeat). A shared name would
+//! be harmful twice over: apalis would see one worker, and [`run`] — which, before it starts,
+//! hands back every job still locked under its own name — would take a live worker's jobs.
+//! That hand-back closes a gap apalis leaves for a name that *is* reused on purpose
+//! (`hotpath worker --worker-name`, across restarts): PostgreSQL re-enqueues only jobs of
+//! workers whose last heartbeat is old, and a worker restarted under the same name refreshes
+//! that heartbeat at once, which would strand the jobs its previous life held. With a default
+//! name there is nothing to hand back; with a chosen one, the operator promises that no other
+//! live worker holds it.
+//!
+//! Restarts: a worker whose backend fails (the database unreachable while it registers or
+//! fetches) is started again after a [`RestartBackoff`] — 100 ms doubling to 30 s, back to
+//! 100 ms after a run that lasted a minute — not in a tight loop against a database that is
+//! down.
 
 use std::future::Future;
 use std::str::FromStr;
@@ -29,7 +40,7 @@ use crate::queue::{Backend, JobStorage, QUEUE};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerConfig {
-    /// Unique among live workers of the storage: `{role}-{hostname}-{pid}`.
+    /// Unique among live workers of the storage: [`default_name`] unless chosen.
     pub name: String,
     /// Jobs run at once by this worker (the LLM provider's own limit is in `LlmConfig`).
     pub concurrency: usize,
@@ -54,7 +65,8 @@ pub struct WorkerConfig {
     pub cleanup_retain: Duration,
 }
 
-/// `{role}-{hostname}-{pid}`.
+/// `{role}-{hostname}-{pid}-{8 random alphanumerics}`: host and pid say where it runs; the
+/// random part keeps it unique when they repeat (containers, where every process is pid 1).
 pub fn default_name(role: &str) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -62,7 +74,53 @@ pub fn default_name(role: &str) -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    format!("{role}-{host}-{}", std::process::id())
+    format!("{role}-{host}-{}-{}", std::process::id(), name_suffix())
+}
+
+/// 8 lowercase alphanumerics from the OS's randomness (a v4 UUID's 122 random bits): 36^8,
+/// about 2.8 × 10^12 names, for a handful of live workers.
+fn name_suffix() -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut bits = uuid::Uuid::new_v4().as_u128();
+    (0..8)
+        .map(|_| {
+            let c = ALPHABET[(bits % 36) as usize] as char;
+            bits /= 36;
+            c
+        })
+        .collect()
+}
+
+/// How long to wait before starting a worker again after its run ended in an error: 100 ms,
+/// doubling up to 30 s, and 100 ms again once a run lasted [`RestartBackoff::RESET_AFTER`]
+/// (the failure is then a new one, not the same outage going on).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestartBackoff {
+    next: Duration,
+}
+
+impl Default for RestartBackoff {
+    fn default() -> Self {
+        RestartBackoff {
+            next: RestartBackoff::FIRST,
+        }
+    }
+}
+
+impl RestartBackoff {
+    pub const FIRST: Duration = Duration::from_millis(100);
+    pub const MAX: Duration = Duration::from_secs(30);
+    pub const RESET_AFTER: Duration = Duration::from_secs(60);
+
+    /// The wait before the next start, after a run that lasted `ran` and failed.
+    pub fn after_failure(&mut self, ran: Duration) -> Duration {
+        if ran >= RestartBackoff::RESET_AFTER {
+            self.next = RestartBackoff::FIRST;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(RestartBackoff::MAX);
+        wait
+    }
 }
 
 impl Default for WorkerConfig {
@@ -229,6 +287,9 @@ async fn release_own(storage: &JobStorage, name: &str) -> Result<u64, WorkerErro
     Ok(n)
 }
 
+/// The shutdown signal, shared by every (re)start of the workers.
+type Stop = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
+
 /// Runs the workers until `shutdown` resolves. See the module docs.
 pub async fn run(
     storage: JobStorage,
@@ -236,9 +297,24 @@ pub async fn run(
     config: WorkerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
+    use futures::FutureExt;
+
     if config.concurrency == 0 {
         return Err(WorkerError::Config("concurrency must be at least 1".into()));
     }
+    let schedule = match config.run_cron {
+        true => Some(
+            cron::Schedule::from_str(&config.cleanup_schedule).map_err(|e| {
+                WorkerError::Config(format!(
+                    "cleanup schedule `{}`: {e}",
+                    config.cleanup_schedule
+                ))
+            })?,
+        ),
+        false => None,
+    };
+    // At start a failure is the caller's to report (the storage cannot be reached at all);
+    // later ones are an outage the restarts below wait out.
     release_own(&storage, &config.name).await?;
     let rt = Arc::new(Runtime {
         deps,
@@ -246,16 +322,61 @@ pub async fn run(
         max_deliveries: storage.max_deliveries(),
         storage: storage.clone(),
     });
+    let stop: Stop = shutdown.boxed().shared();
+
+    let jobs = supervise(
+        &config.name,
+        config.shutdown_timeout,
+        stop.clone(),
+        |restart| {
+            let (storage, rt, config) = (&storage, &rt, &config);
+            async move {
+                if restart {
+                    // What the failed run had fetched is still locked under this name.
+                    release_own(storage, &config.name).await?;
+                }
+                Ok(jobs_monitor(storage, rt, config))
+            }
+        },
+    );
+    let cron = async {
+        let Some(schedule) = schedule else {
+            return Ok(());
+        };
+        let name = format!("{}-cron", config.name);
+        let data = CronData {
+            storage: storage.clone(),
+            retain_secs: config.cleanup_retain.as_secs(),
+        };
+        supervise(&name, config.shutdown_timeout, stop.clone(), |_| {
+            let (name, schedule, data) = (name.clone(), schedule.clone(), data.clone());
+            async move {
+                Ok(Monitor::new().register(move |_restarts| {
+                    WorkerBuilder::new(name.as_str())
+                        .backend(CronScheduler::new(schedule.clone()))
+                        .data(data.clone())
+                        .build(tick)
+                }))
+            }
+        })
+        .await
+    };
+    let (jobs, cron) = tokio::join!(jobs, cron);
+    jobs.and(cron)
+}
+
+/// A monitor running the job worker on `storage`.
+fn jobs_monitor(storage: &JobStorage, rt: &Arc<Runtime>, config: &WorkerConfig) -> Monitor {
     let name = config.name.clone();
     let concurrency = config.concurrency;
     // Fetch no more than can run: a fetched job is locked to this worker, and one waiting in
     // its buffer would neither run nor be free for an idle worker elsewhere.
     let batch = concurrency;
+    let backstop = config.poll_backstop;
 
     macro_rules! worker {
         ($backend:expr) => {{
             let rt = rt.clone();
-            let name = name.clone();
             move |_restarts: usize| {
                 WorkerBuilder::new(name.as_str())
                     .backend($backend)
@@ -267,7 +388,6 @@ pub async fn run(
         }};
     }
 
-    let mut monitor = Monitor::new();
     match &storage.backend {
         Backend::Sqlite {
             storage: s,
@@ -279,12 +399,11 @@ pub async fn run(
                 .missed_heartbeats(config.missed_heartbeats)
                 .batch_size(batch);
             let (s, listener) = (s.clone(), listener.clone());
-            let backstop = config.poll_backstop;
-            monitor = monitor.register(worker!(
+            Monitor::new().register(worker!(
                 s.clone().with_config(cfg.clone()).poll_with_strategy(
                     Strategy::new().stream(listener.clone()).interval(backstop)
                 )
-            ));
+            ))
         }
         Backend::Postgres { storage: s } => {
             let cfg = apalis_postgres::Config::default()
@@ -293,44 +412,112 @@ pub async fn run(
                 .missed_heartbeats(config.missed_heartbeats)
                 .batch_size(batch);
             let s = s.clone();
-            let backstop = config.poll_backstop;
-            monitor = monitor.register(worker!(
+            Monitor::new().register(worker!(
                 s.clone().with_config(cfg.clone()).poll_with_strategy(
                     Strategy::new()
                         .stream(Pubsub::new(s.pool().clone(), QUEUE.to_owned()))
                         .interval(backstop)
                 )
-            ));
+            ))
         }
     }
-    if config.run_cron {
-        let schedule = cron::Schedule::from_str(&config.cleanup_schedule).map_err(|e| {
-            WorkerError::Config(format!(
-                "cleanup schedule `{}`: {e}",
-                config.cleanup_schedule
-            ))
-        })?;
-        let data = CronData {
-            storage: storage.clone(),
-            retain_secs: config.cleanup_retain.as_secs(),
+}
+
+/// Starts a monitor with `start` and runs it until `stop` resolves; a run that ends before
+/// (its backend failed: the database unreachable while registering or fetching) is started
+/// again after a [`RestartBackoff`] pause. `start(true)` is a restart.
+async fn supervise<F, Fut>(
+    name: &str,
+    shutdown_timeout: Duration,
+    stop: Stop,
+    mut start: F,
+) -> Result<(), WorkerError>
+where
+    F: FnMut(bool) -> Fut,
+    Fut: Future<Output = Result<Monitor, WorkerError>>,
+{
+    let mut backoff = RestartBackoff::default();
+    let mut restart = false;
+    loop {
+        let began = std::time::Instant::now();
+        let ended = match start(restart).await {
+            Ok(monitor) => run_until(monitor, stop.clone(), shutdown_timeout).await,
+            Err(e) => Err(e.to_string()),
         };
-        let cron_name = format!("{name}-cron");
-        monitor = monitor.register(move |_restarts| {
-            WorkerBuilder::new(cron_name.as_str())
-                .backend(CronScheduler::new(schedule.clone()))
-                .data(data.clone())
-                .build(tick)
-        });
+        let Err(error) = ended else {
+            return Ok(());
+        };
+        let wait = backoff.after_failure(began.elapsed());
+        tracing::warn!(
+            worker = name,
+            %error,
+            wait_ms = wait.as_millis() as u64,
+            "worker failed; starting it again after a pause"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.clone() => return Ok(()),
+        }
+        restart = true;
     }
-    monitor
-        // A worker whose backend failed (database briefly unreachable) is started again; the
-        // pool's connect timeout paces the attempts.
-        .should_restart(|_ctx, _err| true)
-        .shutdown_timeout(config.shutdown_timeout)
-        .run_with_signal(async move {
-            shutdown.await;
+}
+
+/// Runs `monitor` until `stop` resolves (`Ok`: it stopped fetching and waited up to
+/// `shutdown_timeout` for running jobs) or its workers end by themselves (`Err`: why).
+async fn run_until(monitor: Monitor, stop: Stop, shutdown_timeout: Duration) -> Result<(), String> {
+    let context = monitor.context();
+    let run = monitor.run();
+    tokio::pin!(run);
+    tokio::select! {
+        ended = &mut run => Err(match ended {
+            Ok(()) => "the worker stopped by itself".to_owned(),
+            Err(e) => e.to_string(),
+        }),
+        () = stop => {
+            let _ = context.shutdown();
+            if tokio::time::timeout(shutdown_timeout, &mut run).await.is_err() {
+                tracing::warn!(?shutdown_timeout, "jobs were still running when the shutdown timeout ended");
+            }
             Ok(())
-        })
-        .await
-        .map_err(|e| WorkerError::Monitor(e.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_from_100_ms_to_30_s_and_reset_after_a_long_run() {
+        let mut b = RestartBackoff::default();
+        let quick = Duration::from_millis(5);
+        let waits: Vec<u64> = (0..12)
+            .map(|_| b.after_failure(quick).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            waits,
+            [
+                100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000, 30000
+            ]
+        );
+        // A run that lasted a while: the next failure is a new outage.
+        assert_eq!(
+            b.after_failure(RestartBackoff::RESET_AFTER),
+            RestartBackoff::FIRST
+        );
+        assert_eq!(b.after_failure(quick), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn default_names_differ_within_one_process() {
+        let (a, b) = (default_name("worker"), default_name("worker"));
+        assert_ne!(a, b);
+        let pid = format!("-{}-", std::process::id());
+        for name in [&a, &b] {
+            assert!(name.starts_with("worker-") && name.contains(&pid), "{name}");
+            let suffix = name.rsplit('-').next().unwrap();
+            assert_eq!(suffix.len(), 8, "{name}");
+            assert!(suffix.chars().all(|c| c.is_ascii_alphanumeric()), "{name}");
+        }
+    }
 }

@@ -369,6 +369,84 @@ pub trait JobQueue: Send + Sync {
     async fn ping(&self) -> Result<(), QueueError>;
 }
 
+/// A job as the storage holds it, for operators: listed, shown, dead-lettered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// The storage's task id (a ULID).
+    pub id: String,
+    /// The message; `None` if the stored bytes no longer decode as a [`Job`].
+    pub job: Option<Job>,
+    /// The storage's status: `Pending`, `Queued`, `Running`, `Done`, `Failed` or `Killed`.
+    pub status: String,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    /// The last result recorded (`{"Err": "reason"}` for failures), as JSON text.
+    pub last_result: Option<String>,
+    /// Which worker holds (or last held) it.
+    pub lock_by: Option<String>,
+}
+
+impl JobRecord {
+    /// Dead: given up by a handler, or failed with no attempt left.
+    pub fn is_dead(&self) -> bool {
+        self.status == "Killed" || (self.status == "Failed" && self.attempts >= self.max_attempts)
+    }
+
+    /// The reason recorded with the last failure (the `Err` text of `last_result`).
+    pub fn reason(&self) -> Option<String> {
+        let text = self.last_result.as_deref()?;
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) => match v.get("Err") {
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(other) => Some(other.to_string()),
+                None => Some(text.to_owned()),
+            },
+            Err(_) => Some(text.to_owned()),
+        }
+    }
+
+    /// The reason, for a job that failed (dead or waiting for its retry); `None` otherwise,
+    /// where the last result is not a failure.
+    pub fn failure(&self) -> Option<String> {
+        (self.is_dead() || self.status == "Failed")
+            .then(|| self.reason())
+            .flatten()
+    }
+}
+
+/// Which jobs [`JobAdmin::list`] returns; `None` matches all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    /// A storage status (see [`JobRecord::status`]).
+    pub status: Option<String>,
+    pub kind: Option<JobKind>,
+}
+
+/// Which dead letters [`JobAdmin::requeue`] runs again. No "empty list means all": asking
+/// for every dead letter is its own variant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Requeue {
+    All,
+    Ids(Vec<String>),
+}
+
+/// What operators do with the job storage, besides counting and purging ([`JobQueue`]):
+/// list and show jobs, read the dead letters with their reasons, run dead letters again.
+/// Implemented by `hotpath-background`'s `JobStorage`; the CLI (`hotpath jobs`) and the admin
+/// routes (`/v1/admin/jobs…`) both go through it.
+#[async_trait::async_trait]
+pub trait JobAdmin: JobQueue {
+    /// Jobs matching `filter`, newest first, at most `limit`.
+    async fn list(&self, filter: &JobFilter, limit: u32) -> Result<Vec<JobRecord>, QueueError>;
+    /// One job by id.
+    async fn job(&self, id: &str) -> Result<Option<JobRecord>, QueueError>;
+    /// The dead letters, newest first, at most `limit`.
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<JobRecord>, QueueError>;
+    /// Makes dead letters `Pending` again with their deliveries reset; returns how many.
+    /// Ids that are not dead letters are left alone.
+    async fn requeue(&self, which: &Requeue) -> Result<u64, QueueError>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,6 +114,16 @@ enum Command {
         /// latency, content lag) on this address.
         #[arg(long, env = "HOTPATH_WORKER_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
+        /// This worker's name in the job storage (default `worker-{hostname}-{pid}-{random}`,
+        /// new for every process). A chosen name must not be held by another live worker: at
+        /// start a worker takes back every job locked under its name, as its dead predecessor's.
+        #[arg(long, env = "HOTPATH_WORKER_NAME", value_parser = worker_name)]
+        worker_name: Option<String>,
+        /// How often the worker tells the storage it is alive; the jobs of a worker that missed
+        /// two heartbeats go to other workers.
+        #[arg(long, env = "HOTPATH_HEARTBEAT_SECS", default_value_t = 2,
+            value_parser = clap::value_parser!(u64).range(1..=3600))]
+        heartbeat_secs: u64,
     },
     /// Inspect and manage the slow path's jobs: list them, show one, list dead letters with
     /// their reasons, run dead letters again, purge finished ones.
@@ -203,6 +213,15 @@ enum JobsCommand {
     },
 }
 
+/// A worker name: what the job storage's `lock_by` can hold and logs can quote.
+fn worker_name(raw: &str) -> Result<String, String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if raw.is_empty() || raw.len() > 128 || !raw.chars().all(ok) {
+        return Err("1 to 128 characters among ASCII letters, digits, `-`, `_` and `.`".into());
+    }
+    Ok(raw.to_owned())
+}
+
 fn print_job(r: &hotpath_background::JobRecord) {
     let kind = r.job.as_ref().map_or("?", |j| j.kind().as_str());
     let game = r
@@ -211,11 +230,7 @@ fn print_job(r: &hotpath_background::JobRecord) {
         .and_then(|j| j.game_id())
         .map(|g| g.to_string())
         .unwrap_or_default();
-    let reason = if r.is_dead() || r.status == "Failed" {
-        r.reason().map(|x| format!("  {x}")).unwrap_or_default()
-    } else {
-        String::new()
-    };
+    let reason = r.failure().map(|x| format!("  {x}")).unwrap_or_default();
     println!(
         "{}  {:<8} {:<26} attempts {}/{}  {}{}",
         r.id, r.status, kind, r.attempts, r.max_attempts, game, reason
@@ -223,7 +238,7 @@ fn print_job(r: &hotpath_background::JobRecord) {
 }
 
 async fn jobs_command(backend: &Backend, command: JobsCommand) -> anyhow::Result<()> {
-    use hotpath_cache::jobs::JobQueue;
+    use hotpath_cache::jobs::{JobAdmin, JobFilter, JobQueue, Requeue};
     let backends = Backends::connect(&backend.config()).await?;
     let jobs = &backends.jobs;
     match command {
@@ -239,11 +254,22 @@ async fn jobs_command(backend: &Backend, command: JobsCommand) -> anyhow::Result
             kind,
             limit,
         } => {
-            for r in jobs.with_status(&status, limit).await? {
-                let k = r.job.as_ref().map(|j| j.kind().as_str());
-                if kind.as_deref().is_none_or(|want| k == Some(want)) {
-                    print_job(&r);
-                }
+            let kind = match kind {
+                Some(name) => Some(
+                    hotpath_cache::jobs::JobKind::ALL
+                        .into_iter()
+                        .find(|k| k.as_str() == name)
+                        .ok_or_else(|| anyhow::anyhow!("no job kind `{name}`"))?,
+                ),
+                None => None,
+            };
+            // The kind is matched in the storage, so `--limit` counts jobs of that kind.
+            let filter = JobFilter {
+                status: Some(status),
+                kind,
+            };
+            for r in jobs.list(&filter, limit).await? {
+                print_job(&r);
             }
         }
         JobsCommand::Show { id } => {
@@ -272,7 +298,8 @@ async fn jobs_command(backend: &Backend, command: JobsCommand) -> anyhow::Result
             if ids.is_empty() && !all {
                 anyhow::bail!("name the jobs to run again, or give --all for every dead letter");
             }
-            let n = jobs.requeue(&ids).await?;
+            let which = if all { Requeue::All } else { Requeue::Ids(ids) };
+            let n = JobAdmin::requeue(jobs, &which).await?;
             println!("{n} dead letter(s) queued again");
         }
         JobsCommand::Purge {
@@ -461,6 +488,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             concurrency,
             cron,
             metrics_listen,
+            worker_name,
+            heartbeat_secs,
         } => {
             if backend.redis_url.is_none() || backend.database_url.is_none() {
                 anyhow::bail!(
@@ -471,8 +500,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let llm = LlmConfig::from_env().context("reading HOTPATH_LLM_* settings")?;
             let backends = Backends::connect(&backend.config()).await?;
             let config = WorkerConfig {
-                name: default_name("worker"),
+                name: worker_name.unwrap_or_else(|| default_name("worker")),
                 concurrency: concurrency.unwrap_or(llm.max_concurrent),
+                heartbeat: Duration::from_secs(heartbeat_secs),
                 run_cron: cron,
                 ..WorkerConfig::default()
             };

@@ -145,6 +145,19 @@ fn worker_needs_the_distributed_backends() {
 }
 
 #[test]
+fn a_worker_name_is_checked_before_anything_connects() {
+    let out = Command::new(BIN)
+        .args(["worker", "--worker-name", "two words"])
+        .env_remove("HOTPATH_REDIS_URL")
+        .env_remove("HOTPATH_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "bad usage");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--worker-name"), "{err}");
+}
+
+#[test]
 fn distributed_serve_refuses_traps_with_a_message_that_says_what_to_add() {
     // Without an admin token every process would invent its own.
     let out = Command::new(BIN)

@@ -10,6 +10,7 @@ mod auth;
 mod error;
 mod events;
 mod games;
+mod jobs;
 mod limits;
 mod ops;
 mod slow_path;
@@ -82,9 +83,9 @@ pub struct AppState {
     /// once [`ApiLimits::shared`] is set).
     pub limits: ApiLimits,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    /// The job storage, for readiness and the queue-depth metric (never for pushing: the write
-    /// path inserts jobs in the action's transaction).
-    pub queue: Option<Arc<dyn hotpath_cache::jobs::JobQueue>>,
+    /// The job storage, for readiness, the queue metrics and the admin job routes (never for
+    /// pushing: the write path inserts jobs in the action's transaction).
+    pub queue: Option<Arc<dyn hotpath_cache::jobs::JobAdmin>>,
     /// Flips to `true` when the server shuts down, ending event streams so that in-flight
     /// requests can finish and connections close.
     pub shutdown: tokio::sync::watch::Sender<bool>,
@@ -130,7 +131,7 @@ impl AppState {
         description = "An engine for LLM-driven narrative games that answers every action from caches, precomputed actions and rules.",
         version = env!("CARGO_PKG_VERSION")
     ),
-    components(schemas(ErrorBody, events::EventsFrom)),
+    components(schemas(ErrorBody, events::EventsFrom, jobs::RequeueRequest, jobs::JobKindName, jobs::JobStatus)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -321,6 +322,11 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .routes(routes!(slow_path::slow_path))
+        .routes(routes!(jobs::list_jobs))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::dead_letters))
+        .routes(routes!(jobs::requeue))
+        .routes(routes!(jobs::purge))
         .split_for_parts();
     let mut api = api;
     utoipa::Modify::modify(&Contract, &mut api);
