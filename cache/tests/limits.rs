@@ -113,3 +113,40 @@ conformance!(
         concurrent_leases_never_exceed_the_slots
     ]
 );
+
+/// A lease asked of a frozen Redis times out, and Redis grants it anyway when it wakes (it runs
+/// its backlog): the limiter gives such a lease back at its next call, so the slot is free at
+/// once instead of when the lease lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_whose_answer_was_lost_is_given_back() {
+    let redis = hotpath_testkit::RedisServer::start();
+    let cache = RedisCache::connect(&redis.url(), Duration::from_millis(300))
+        .await
+        .unwrap();
+    let limiter = RedisLimiter::new(cache.connection());
+    let k = key("unanswered");
+    let long = Duration::from_secs(60);
+    // Once first, so the server knows the script and runs the frozen request by its hash.
+    let first = limiter.lease(&k, 1, long).await.unwrap().unwrap();
+    limiter.release(&first).await.unwrap();
+    redis.pause();
+    assert!(
+        limiter.lease(&k, 1, long).await.is_err(),
+        "no answer while frozen"
+    );
+    redis.resume();
+    // The frozen request is granted now (its lease holds the only slot until it lapses, a
+    // minute from now); the limiter gives it back before its next request.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match limiter.lease(&k, 1, long).await {
+            Ok(Some(_)) => break,
+            Ok(None) | Err(_) => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot stayed held by a lease nobody got"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

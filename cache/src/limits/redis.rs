@@ -59,6 +59,10 @@ pub struct RedisLimiter {
     admit: Script,
     lease: Script,
     renew: Script,
+    /// Leases asked for whose answer never came (a timeout): Redis may still grant them when
+    /// it gets to the request — a hung server runs its backlog when it wakes — and nobody
+    /// would give them back until they lapse. Released at the next call that reaches Redis.
+    unanswered: std::sync::Arc<std::sync::Mutex<Vec<Lease>>>,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -75,6 +79,7 @@ impl RedisLimiter {
             admit: Script::new(ADMIT),
             lease: Script::new(LEASE),
             renew: Script::new(RENEW),
+            unanswered: Default::default(),
         }
     }
 }
@@ -98,6 +103,23 @@ impl RedisLimiter {
     }
 }
 
+impl RedisLimiter {
+    /// Gives back the leases whose request timed out (see [`RedisLimiter::unanswered`]).
+    async fn release_unanswered(&self) -> Result<(), LimitError> {
+        let pending = std::mem::take(&mut *self.unanswered.lock().expect("unanswered lock"));
+        for (i, lease) in pending.iter().enumerate() {
+            if let Err(e) = self.release(lease).await {
+                self.unanswered
+                    .lock()
+                    .expect("unanswered lock")
+                    .extend(pending[i..].iter().cloned());
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
 fn unavailable(e: redis::RedisError) -> LimitError {
     LimitError(e.to_string())
 }
@@ -118,21 +140,33 @@ impl Limiter for RedisLimiter {
     }
 
     async fn lease(&self, k: &str, slots: u32, ttl: Duration) -> Result<Option<Lease>, LimitError> {
+        self.release_unanswered().await?;
         let mut conn = self.conn.clone();
-        let id = lease_id();
-        let got: u32 = self
+        let lease = Lease {
+            key: k.to_owned(),
+            id: lease_id(),
+        };
+        let got: u32 = match self
             .lease
             .key(key(k))
             .arg(slots)
             .arg((ttl.as_millis() as u64).max(1))
-            .arg(&id)
+            .arg(&lease.id)
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
-        Ok((got == 1).then(|| Lease {
-            key: k.to_owned(),
-            id,
-        }))
+        {
+            Ok(got) => got,
+            Err(e) => {
+                let mut unanswered = self.unanswered.lock().expect("unanswered lock");
+                // Bounded: in a long outage the oldest would have lapsed anyway.
+                if unanswered.len() >= 256 {
+                    unanswered.remove(0);
+                }
+                unanswered.push(lease);
+                return Err(unavailable(e));
+            }
+        };
+        Ok((got == 1).then_some(lease))
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, LimitError> {
