@@ -19,6 +19,10 @@ pub const RECENT_EVENTS: usize = 8;
 
 /// How many earlier lines of a conversation a dialogue reply sees.
 pub const CONVERSATION_LINES: usize = 8;
+/// How far back in the game's log (in events before the job's world version) a dialogue job
+/// looks for the conversation so far: reading the whole log made each reply's cost grow with
+/// the game's age (a soak's worker RSS and CPU grew with it).
+pub const CONVERSATION_WINDOW: u64 = 500;
 
 pub struct World {
     pub scenario: Scenario,
@@ -158,7 +162,8 @@ impl World {
         )
     }
 
-    /// The conversation so far between `player` and `stakeholder`, from `log`: the player's
+    /// The conversation so far between `player` and `stakeholder`, from `log` (the dialogue
+    /// job reads the last [`CONVERSATION_WINDOW`] events before the line): the player's
     /// earlier `say` to them and their replies, before `before_seq` (the line being answered),
     /// the last [`CONVERSATION_LINES`], oldest first. Each line: `speaker` (a name), `player`
     /// (whether the player said it) and `text`.

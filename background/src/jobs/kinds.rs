@@ -602,9 +602,15 @@ async fn dialogue(
     deps: &Deps,
     s: &JobSettings,
 ) -> Result<Outcome, TryError> {
+    // The reply is logged after the job's world version, and the conversation it continues is
+    // within the window before it: the rest of the log is not read.
     let log = deps
         .store
-        .events(j.game_id, 0)
+        .events(
+            j.game_id,
+            j.world_version
+                .saturating_sub(super::context::CONVERSATION_WINDOW),
+        )
         .await
         .map_err(TryError::infra)?;
     let replied = |e: &LoggedEvent| matches!(e, LoggedEvent::DialogueReplied { request_id, .. } if *request_id == j.request_id);
