@@ -56,7 +56,8 @@ struct Args {
     /// Seconds of load not counted, first.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
-    /// The action sent: scene, kind, target and text.
+    /// The action sent: scene, kind, target (`""`: none, so no dialogue reply is queued) and
+    /// text.
     #[arg(long, default_value = "docks")]
     scene: String,
     #[arg(long, default_value = "say")]
@@ -511,10 +512,11 @@ async fn drive(args: &Args, players: Vec<Vec<Player>>) -> anyhow::Result<Report>
     let pace = (args.rate > 0.0)
         .then(|| Duration::from_secs_f64(args.concurrency.max(1) as f64 / args.rate));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let body = json!({
-        "scene_id": args.scene, "kind": args.kind, "target": args.target, "text": args.text,
-    })
-    .to_string();
+    let mut body = json!({"scene_id": args.scene, "kind": args.kind, "text": args.text});
+    if !args.target.is_empty() {
+        body["target"] = json!(args.target);
+    }
+    let body = body.to_string();
     let mut tasks = Vec::new();
     let concurrency = args.concurrency.max(1);
     let games = flat.len() / per_game;
