@@ -1654,44 +1654,31 @@ fn slope(samples: &[&QueueSample]) -> Option<f64> {
 /// An SVG of the report: served-ahead share per piece per window (top) and queue depth (bottom)
 /// over the whole run, the end of the warm-up marked.
 pub fn plot(report: &Report, path: &std::path::Path) -> anyhow::Result<()> {
-    use plotters::prelude::*;
+    use crate::plot::{PALETTE, Panel, panels};
 
-    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plotting {}: {e}", path.display());
     let end = report.warmup_secs + report.seconds;
-    let root = SVGBackend::new(path, (1000, 720)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let (top, bottom) = root.split_vertically(400);
     let title = if report.label.is_empty() {
         "play".to_owned()
     } else {
         format!("play: {}", report.label)
     };
-
-    let mut chart = ChartBuilder::on(&top)
-        .caption(
-            format!(
-                "{title} — share served ahead (precomputed or cache), per {:.0} s",
-                report
-                    .windows
-                    .first()
-                    .map(|w| w.t_end - w.t_start)
-                    .unwrap_or(10.0)
-            ),
-            ("sans-serif", 18),
-        )
-        .margin(12)
-        .x_label_area_size(32)
-        .y_label_area_size(48)
-        .build_cartesian_2d(0f64..end.max(1.0), 0f64..100f64)
-        .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since play began")
-        .y_desc("% served ahead")
-        .draw()
-        .map_err(|e| err(&e))?;
-    let colors = [RED, BLUE, GREEN, MAGENTA];
-    for (piece, color) in PIECES.iter().zip(colors) {
+    let x = "seconds since play began";
+    let mut top = Panel::new(
+        format!(
+            "{title} — share served ahead (precomputed or cache), per {:.0} s",
+            report
+                .windows
+                .first()
+                .map(|w| w.t_end - w.t_start)
+                .unwrap_or(10.0)
+        ),
+        x,
+        "% served ahead",
+        400,
+    );
+    top.y_range = Some((0.0, 100.0));
+    top.legend = plotters::prelude::SeriesLabelPosition::LowerRight;
+    for (piece, color) in PIECES.iter().zip(PALETTE) {
         let points: Vec<(f64, f64)> = report
             .windows
             .iter()
@@ -1702,69 +1689,28 @@ pub fn plot(report: &Report, path: &std::path::Path) -> anyhow::Result<()> {
                 ))
             })
             .collect();
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(|e| err(&e))?
-            .label(*piece)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+        top = top.series(*piece, color, points);
     }
-    chart
-        .draw_series(std::iter::once(PathElement::new(
-            vec![(report.warmup_secs, 0.0), (report.warmup_secs, 100.0)],
-            BLACK.mix(0.4),
-        )))
-        .map_err(|e| err(&e))?
-        .label("end of warm-up")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(|e| err(&e))?;
-
-    let max_depth = report
-        .queue
-        .samples
-        .iter()
-        .map(|s| s.depth)
-        .fold(1.0f64, f64::max);
-    let mut chart = ChartBuilder::on(&bottom)
-        .caption(
-            format!("queue depth ({})", report.queue.source),
-            ("sans-serif", 18),
-        )
-        .margin(12)
-        .x_label_area_size(32)
-        .y_label_area_size(48)
-        .build_cartesian_2d(0f64..end.max(1.0), 0f64..max_depth * 1.1)
-        .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since play began")
-        .y_desc("jobs waiting")
-        .draw()
-        .map_err(|e| err(&e))?;
-    chart
-        .draw_series(LineSeries::new(
-            report.queue.samples.iter().map(|s| (s.t, s.depth)),
-            BLUE.stroke_width(2),
-        ))
-        .map_err(|e| err(&e))?;
-    chart
-        .draw_series(std::iter::once(PathElement::new(
-            vec![
-                (report.warmup_secs, 0.0),
-                (report.warmup_secs, max_depth * 1.1),
-            ],
-            BLACK.mix(0.4),
-        )))
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
+    top.markers
+        .push((report.warmup_secs, "end of warm-up".to_owned()));
+    let mut bottom = Panel::new(
+        format!("queue depth ({})", report.queue.source),
+        x,
+        "jobs waiting",
+        320,
+    )
+    .series(
+        "",
+        PALETTE[1],
+        report
+            .queue
+            .samples
+            .iter()
+            .map(|s| (s.t, s.depth))
+            .collect(),
+    );
+    bottom.markers.push((report.warmup_secs, String::new()));
+    panels(path, 1000, end, &[top, bottom])
 }
 
 #[cfg(test)]

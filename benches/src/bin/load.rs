@@ -12,6 +12,12 @@
 //! servers' addresses, PostgreSQL transactions and Redis commands per action (read from their
 //! own statistics) and the engine's RSS (`--server-pid`).
 //!
+//! For a soak (`scripts/bench-soak`): `--rate` paces the connections, `--rss-every N` samples
+//! every server's RSS (and, with `--database-url`, the apalis jobs by status) every N seconds
+//! into the report, which also keeps 2xx, non-2xx and transport errors per second; `--plot`
+//! draws them as an SVG. The report's `rss_summary` has, per process, the first and last
+//! sample and the maximum of each half of the run.
+//!
 //! `--touch-games N` is the memory mode: N games with one player and one action each, then the
 //! engine's RSS.
 
@@ -40,7 +46,8 @@ struct Args {
     /// Players per game.
     #[arg(long, default_value_t = 1)]
     players: usize,
-    /// Connections kept busy; connection `i` acts in game `i % games`.
+    /// Connections kept busy; connection `i` acts in game `i % games` (with fewer connections
+    /// than players, each connection takes its share of the players in turn).
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
     /// How long to drive load, after the warm-up.
@@ -49,7 +56,8 @@ struct Args {
     /// Seconds of load not counted, first.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
-    /// The action sent: scene, kind, target and text.
+    /// The action sent: scene, kind, target (`""`: none, so no dialogue reply is queued) and
+    /// text.
     #[arg(long, default_value = "docks")]
     scene: String,
     #[arg(long, default_value = "say")]
@@ -74,6 +82,22 @@ struct Args {
     /// The engine's process id (for its RSS); repeat for several engines.
     #[arg(long)]
     server_pid: Vec<u32>,
+    /// A name for each `--server-pid`, in the same order (e.g. `serve`, `worker`).
+    #[arg(long)]
+    server_name: Vec<String>,
+    /// Sample the RSS of every `--server-pid` every this many seconds of the counted run (and at
+    /// its start), with the apalis jobs by status when `--database-url` is given; 0: RSS at the
+    /// end only.
+    #[arg(long, default_value_t = 0)]
+    rss_every: u64,
+    /// At most this many requests per second in all, shared evenly by the connections; 0: each
+    /// connection sends its next request as soon as the last is answered.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Draw RSS per process, req/s and errors per second (and the job backlog) over the run as
+    /// an SVG here.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
     /// Memory mode: touch this many games (one player, one action each), then report RSS.
     #[arg(long)]
     touch_games: Option<usize>,
@@ -110,7 +134,85 @@ struct Report {
     redis_commands_per_action: Option<f64>,
     /// Share of answered reactions whose source was `precomputed`.
     precomputed_reaction_share: f64,
+    /// Answers that were not 2xx plus transport errors (timeouts, connection errors).
+    errors: u64,
+    transport_errors: u64,
     rss_kib: BTreeMap<u32, u64>,
+    /// `--server-name`s by process id.
+    server_names: BTreeMap<u32, String>,
+    /// Paced at this many requests per second in all (`--rate`); 0: unpaced.
+    rate: f64,
+    /// Per counted second.
+    timeline: Vec<Second>,
+    /// Every `--rss-every` seconds, from the start of the counted run.
+    rss_samples: Vec<RssSample>,
+    /// Per process (its name, or its id): how its RSS moved over the samples.
+    rss_summary: BTreeMap<String, RssSummary>,
+    /// apalis jobs by status, sampled with the RSS (needs `--database-url`).
+    jobs_samples: Vec<JobsSample>,
+}
+
+/// One counted second: requests answered 2xx, answered otherwise, not answered.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+struct Second {
+    t: u64,
+    ok: u64,
+    non_2xx: u64,
+    transport_errors: u64,
+}
+
+#[derive(Serialize, Clone, Debug)]
+struct RssSample {
+    /// Seconds since the counted run began.
+    t: f64,
+    rss_kib: BTreeMap<u32, u64>,
+}
+
+#[derive(Serialize, Clone, Debug)]
+struct JobsSample {
+    t: f64,
+    by_status: BTreeMap<String, i64>,
+}
+
+/// How one process's RSS moved over a run's samples.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+struct RssSummary {
+    samples: usize,
+    first_kib: u64,
+    last_kib: u64,
+    /// Last against first, in percent.
+    growth_percent: f64,
+    /// Largest sample with `t` at most half the run, and after it.
+    first_half_max_kib: u64,
+    second_half_max_kib: u64,
+    /// Second half's maximum against the first half's, in percent.
+    halves_growth_percent: f64,
+}
+
+/// The summary of one process's `(t, kib)` samples over a run of `seconds`; `None` without a
+/// sample in each half.
+fn rss_summary(samples: &[(f64, u64)], seconds: f64) -> Option<RssSummary> {
+    let half = seconds / 2.0;
+    let max = |keep: &dyn Fn(f64) -> bool| {
+        samples
+            .iter()
+            .filter(|(t, _)| keep(*t))
+            .map(|(_, k)| *k)
+            .max()
+    };
+    let first_half_max_kib = max(&|t| t <= half)?;
+    let second_half_max_kib = max(&|t| t > half)?;
+    let (first, last) = (samples.first()?.1, samples.last()?.1);
+    let percent = |to: u64, from: u64| 100.0 * (to as f64 - from as f64) / from.max(1) as f64;
+    Some(RssSummary {
+        samples: samples.len(),
+        first_kib: first,
+        last_kib: last,
+        growth_percent: percent(last, first),
+        first_half_max_kib,
+        second_half_max_kib,
+        halves_growth_percent: percent(second_half_max_kib, first_half_max_kib),
+    })
 }
 
 #[derive(Serialize, Default)]
@@ -140,6 +242,10 @@ async fn main() -> anyhow::Result<()> {
         seed(&args, &players).await?;
     }
     let report = drive(&args, players).await?;
+    if let Some(path) = &args.plot {
+        plot(&report, path)?;
+        eprintln!("load: plot written to {}", path.display());
+    }
     let text = serde_json::to_string_pretty(&report)?;
     match &args.json {
         Some(path) => {
@@ -362,10 +468,26 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+fn rss_all(pids: &[u32]) -> BTreeMap<u32, u64> {
+    pids.iter()
+        .filter_map(|p| Some((*p, rss_kib(*p)?)))
+        .collect()
+}
+
+/// apalis jobs by status.
+async fn jobs_by_status(pool: &sqlx::PgPool) -> anyhow::Result<BTreeMap<String, i64>> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, COUNT(*) FROM apalis.jobs GROUP BY status")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
 struct Counters {
     counting: std::sync::atomic::AtomicBool,
     done: AtomicU64,
-    failed: AtomicU64,
+    non_2xx: AtomicU64,
+    transport: AtomicU64,
 }
 
 /// One connection's results.
@@ -383,20 +505,36 @@ async fn drive(args: &Args, players: Vec<Vec<Player>>) -> anyhow::Result<Report>
     let counters = Arc::new(Counters {
         counting: false.into(),
         done: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
+        non_2xx: AtomicU64::new(0),
+        transport: AtomicU64::new(0),
     });
+    // Each connection's share of `--rate`: one request per this.
+    let pace = (args.rate > 0.0)
+        .then(|| Duration::from_secs_f64(args.concurrency.max(1) as f64 / args.rate));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let body = json!({
-        "scene_id": args.scene, "kind": args.kind, "target": args.target, "text": args.text,
-    })
-    .to_string();
+    let mut body = json!({"scene_id": args.scene, "kind": args.kind, "text": args.text});
+    if !args.target.is_empty() {
+        body["target"] = json!(args.target);
+    }
+    let body = body.to_string();
     let mut tasks = Vec::new();
-    for c in 0..args.concurrency.max(1) {
-        // Connection c acts in game c % games, as player (c / games) % players.
-        let games = flat.len() / per_game;
-        let p = &flat[(c % games) * per_game + (c / games) % per_game];
-        let url = format!("{}/v1/games/{}/actions", args.url, p.game);
-        let token = p.token.clone();
+    let concurrency = args.concurrency.max(1);
+    let games = flat.len() / per_game;
+    for c in 0..concurrency {
+        // Connection c acts as the players j = c, c + concurrency, … (below the number of
+        // players, or just c): player j is player (j / games) % players of game j % games. With
+        // at least as many connections as players, that is one player per connection; with
+        // fewer, each player has one connection, which takes its players in turn.
+        let mine: Vec<(String, String)> = (c..concurrency.max(flat.len()))
+            .step_by(concurrency)
+            .map(|j| {
+                let p = &flat[(j % games) * per_game + (j / games) % per_game];
+                (
+                    format!("{}/v1/games/{}/actions", args.url, p.game),
+                    p.token.clone(),
+                )
+            })
+            .collect();
         let (counters, stop, body) = (counters.clone(), stop.clone(), body.clone());
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(1)
@@ -404,11 +542,22 @@ async fn drive(args: &Args, players: Vec<Vec<Player>>) -> anyhow::Result<Report>
             .build()?;
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
-            while !stop.load(Ordering::Relaxed) {
+            let mut tick = pace.map(|p| {
+                let mut i = tokio::time::interval(p);
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            });
+            for (url, token) in mine.iter().cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Some(tick) = &mut tick {
+                    tick.tick().await;
+                }
                 let started = Instant::now();
                 let sent = client
-                    .post(&url)
-                    .bearer_auth(&token)
+                    .post(url)
+                    .bearer_auth(token)
                     .header("content-type", "application/json")
                     .body(body.clone())
                     .send()
@@ -435,8 +584,10 @@ async fn drive(args: &Args, players: Vec<Vec<Player>>) -> anyhow::Result<Report>
                         tally.precomputed +=
                             rs.iter().filter(|r| r["source"] == "precomputed").count() as u64;
                     }
+                } else if status.as_bytes()[0].is_ascii_digit() {
+                    counters.non_2xx.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    counters.transport.fetch_add(1, Ordering::Relaxed);
                 }
                 tally
                     .latencies_us
@@ -457,21 +608,68 @@ async fn drive(args: &Args, players: Vec<Vec<Player>>) -> anyhow::Result<Report>
         Some(u) => Some(redis_commands(u).await?),
         None => None,
     };
+    let jobs_pool = match &args.database_url {
+        Some(u) if args.rss_every > 0 => Some(sqlx::PgPool::connect(u).await?),
+        _ => None,
+    };
+    let mut rss_samples = Vec::new();
+    let mut jobs_samples = Vec::new();
+    let mut jobs_failed = false;
     counters.counting.store(true, Ordering::Relaxed);
     let started = Instant::now();
-    let mut last = 0;
-    for second in 1..=args.seconds {
-        tokio::time::sleep_until((started + Duration::from_secs(second)).into()).await;
-        let done = counters.done.load(Ordering::Relaxed);
-        let failed = counters.failed.load(Ordering::Relaxed);
-        eprintln!(
-            "load: {second:>3} s  {:>7} req/s  {done} ok  {failed} non-2xx",
-            done - last
-        );
-        last = done;
+    let mut timeline: Vec<Second> = Vec::with_capacity(args.seconds as usize);
+    let mut last = (0, 0, 0);
+    for second in 0..=args.seconds {
+        if second > 0 {
+            tokio::time::sleep_until((started + Duration::from_secs(second)).into()).await;
+            let now = (
+                counters.done.load(Ordering::Relaxed),
+                counters.non_2xx.load(Ordering::Relaxed),
+                counters.transport.load(Ordering::Relaxed),
+            );
+            let s = Second {
+                t: second,
+                ok: now.0 - last.0,
+                non_2xx: now.1 - last.1,
+                transport_errors: now.2 - last.2,
+            };
+            eprintln!(
+                "load: {second:>3} s  {:>7} req/s  {} ok  {} non-2xx  {} transport errors",
+                s.ok, now.0, now.1, now.2
+            );
+            timeline.push(s);
+            last = now;
+        }
+        if args.rss_every > 0 && second.is_multiple_of(args.rss_every) {
+            let t = started.elapsed().as_secs_f64();
+            let rss = rss_all(&args.server_pid);
+            let mut line: Vec<String> = rss
+                .iter()
+                .map(|(p, k)| format!("{} {} MiB", name_of(args, *p), k / 1024))
+                .collect();
+            if let Some(pool) = &jobs_pool
+                && !jobs_failed
+            {
+                match jobs_by_status(pool).await {
+                    Ok(by_status) => {
+                        line.push(format!("jobs {by_status:?}"));
+                        jobs_samples.push(JobsSample { t, by_status });
+                    }
+                    Err(e) => {
+                        eprintln!("load: not sampling apalis.jobs: {e:#}");
+                        jobs_failed = true;
+                    }
+                }
+            }
+            eprintln!("load: {second:>3} s  RSS {}", line.join(", "));
+            rss_samples.push(RssSample { t, rss_kib: rss });
+        }
     }
     counters.counting.store(false, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
+    if let Some(pool) = jobs_pool {
+        pool.close().await;
+    }
     stop.store(true, Ordering::Relaxed);
     let mut all = Tally::default();
     for t in tasks {
@@ -506,6 +704,23 @@ async fn drive(args: &Args, players: Vec<Vec<Player>>) -> anyhow::Result<Report>
         .filter(|(k, _)| !k.starts_with('2'))
         .map(|(_, v)| v)
         .sum();
+    let transport_errors: u64 = all
+        .status
+        .iter()
+        .filter(|(k, _)| !k.as_bytes()[0].is_ascii_digit())
+        .map(|(_, v)| v)
+        .sum();
+    let rss_summary = args
+        .server_pid
+        .iter()
+        .filter_map(|pid| {
+            let samples: Vec<(f64, u64)> = rss_samples
+                .iter()
+                .filter_map(|s| Some((s.t, *s.rss_kib.get(pid)?)))
+                .collect();
+            Some((name_of(args, *pid), rss_summary(&samples, seconds)?))
+        })
+        .collect();
     let per_action = |before: Option<i64>, after: Option<i64>| match (before, after) {
         (Some(b), Some(a)) if requests > 0 => Some((a - b) as f64 / requests as f64),
         _ => None,
@@ -541,21 +756,101 @@ async fn drive(args: &Args, players: Vec<Vec<Player>>) -> anyhow::Result<Report>
         } else {
             all.precomputed as f64 / all.reactions as f64
         },
-        rss_kib: args
+        errors: non_2xx,
+        transport_errors,
+        rss_kib: rss_all(&args.server_pid),
+        server_names: args
             .server_pid
             .iter()
-            .filter_map(|p| Some((*p, rss_kib(*p)?)))
+            .zip(&args.server_name)
+            .map(|(p, n)| (*p, n.clone()))
             .collect(),
+        rate: args.rate,
+        timeline,
+        rss_samples,
+        rss_summary,
+        jobs_samples,
     })
+}
+
+/// A server's `--server-name`, or its process id.
+fn name_of(args: &Args, pid: u32) -> String {
+    args.server_pid
+        .iter()
+        .position(|p| *p == pid)
+        .and_then(|i| args.server_name.get(i))
+        .cloned()
+        .unwrap_or_else(|| pid.to_string())
+}
+
+/// The report's SVG: RSS per process (top), req/s and errors per second (middle) and, when
+/// sampled, the apalis jobs pending and running (bottom), over the counted run.
+fn plot(report: &Report, path: &std::path::Path) -> anyhow::Result<()> {
+    use hotpath_benches::plot::{PALETTE, Panel, panels};
+    let x = "seconds since the counted run began";
+    let title = if report.label.is_empty() {
+        "load".to_owned()
+    } else {
+        format!("load: {}", report.label)
+    };
+    let mut rss = Panel::new(format!("{title} — RSS per process"), x, "MiB", 300);
+    for (pid, color) in report.rss_kib.keys().zip(PALETTE) {
+        let name = report
+            .server_names
+            .get(pid)
+            .cloned()
+            .unwrap_or_else(|| pid.to_string());
+        let points = report
+            .rss_samples
+            .iter()
+            .filter_map(|s| Some((s.t, *s.rss_kib.get(pid)? as f64 / 1024.0)))
+            .collect();
+        rss = rss.series(format!("{name} (pid {pid})"), color, points);
+    }
+    rss.legend = plotters::prelude::SeriesLabelPosition::LowerRight;
+    rss.markers
+        .push((report.seconds / 2.0, "halves of the run".to_owned()));
+    let per_second = |f: fn(&Second) -> u64| -> Vec<(f64, f64)> {
+        report
+            .timeline
+            .iter()
+            .map(|s| (s.t as f64, f(s) as f64))
+            .collect()
+    };
+    let mut rate = Panel::new(
+        format!("requests per second ({} connections)", report.concurrency),
+        x,
+        "per second",
+        260,
+    )
+    .series("2xx", PALETTE[1], per_second(|s| s.ok))
+    .series(
+        "errors (non-2xx + transport)",
+        PALETTE[0],
+        per_second(|s| s.non_2xx + s.transport_errors),
+    );
+    rate.legend = plotters::prelude::SeriesLabelPosition::LowerRight;
+    let mut all = vec![rss, rate];
+    if !report.jobs_samples.is_empty() {
+        let status = |name: &'static str| -> Vec<(f64, f64)> {
+            report
+                .jobs_samples
+                .iter()
+                .map(|s| (s.t, s.by_status.get(name).copied().unwrap_or(0) as f64))
+                .collect()
+        };
+        all.push(
+            Panel::new("apalis jobs", x, "jobs", 260)
+                .series("Pending", PALETTE[3], status("Pending"))
+                .series("Running", PALETTE[2], status("Running")),
+        );
+    }
+    panels(path, 1000, report.seconds, &all)
 }
 
 /// Memory mode: `n` games touched once each.
 async fn touch(args: &Args, client: &reqwest::Client, n: usize) -> anyhow::Result<()> {
-    let before: BTreeMap<u32, u64> = args
-        .server_pid
-        .iter()
-        .filter_map(|p| Some((*p, rss_kib(*p)?)))
-        .collect();
+    let before = rss_all(&args.server_pid);
     eprintln!("load: touching {n} games (one player, one action each)");
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -593,11 +888,7 @@ async fn touch(args: &Args, client: &reqwest::Client, n: usize) -> anyhow::Resul
     for t in tasks {
         t.await?;
     }
-    let after: BTreeMap<u32, u64> = args
-        .server_pid
-        .iter()
-        .filter_map(|p| Some((*p, rss_kib(*p)?)))
-        .collect();
+    let after = rss_all(&args.server_pid);
     let report = json!({
         "label": args.label,
         "games_touched": n,
@@ -612,4 +903,27 @@ async fn touch(args: &Args, client: &reqwest::Client, n: usize) -> anyhow::Resul
         None => println!("{text}"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_summary_compares_the_ends_and_the_halves() {
+        let samples = [
+            (0.0, 100),
+            (50.0, 120),
+            (100.0, 110),
+            (150.0, 125),
+            (200.0, 121),
+        ];
+        let s = rss_summary(&samples, 200.0).unwrap();
+        assert_eq!((s.first_kib, s.last_kib), (100, 121));
+        assert!((s.growth_percent - 21.0).abs() < 1e-9);
+        assert_eq!((s.first_half_max_kib, s.second_half_max_kib), (120, 125));
+        assert!((s.halves_growth_percent - 100.0 * 5.0 / 120.0).abs() < 1e-9);
+        // A sample in each half is needed.
+        assert_eq!(rss_summary(&samples[..2], 200.0), None);
+    }
 }
