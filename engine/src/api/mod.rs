@@ -147,44 +147,39 @@ impl utoipa::Modify for Contract {
         use utoipa::openapi::link::LinkBuilder;
         use utoipa::openapi::{Ref, RefOr, ResponseBuilder};
 
-        let method_not_allowed = ResponseBuilder::new()
-            .description(
-                "Another method on this path: the methods it has are in `Allow` (OpenAPI cannot \
-                 list the methods a path does not have, so every operation names this answer)",
-            )
-            .header(
-                "Allow",
-                utoipa::openapi::HeaderBuilder::new()
-                    .schema(Some(<String as utoipa::PartialSchema>::schema()))
-                    .description(Some("The path's methods"))
-                    .build(),
-            )
-            .content(
-                "application/json",
-                utoipa::openapi::ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorBody")))
-                    .build(),
-            )
-            .build();
-        let unknown_tokens = ResponseBuilder::new()
-            .description(
-                "Too many unknown bearer tokens from this client address lately: wait \
-                 `Retry-After` seconds",
-            )
-            .header(
-                "Retry-After",
-                utoipa::openapi::HeaderBuilder::new()
-                    .schema(Some(<u64 as utoipa::PartialSchema>::schema()))
-                    .description(Some("Seconds to wait"))
-                    .build(),
-            )
-            .content(
-                "application/json",
-                utoipa::openapi::ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorBody")))
-                    .build(),
-            )
-            .build();
+        // An error answer with the error body and one documented header.
+        let error_with_header = |description: &str, header: &str, schema, about: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .header(
+                    header,
+                    utoipa::openapi::HeaderBuilder::new()
+                        .schema(Some(schema))
+                        .description(Some(about))
+                        .build(),
+                )
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        let method_not_allowed = error_with_header(
+            "Another method on this path: the methods it has are in `Allow` (OpenAPI cannot \
+             list the methods a path does not have, so every operation names this answer)",
+            "Allow",
+            <String as utoipa::PartialSchema>::schema(),
+            "The path's methods",
+        );
+        let unknown_tokens = error_with_header(
+            "Too many unknown bearer tokens from this client address lately: wait \
+             `Retry-After` seconds",
+            "Retry-After",
+            <u64 as utoipa::PartialSchema>::schema(),
+            "Seconds to wait",
+        );
         for item in openapi.paths.paths.values_mut() {
             for op in [
                 &mut item.get,
