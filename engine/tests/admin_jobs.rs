@@ -3,6 +3,7 @@
 //! shown one by one, run again by a requeue once the model answers, and purged; unknown ids
 //! are 404 and every route wants the admin token.
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -335,27 +336,6 @@ mod suite {
             .await;
         r.assert_error(StatusCode::NOT_FOUND, "not_found");
     }
-}
-
-macro_rules! both_deployments {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::suite::$case(super::TestApp::embedded().await).await;
-                }
-            )*
-        }
-        mod distributed {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::suite::$case(super::TestApp::distributed().await).await;
-                }
-            )*
-        }
-    };
 }
 
 both_deployments!(

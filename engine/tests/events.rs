@@ -1,6 +1,7 @@
 //! The SSE event stream over a real socket: live events, resume with `Last-Event-ID`, `reset`
 //! for an id older than the stream holds, on both deployments.
 
+#[macro_use]
 mod common;
 
 use serde_json::{Value, json};
@@ -132,27 +133,6 @@ mod suite {
             "then what the stream still holds"
         );
     }
-}
-
-macro_rules! both_deployments {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::suite::$case(super::TestApp::embedded().await).await;
-                }
-            )*
-        }
-        mod distributed {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::suite::$case(super::TestApp::distributed().await).await;
-                }
-            )*
-        }
-    };
 }
 
 both_deployments!(live_resume_and_errors, reset_when_the_id_is_too_old);

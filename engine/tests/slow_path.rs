@@ -6,6 +6,7 @@
 //!
 //! Waits are deadlines on polled conditions, never fixed sleeps standing in for an assertion.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
@@ -952,27 +953,6 @@ mod suite {
         )));
         workers.stop().await;
     }
-}
-
-macro_rules! both_deployments {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::suite::$case(super::TestApp::embedded().await).await;
-                }
-            )*
-        }
-        mod distributed {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::suite::$case(super::TestApp::distributed().await).await;
-                }
-            )*
-        }
-    };
 }
 
 both_deployments!(

@@ -320,3 +320,27 @@ impl SseReader {
         }
     }
 }
+
+/// Runs each `suite::$case(app)` of the including test file on both deployments, as
+/// `embedded::$case` and `distributed::$case` (the file has `suite` and `TestApp` in scope).
+#[allow(unused_macros)]
+macro_rules! both_deployments {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::suite::$case(super::TestApp::embedded().await).await;
+                }
+            )*
+        }
+        mod distributed {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::suite::$case(super::TestApp::distributed().await).await;
+                }
+            )*
+        }
+    };
+}
