@@ -741,7 +741,7 @@ async fn stream_reply(
     let usage = reported.unwrap_or_else(|| {
         crate::llm::Usage::estimate(request.system.len() + request.prompt.len(), full.len())
     });
-    t.called(deps.provider.model(), usage, usage.estimated);
+    t.called(deps.provider.model(), usage);
     streamed.map(|()| full)
 }
 

@@ -230,7 +230,7 @@ pub struct Try<'a> {
     pub job_id: &'a str,
     pub attempt: u32,
     pub feedback: Option<String>,
-    pub calls: std::sync::Mutex<Vec<(String, crate::llm::Usage, bool)>>,
+    pub calls: std::sync::Mutex<Vec<(String, crate::llm::Usage)>>,
 }
 
 impl<'a> Try<'a> {
@@ -243,12 +243,12 @@ impl<'a> Try<'a> {
         }
     }
 
-    /// Notes a model call: its model, usage, and whether the usage is an estimate.
-    pub fn called(&self, model: &str, usage: crate::llm::Usage, estimated: bool) {
+    /// Notes a model call: its model and usage (which says whether it is an estimate).
+    pub fn called(&self, model: &str, usage: crate::llm::Usage) {
         self.calls
             .lock()
             .expect("calls lock")
-            .push((model.to_owned(), usage, estimated));
+            .push((model.to_owned(), usage));
     }
 }
 
@@ -273,11 +273,7 @@ impl Try<'_> {
         }
         writable(deps, kind).await?;
         let completion = deps.provider.complete(&request).await?;
-        self.called(
-            &completion.model,
-            completion.usage,
-            completion.usage.estimated,
-        );
+        self.called(&completion.model, completion.usage);
         if completion.truncated {
             // Cut off at the token limit: the next try is told so and asks for less.
             return Err(TryError::Invalid(Invalid(prompts::cut_off(
@@ -375,14 +371,14 @@ pub fn dispatched_at(job_id: &str) -> Option<i64> {
 
 async fn record_calls(deps: &Deps, job: &Job, t: &Try<'_>, ok: bool) {
     let calls = std::mem::take(&mut *t.calls.lock().expect("calls lock"));
-    for (model, usage, estimated) in calls {
+    for (model, usage) in calls {
         let call = hotpath_cache::store::LlmCall {
             game_id: job.game_id(),
             kind: job.kind(),
             model,
             prompt_tokens: usage.input_tokens,
             completion_tokens: usage.output_tokens,
-            estimated,
+            estimated: usage.estimated,
             ok,
             at: hotpath_cache::time::now_ms(),
         };
