@@ -80,6 +80,8 @@ pub struct Stats {
 pub struct Analysis {
     pub violations: Vec<Violation>,
     pub suppressions: Vec<Suppression>,
+    /// Calls in hot code the lint could not resolve (listed; failing only with `--strict`).
+    pub unresolved: Vec<UnresolvedCall>,
     pub audit: Vec<AuditSite>,
     pub stats: Stats,
 }
@@ -87,17 +89,31 @@ pub struct Analysis {
 struct GEdge {
     from: usize,
     to: usize,
+    /// The file of the call (a fn's, or where a stored closure or fn value is written).
+    file: usize,
     line: usize,
     via: Via,
     supp: Option<usize>,
     by_name: bool,
 }
 
+/// A call in hot code the lint could not resolve (reported by `--strict`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnresolvedCall {
+    /// The fn the call is written in.
+    pub func: String,
+    pub file: String,
+    pub line: usize,
+    pub what: String,
+    /// The hot entry whose calls reach `func`.
+    pub entry: String,
+}
+
 /// Runs the reachability analysis of a loaded workspace under a configuration.
 pub fn analyze(ws: &Workspace, cfg: &Config) -> Result<Analysis> {
     let ix = &ws.index;
     let n_fns = ix.fns.len();
-    // Nodes: fns first, then interned outside paths.
+    // Nodes: fns first, then interned outside paths, then fn-value pools and closures.
     let mut ext_ids: HashMap<&str, usize> = HashMap::new();
     let mut ext_names: Vec<&str> = Vec::new();
     let supp_ids: HashMap<(usize, usize), usize> = ws
@@ -106,38 +122,70 @@ pub fn analyze(ws: &Workspace, cfg: &Config) -> Result<Analysis> {
         .enumerate()
         .map(|(i, (f, s))| ((*f, s.line), i))
         .collect();
+    for walk in &ws.edges {
+        for e in &walk.edges {
+            if let Target::Ext(p) = &e.to {
+                let next = n_fns + ext_names.len();
+                ext_ids.entry(p.as_str()).or_insert_with(|| {
+                    ext_names.push(p.as_str());
+                    next
+                });
+            }
+        }
+    }
+    let values = crate::values::ValueNodes::new(ws, n_fns + ext_names.len());
     let mut edges: Vec<GEdge> = Vec::new();
-    for (from, list) in ws.edges.iter().enumerate() {
-        for e in list {
+    for (from, walk) in ws.edges.iter().enumerate() {
+        let file = ix.fns[from].file;
+        for e in &walk.edges {
             let to = match &e.to {
                 Target::Fn(f) => *f,
-                Target::Ext(p) => {
-                    let next = n_fns + ext_names.len();
-                    *ext_ids.entry(p.as_str()).or_insert_with(|| {
-                        ext_names.push(p.as_str());
-                        next
-                    })
-                }
+                Target::Ext(p) => ext_ids[p.as_str()],
+                Target::Pool(k) => match values.pool(k) {
+                    Some(p) => p,
+                    None => continue,
+                },
             };
             let supp = e
                 .suppressed_by
-                .and_then(|l| supp_ids.get(&(ix.fns[from].file, l)).copied());
-            edges.push(GEdge {
-                from,
-                to,
-                line: e.line,
-                via: e.via,
-                supp,
-                by_name: e.by_name,
-            });
+                .and_then(|l| supp_ids.get(&(file, l)).copied());
+            let mut push = |from: usize| {
+                edges.push(GEdge {
+                    from,
+                    to,
+                    file,
+                    line: e.line,
+                    via: e.via,
+                    supp,
+                    by_name: e.by_name,
+                })
+            };
+            push(from);
+            // A call written in a closure is also that closure's own call.
+            if let Some(c) = e.closure {
+                push(values.closure(from, c));
+            }
         }
     }
-    let n = n_fns + ext_names.len();
+    for v in values.edges(ix) {
+        edges.push(GEdge {
+            from: v.from,
+            to: v.to,
+            file: v.file,
+            line: v.line,
+            via: v.via,
+            supp: None,
+            by_name: false,
+        });
+    }
+    let n = values.end();
     let name = |node: usize| -> String {
         if node < n_fns {
             ix.fns[node].path.clone()
-        } else {
+        } else if node < n_fns + ext_names.len() {
             ext_names[node - n_fns].to_string()
+        } else {
+            values.name(ix, node)
         }
     };
 
@@ -209,12 +257,14 @@ pub fn analyze(ws: &Workspace, cfg: &Config) -> Result<Analysis> {
             }
         }
     }
+    let inits: std::collections::HashSet<usize> = ix.static_inits.values().copied().collect();
     let mut is_root = vec![false; n];
     for pat in &roots {
         match &pat.matched {
+            // A static's initializer is not an entry: it runs where the static is touched.
             Matched::Fns(fns) => fns
                 .iter()
-                .for_each(|(f, _)| is_root[*f] = ix.fns[*f].has_body),
+                .for_each(|(f, _)| is_root[*f] = ix.fns[*f].has_body && !inits.contains(f)),
             Matched::External(_) => {
                 return Err(Error::Config(format!(
                     "[hot_path] root `{}` is not in the workspace: roots must name workspace code",
@@ -266,7 +316,7 @@ pub fn analyze(ws: &Workspace, cfg: &Config) -> Result<Analysis> {
         let e = &edges[ei];
         Hop {
             func: name(e.to),
-            file: ix.files[ix.fns[e.from].file].rel.clone(),
+            file: ix.files[e.file].rel.clone(),
             line: e.line,
             via: e.via,
         }
@@ -382,7 +432,54 @@ pub fn analyze(ws: &Workspace, cfg: &Config) -> Result<Analysis> {
             }
         }
     }
+    // Method names an outside sink can be called by (`*`: an outside crate or module sink,
+    // whose methods are any).
+    let outside_sink_names: Vec<String> = sinks
+        .iter()
+        .filter_map(|p| match &p.matched {
+            Matched::External(prefix) => Some(match prefix.rsplit("::").next() {
+                Some(last)
+                    if last.chars().next().is_some_and(char::is_lowercase)
+                        && prefix.contains("::")
+                        && !is_module_like(prefix) =>
+                {
+                    last.to_string()
+                }
+                _ => "*".to_string(),
+            }),
+            Matched::Fns(_) => None,
+        })
+        .collect();
+    // Calls in hot code the lint could not resolve (`--strict`), unless suppressed.
     let mut supp_used = vec![false; ws.suppressions.len()];
+    let mut unresolved = Vec::new();
+    for (f, walk) in ws.edges.iter().enumerate() {
+        if hot_entry[f] == usize::MAX || allowed[f] || sink_of[f].is_some() {
+            continue;
+        }
+        let file = ix.fns[f].file;
+        for u in &walk.unresolved {
+            if let Some(m) = &u.method
+                && !ix.methods_by_name.contains_key(m)
+                && !outside_sink_names.iter().any(|s| s == m || s == "*")
+            {
+                continue;
+            }
+            if let Some(s) = u.suppressed_by.and_then(|l| supp_ids.get(&(file, l))) {
+                supp_used[*s] = true;
+                continue;
+            }
+            unresolved.push(UnresolvedCall {
+                func: ix.fns[f].path.clone(),
+                file: ix.files[file].rel.clone(),
+                line: u.line,
+                what: u.what.clone(),
+                entry: ix.fns[hot_entry[f]].path.clone(),
+            });
+        }
+    }
+    unresolved.sort_by(|a, b| (&a.file, a.line, &a.what).cmp(&(&b.file, b.line, &b.what)));
+    unresolved.dedup();
     for e in &edges {
         if let Some(s) = e.supp {
             let cuts = hot_entry[e.from] != usize::MAX
@@ -419,8 +516,8 @@ pub fn analyze(ws: &Workspace, cfg: &Config) -> Result<Analysis> {
             (ix.fns[hot_entry[e.from]].path.clone(), chain)
         });
         audit.push(AuditSite {
-            caller: ix.fns[e.from].path.clone(),
-            file: ix.files[ix.fns[e.from].file].rel.clone(),
+            caller: name(e.from),
+            file: ix.files[e.file].rel.clone(),
             line: e.line,
             callee: name(e.to),
             sink: sink.clone(),
@@ -434,6 +531,7 @@ pub fn analyze(ws: &Workspace, cfg: &Config) -> Result<Analysis> {
     Ok(Analysis {
         violations,
         suppressions,
+        unresolved,
         audit,
         stats: Stats {
             files: ix.files.len(),
@@ -442,6 +540,17 @@ pub fn analyze(ws: &Workspace, cfg: &Config) -> Result<Analysis> {
             entries: root_list.len(),
         },
     })
+}
+
+/// `genai::chat` is a module (any method under it), `genai::Client::exec_chat` a method:
+/// a method path has a capitalised segment before its last.
+fn is_module_like(path: &str) -> bool {
+    let segs: Vec<&str> = path.split("::").collect();
+    segs.len() < 2
+        || !segs[segs.len() - 2]
+            .chars()
+            .next()
+            .is_some_and(char::is_uppercase)
 }
 
 fn under(path: &str, prefix: &str) -> bool {

@@ -18,6 +18,11 @@ pub enum Target {
     Fn(FnId),
     /// A path outside the workspace (`genai::Client::exec_chat`).
     Ext(String),
+    /// A call through a fn value (a closure or fn item stored in a field, collection or
+    /// static, a `Box<dyn Fn>`, a fn pointer), by the workspace types of its arguments
+    /// (`None`: not a workspace type, or unknown): it reaches every stored closure and fn
+    /// item with as many parameters whose types fit (see [`crate::values`]).
+    Pool(ValueSig),
 }
 
 /// How a call edge was resolved; shown in every chain.
@@ -34,6 +39,13 @@ pub enum Via {
     Deref,
     /// The call is inside a spawned task (`tokio::spawn`, `std::thread::spawn`, ...).
     Spawned,
+    /// A call rustc inserts: `Drop::drop`, `Display::fmt` by formatting, `Deref::deref` by
+    /// auto-deref, an operator or `Index` impl, a `From` conversion (also by `?`),
+    /// `Iterator::next` by `for`, an outside trait's method called by the outside code a
+    /// value is handed to, or a workspace `macro_rules!` expansion.
+    Implicit,
+    /// Through a fn value: a closure or fn item kept in data and called later.
+    Value,
 }
 
 impl Via {
@@ -44,9 +56,15 @@ impl Via {
             Via::Name => "name",
             Via::Deref => "deref",
             Via::Spawned => "spawned",
+            Via::Implicit => "implicit",
+            Via::Value => "value",
         }
     }
 }
+
+/// The workspace type of each argument of a call through a fn value, or each parameter of
+/// a stored closure or fn item (`None`: another or an unknown type, which fits any).
+pub type ValueSig = Vec<Option<crate::index::TypeId>>;
 
 /// One call from a fn.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,20 +77,67 @@ pub struct Edge {
     /// Matched by method name only (`Via::Name`, also inside a spawned task): the analysis
     /// keeps it only when it reaches a sink whose name no other workspace method has.
     pub by_name: bool,
+    /// The innermost closure of the fn (an index into [`FnWalk::closures`]) the call is
+    /// written in: a stored closure is also a node of its own, called through fn values.
+    pub closure: Option<u32>,
+}
+
+/// A closure written in a fn body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosureInfo {
+    /// The workspace types of its parameters, as far as known.
+    pub params: ValueSig,
+    pub line: usize,
+    /// The closure it is written in, if any.
+    pub parent: Option<u32>,
+    /// Kept as a value (boxed, stored, returned, passed to a workspace fn), rather than
+    /// handed to a std adapter that calls it at once.
+    pub stored: bool,
+}
+
+/// A call the lint could not resolve (reported by `--strict` when hot code reaches it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    pub line: usize,
+    pub what: String,
+    pub suppressed_by: Option<usize>,
+    /// For a method on a value of unknown type: its name. Such a call can run workspace
+    /// code only if some workspace method has that name, or a sink outside the workspace
+    /// only if a sink path ends with it (the analysis drops the others).
+    pub method: Option<String>,
+}
+
+/// Everything walking one fn body gives.
+#[derive(Debug, Clone, Default)]
+pub struct FnWalk {
+    pub edges: Vec<Edge>,
+    pub closures: Vec<ClosureInfo>,
+    pub unresolved: Vec<Unresolved>,
+    /// Workspace fns used as values (not called where they are named): members of the pool
+    /// of their arity.
+    pub fn_values: Vec<FnId>,
 }
 
 /// Suppression comments of one file: line → is it a trailing comment.
 pub type SuppLines = HashMap<usize, bool>;
 
-/// Walks a fn body and returns its call edges (deduplicated per target and suppression).
-pub fn walk_fn(
-    ix: &Index,
-    f: FnId,
-    block: &syn::Block,
-    sig: &syn::Signature,
-    supps: &SuppLines,
-) -> Vec<Edge> {
+/// Walks a fn body (or a static's initializer) into its call edges (deduplicated per target,
+/// suppression and closure), closures, fn values and unresolved calls.
+pub fn walk_fn(ix: &Index, f: FnId, body: &crate::syntax::Body<'_>, supps: &SuppLines) -> FnWalk {
     let (module, self_ty, generics) = ix.fn_ctx(f);
+    let err_ty = ix.fns[f]
+        .sig
+        .ret
+        .as_ref()
+        .map(|r| {
+            let ctx = TyCtx {
+                module,
+                self_ty: &self_ty,
+                generics: &generics,
+            };
+            ix.result_err_ty(&ctx, r)
+        })
+        .unwrap_or(Ty::Unknown);
     let mut w = Walker {
         ix,
         module,
@@ -85,37 +150,91 @@ pub fn walk_fn(
         edges: Vec::new(),
         ret_cache: HashMap::new(),
         closure_param: None,
+        closure_stack: Vec::new(),
+        closures: Vec::new(),
+        unresolved: Vec::new(),
+        fn_values: Vec::new(),
+        line_override: None,
+        macro_depth: 0,
+        arg_stored: None,
+        err_ty,
+        deref_depth: std::cell::Cell::new(0),
+        closure_wrapper: None,
     };
     let def = &ix.fns[f];
-    for input in &sig.inputs {
-        if let syn::FnArg::Typed(pt) = input {
-            w.bind_param(&pt.pat, &pt.ty);
+    if let Some(sig) = body.sig {
+        for input in &sig.inputs {
+            if let syn::FnArg::Typed(pt) = input {
+                w.bind_param(&pt.pat, &pt.ty);
+            }
         }
     }
     if def.sig.has_self {
         w.scopes[0].vars.insert("self".into(), w.self_ty.clone());
     }
-    w.visit_block(block);
+    if let Some(block) = body.block {
+        w.visit_block(block);
+        // Parameters taken by value are dropped when the fn returns (not `&T`, not `&self`).
+        let line = def.sig.line;
+        if let Some(sig) = body.sig {
+            for input in &sig.inputs {
+                let syn::FnArg::Typed(pt) = input else {
+                    continue;
+                };
+                if matches!(&*pt.ty, syn::Type::Reference(_) | syn::Type::Ptr(_)) {
+                    continue;
+                }
+                let t = w.resolve_written(&lower_ty(&pt.ty));
+                w.add_drops(&t, line);
+            }
+        }
+    } else if let Some(init) = body.init {
+        w.arg_stored = Some(true);
+        w.visit_expr(init);
+    }
     let mut seen = std::collections::HashSet::new();
     w.edges
-        .retain(|e| seen.insert((e.to.clone(), e.suppressed_by, e.by_name)));
-    w.edges
+        .retain(|e| seen.insert((e.to.clone(), e.suppressed_by, e.by_name, e.closure)));
+    let mut seen = std::collections::HashSet::new();
+    w.unresolved
+        .retain(|u| seen.insert((u.line, u.what.clone())));
+    w.fn_values.sort_unstable();
+    w.fn_values.dedup();
+    FnWalk {
+        edges: w.edges,
+        closures: w.closures,
+        unresolved: w.unresolved,
+        fn_values: w.fn_values,
+    }
 }
 
 #[derive(Default)]
-struct Scope {
-    vars: HashMap<String, Ty>,
+pub(crate) struct Scope {
+    pub(crate) vars: HashMap<String, Ty>,
+    /// Locals whose declared type is a std wrapper (`Arc`, `Mutex`, `OnceLock`, ...): its
+    /// own methods come before the wrapped type's.
+    pub(crate) wrappers: HashMap<String, &'static str>,
+    /// Locals declared as collections of std wrappers (`npcs: &[Arc<Npc>]`): the wrapper of
+    /// their elements.
+    pub(crate) elem_wrappers: HashMap<String, &'static str>,
+    /// Locals that call without a fn-value pool: closures written in this fn, and
+    /// parameters typed by a generic or `impl` `Fn` bound (their callers' closures are
+    /// attributed to the callers).
+    pub(crate) direct_callables: std::collections::HashSet<String>,
+    /// Closures bound by `let f = |..| ..;`: stored only once the local is moved into
+    /// storage (boxed, inserted, returned), not when it is merely called here.
+    pub(crate) local_closures: HashMap<String, u32>,
     uses: HashMap<String, Res>,
     /// Modules glob-imported inside the block (`use crate::llm::*;`).
     globs: Vec<ModId>,
 }
 
-struct Walker<'a> {
-    ix: &'a Index,
-    module: ModId,
-    self_ty: Ty,
-    generics: HashMap<String, Ty>,
-    scopes: Vec<Scope>,
+pub(crate) struct Walker<'a> {
+    pub(crate) ix: &'a Index,
+    pub(crate) module: ModId,
+    pub(crate) self_ty: Ty,
+    pub(crate) generics: HashMap<String, Ty>,
+    pub(crate) scopes: Vec<Scope>,
     spawned: usize,
     stmt_lines: Vec<usize>,
     supps: &'a SuppLines,
@@ -124,6 +243,25 @@ struct Walker<'a> {
     /// The types of the next closure's parameters: set for iterator/`Option` adapters and
     /// for workspace callees whose parameter has an `Fn`-family bound.
     closure_param: Option<Vec<Ty>>,
+    /// Closures being walked, innermost last (indices into `closures`).
+    pub(crate) closure_stack: Vec<u32>,
+    pub(crate) closures: Vec<ClosureInfo>,
+    pub(crate) unresolved: Vec<Unresolved>,
+    pub(crate) fn_values: Vec<FnId>,
+    /// Inside a macro expansion: every call is reported at the invocation's line.
+    pub(crate) line_override: Option<usize>,
+    pub(crate) macro_depth: usize,
+    /// Set just before a call argument is walked: would a closure written there be kept
+    /// (`Some(true)`) or called by the callee at once (`Some(false)`)? `None` outside
+    /// argument position, where a closure is a value (bound, returned, put in a field).
+    pub(crate) arg_stored: Option<bool>,
+    /// The error type of the fn's `Result`, which `?` converts into with `From`.
+    pub(crate) err_ty: Ty,
+    /// Depth of `Deref` targets followed while resolving one method call.
+    pub(crate) deref_depth: std::cell::Cell<usize>,
+    /// The std wrapper of the elements a std adapter passes to the next closure
+    /// (`arcs.iter().map(|a| a.clone())`).
+    pub(crate) closure_wrapper: Option<&'static str>,
 }
 
 /// Methods of the std smart pointers and locks themselves (`Arc`, `Mutex`, `RwLock`, ...).
@@ -230,7 +368,7 @@ fn is_ctor_name(name: &str) -> bool {
 }
 
 impl<'a> Walker<'a> {
-    fn ctx(&self) -> TyCtx<'_> {
+    pub(crate) fn ctx(&self) -> TyCtx<'_> {
         TyCtx {
             module: self.module,
             self_ty: &self.self_ty,
@@ -238,15 +376,15 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn resolve_written(&self, t: &crate::syntax::TyExpr) -> Ty {
+    pub(crate) fn resolve_written(&self, t: &crate::syntax::TyExpr) -> Ty {
         self.ix.resolve_ty(&self.ctx(), t)
     }
 
-    fn var(&self, name: &str) -> Option<&Ty> {
+    pub(crate) fn var(&self, name: &str) -> Option<&Ty> {
         self.scopes.iter().rev().find_map(|s| s.vars.get(name))
     }
 
-    fn bind(&mut self, name: String, ty: Ty) {
+    pub(crate) fn bind(&mut self, name: String, ty: Ty) {
         self.scopes
             .last_mut()
             .expect("a scope")
@@ -254,10 +392,12 @@ impl<'a> Walker<'a> {
             .insert(name, ty);
     }
 
-    fn add(&mut self, targets: Vec<(crate::calls::Target, Via)>, line: usize) {
+    pub(crate) fn add(&mut self, targets: Vec<(crate::calls::Target, Via)>, line: usize) {
         if targets.is_empty() {
             return;
         }
+        let line = self.line_override.unwrap_or(line);
+        let closure = self.closure_stack.last().copied();
         let suppressed_by = self.suppression_for(line);
         let twins: Vec<(Target, Via)> = targets
             .iter()
@@ -267,7 +407,7 @@ impl<'a> Walker<'a> {
                     .call_twins(*f)
                     .map(|x| (Target::Fn(x), *via))
                     .collect(),
-                Target::Ext(_) => Vec::new(),
+                Target::Ext(_) | Target::Pool(_) => Vec::new(),
             })
             .collect();
         for (to, via) in targets.into_iter().chain(twins) {
@@ -279,8 +419,21 @@ impl<'a> Walker<'a> {
                 via,
                 suppressed_by,
                 by_name,
+                closure,
             });
         }
+    }
+
+    /// Records a call the lint cannot resolve, for `--strict`.
+    pub(crate) fn unresolved(&mut self, line: usize, what: String) {
+        let line = self.line_override.unwrap_or(line);
+        let suppressed_by = self.suppression_for(line);
+        self.unresolved.push(Unresolved {
+            line,
+            what,
+            suppressed_by,
+            method: None,
+        });
     }
 
     /// A suppression stands alone on the line above a statement holding the call (any
@@ -304,7 +457,7 @@ impl<'a> Walker<'a> {
     }
 
     /// Resolves a path's first segment, honouring block-local `use`s.
-    fn resolve_path(&self, segs: &[String], global: bool) -> Option<Res> {
+    pub(crate) fn resolve_path(&self, segs: &[String], global: bool) -> Option<Res> {
         if !global && let Some((first, rest)) = segs.split_first() {
             let block_glob = |s: &Scope| {
                 s.globs
@@ -330,7 +483,11 @@ impl<'a> Walker<'a> {
 
     /// Targets of a call or value written as a path (`f`, `m::f`, `Type::f`, `Self::f`,
     /// `T::f`, `<T as Trait>::f`).
-    fn path_targets(&self, qself: Option<&syn::QSelf>, path: &syn::Path) -> Vec<(Target, Via)> {
+    pub(crate) fn path_targets(
+        &self,
+        qself: Option<&syn::QSelf>,
+        path: &syn::Path,
+    ) -> Vec<(Target, Via)> {
         let segs: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
         let Some(last) = segs.last().cloned() else {
             return Vec::new();
@@ -344,8 +501,23 @@ impl<'a> Walker<'a> {
                     Some(Res::Ext(p)) => Some(TraitRef::Ext(p)),
                     _ => None,
                 };
-                if let Ty::Def(t, _) = &qty {
-                    let ms = self.ix.methods_of_type(*t, &last);
+                if let Ty::Def(t, args) = &qty {
+                    // `<Npc<Scripted> as Perform>::perform`: the impl of that trait whose
+                    // arguments fit, else any method of the type by that name.
+                    let mut ms: Vec<FnId> = self
+                        .ix
+                        .methods_of_type_args(*t, args, &last)
+                        .into_iter()
+                        .filter(|f| match (self.ix.fns[*f].owner, &tr) {
+                            (Owner::Impl(i), Some(tr)) => {
+                                self.ix.impls[i].trait_.as_ref() == Some(tr)
+                            }
+                            _ => true,
+                        })
+                        .collect();
+                    if ms.is_empty() {
+                        ms = self.ix.methods_of_type_args(*t, args, &last);
+                    }
                     if !ms.is_empty() {
                         return ms
                             .into_iter()
@@ -441,20 +613,26 @@ impl<'a> Walker<'a> {
 
     /// `Type::f` / `T::f` on a resolved type; also `recv.f()` once the receiver's type is
     /// known (never matched by name against unrelated types).
-    fn static_targets(&self, ty: &Ty, name: &str) -> Vec<(Target, Via)> {
+    pub(crate) fn static_targets(&self, ty: &Ty, name: &str) -> Vec<(Target, Via)> {
         match ty {
-            Ty::Def(t, _) => {
+            Ty::Def(t, args) => {
+                // `impl Npc<Scripted>` and `impl Npc<Generative>`: the receiver's type
+                // arguments choose the impl.
                 let own: Vec<(Target, Via)> = self
                     .ix
-                    .methods_of_type(*t, name)
+                    .methods_of_type_args(*t, args, name)
                     .into_iter()
                     .map(|f| (Target::Fn(f), Via::Resolved))
                     .collect();
-                if own.is_empty() {
-                    self.open_impl_targets(ty, name)
-                } else {
-                    own
+                if !own.is_empty() {
+                    return own;
                 }
+                let open = self.open_impl_targets(ty, name);
+                if !open.is_empty() {
+                    return open;
+                }
+                // `to_string()` through `Display`, a method of a `Deref` target.
+                self.implicit_method_targets(*t, args, name)
             }
             Ty::Ext(p) => {
                 let mut out = vec![(Target::Ext(format!("{p}::{name}")), Via::Resolved)];
@@ -485,7 +663,7 @@ impl<'a> Walker<'a> {
 
     /// Workspace trait impls on types the workspace does not define (`impl Announce for
     /// f64`, `impl<T: Display> Announce for T`), for a trait in scope at the call.
-    fn open_impl_targets(&self, recv: &Ty, name: &str) -> Vec<(Target, Via)> {
+    pub(crate) fn open_impl_targets(&self, recv: &Ty, name: &str) -> Vec<(Target, Via)> {
         self.ix
             .open_impl_methods(recv, name)
             .into_iter()
@@ -532,7 +710,7 @@ impl<'a> Walker<'a> {
         out
     }
 
-    fn trait_targets(&self, trs: &[TraitRef], name: &str) -> Vec<(Target, Via)> {
+    pub(crate) fn trait_targets(&self, trs: &[TraitRef], name: &str) -> Vec<(Target, Via)> {
         let mut out = Vec::new();
         for tr in trs {
             match tr {
@@ -542,6 +720,10 @@ impl<'a> Walker<'a> {
                         return fan.into_iter().map(|f| (Target::Fn(f), Via::Dyn)).collect();
                     }
                 }
+                // Workspace impls of an outside trait called through `dyn` or a bound in
+                // workspace code are not fanned out to: `S: Future`, `dyn AsyncRead` would
+                // reach every implementor (1,580 reports on tokio, 36 on sqlx-core). They
+                // are reached where a value is handed to outside code (`values`).
                 TraitRef::Ext(p) => out.push((Target::Ext(format!("{p}::{name}")), Via::Resolved)),
             }
         }
@@ -550,7 +732,7 @@ impl<'a> Walker<'a> {
 
     /// Targets of `recv.name(..)` given the receiver's type. Only a receiver whose type is
     /// unknown (or a bare generic parameter) is matched by name.
-    fn method_targets(&self, recv: &Ty, name: &str) -> Vec<(Target, Via)> {
+    pub(crate) fn method_targets(&self, recv: &Ty, name: &str) -> Vec<(Target, Via)> {
         match recv {
             Ty::Traits(trs) if !trs.is_empty() => {
                 let mut out = self.trait_targets(trs, name);
@@ -575,10 +757,14 @@ impl<'a> Walker<'a> {
     }
 
     /// The return type of a workspace fn, in its own context.
-    fn ret_ty(&mut self, f: FnId, recv: Option<&Ty>) -> Ty {
+    pub(crate) fn ret_ty(&mut self, f: FnId, recv: Option<&Ty>) -> Ty {
         // `Mutex<Waiters>::lock() -> MutexGuard<'_, T>`: the impl's `T` is the receiver's.
         let (m, self_ty, generics, substituted) = self.ix.ctx_for_recv(f, recv);
-        if substituted && let Some(r) = &self.ix.fns[f].sig.ret {
+        // A concrete receiver is `Self`: `-> Self::Target` is its impl's associated type.
+        let concrete = matches!(recv, Some(Ty::Def(..)));
+        if (substituted || concrete)
+            && let Some(r) = &self.ix.fns[f].sig.ret
+        {
             let ctx = TyCtx {
                 module: m,
                 self_ty: &self_ty,
@@ -607,7 +793,7 @@ impl<'a> Walker<'a> {
     }
 
     /// Infers an expression's type; `Ty::Unknown` when it cannot.
-    fn infer(&mut self, e: &syn::Expr) -> Ty {
+    pub(crate) fn infer(&mut self, e: &syn::Expr) -> Ty {
         match e {
             syn::Expr::Path(p) if p.qself.is_none() => {
                 if p.path.segments.len() == 1 {
@@ -642,6 +828,13 @@ impl<'a> Walker<'a> {
                     syn::Member::Unnamed(i) => i.index.to_string(),
                 };
                 match base {
+                    // A field of the `Deref` target when the type has no such field.
+                    Ty::Def(t, args) if !self.ix.has_field(t, &member) => {
+                        match self.deref_of(t, &args) {
+                            Some((Ty::Def(t2, a2), _)) => self.ix.field_ty(t2, &a2, &member),
+                            _ => self.ix.field_ty(t, &args, &member),
+                        }
+                    }
                     Ty::Def(t, args) => self.ix.field_ty(t, &args, &member),
                     Ty::Tuple(es) => member
                         .parse::<usize>()
@@ -652,7 +845,16 @@ impl<'a> Walker<'a> {
                     _ => Ty::Unknown,
                 }
             }
-            syn::Expr::Call(c) => {
+            syn::Expr::Call(c) => self.infer_call(c),
+            syn::Expr::MethodCall(mc) => self.infer_method_call(mc),
+            _ => self.infer_rest(e),
+        }
+    }
+
+    /// The type of a call's result.
+    fn infer_call(&mut self, c: &syn::ExprCall) -> Ty {
+        {
+            {
                 let syn::Expr::Path(p) = &*c.func else {
                     return Ty::Unknown;
                 };
@@ -672,14 +874,24 @@ impl<'a> Walker<'a> {
                 if segs.len() == 2
                     && matches!(
                         segs[0].as_str(),
-                        "Box" | "Arc" | "Rc" | "Mutex" | "RwLock" | "RefCell" | "Cell" | "Pin"
+                        "Box"
+                            | "Arc"
+                            | "Rc"
+                            | "Mutex"
+                            | "RwLock"
+                            | "RefCell"
+                            | "Cell"
+                            | "Pin"
+                            | "LazyLock"
+                            | "LazyCell"
                     )
-                    && matches!(last, "new" | "pin" | "from")
+                    && matches!(last, "new" | "pin" | "from" | "clone" | "force")
                     && !matches!(self.resolve_path(&segs[..1], false), Some(Res::Type(_)))
                 {
                     return c.args.first().map(|a| self.infer(a)).unwrap_or(Ty::Unknown);
                 }
                 let targets = self.path_targets(p.qself.as_ref(), &p.path);
+                let targets = self.static_dispatch(&p.path, targets, c.args.first());
                 // `std::mem::replace(&mut self.hyper, clone)` and `take` give back a value of
                 // the place's type (reqwest's `HyperService::call`).
                 if targets.iter().any(|(t, _)| {
@@ -721,9 +933,26 @@ impl<'a> Walker<'a> {
                 }
                 Ty::Unknown
             }
-            syn::Expr::MethodCall(mc) => {
+        }
+    }
+
+    /// The type of a method call's result.
+    fn infer_method_call(&mut self, mc: &syn::ExprMethodCall) -> Ty {
+        {
+            {
                 let recv = self.infer(&mc.receiver);
                 let name = mc.method.to_string();
+                // A std wrapper's own method gives the wrapped value (`get`: an option).
+                if let Some(path) = self.wrapper_method(&mc.receiver, &name) {
+                    return if name == "get" && path.contains("Once") {
+                        Ty::Wrap(Box::new(recv))
+                    } else {
+                        recv
+                    };
+                }
+                if name == "to_string" {
+                    return Ty::Ext("String".into());
+                }
                 if IDENTITY_METHODS.contains(&name.as_str()) {
                     return match (recv, UNWRAP_METHODS.contains(&name.as_str())) {
                         (Ty::Wrap(inner), true) => *inner,
@@ -735,13 +964,22 @@ impl<'a> Walker<'a> {
                 }
                 let targets = self.method_targets(&recv, &name);
                 match (targets.first(), &recv) {
-                    (Some((Target::Fn(f), Via::Resolved)), _) => self.ret_ty(*f, Some(&recv)),
+                    // Through `dyn` or a bound the first target is the trait's own method,
+                    // whose declared return type (`&Self::Narrator`) stands for every impl.
+                    (Some((Target::Fn(f), Via::Resolved | Via::Dyn | Via::Deref)), _) => {
+                        self.ret_ty(*f, Some(&recv))
+                    }
                     // What an outside method returns is outside too, unless type arguments
                     // chosen at the call could make it a workspace type.
                     (_, Ty::Ext(p)) if mc.turbofish.is_none() => Ty::Ext(format!("{p}::{name}()")),
                     _ => Ty::Unknown,
                 }
             }
+        }
+    }
+
+    fn infer_rest(&mut self, e: &syn::Expr) -> Ty {
+        match e {
             syn::Expr::Struct(s) => {
                 if s.path.is_ident("Self") {
                     return self.self_ty.clone();
@@ -778,6 +1016,7 @@ impl<'a> Walker<'a> {
             },
             syn::Expr::Index(i) => match self.infer(&i.expr) {
                 Ty::Coll(inner) => *inner,
+                d @ Ty::Def(..) => self.ix.project(&d, "Output", 0),
                 _ => Ty::Unknown,
             },
             syn::Expr::Cast(c) => self.resolve_written(&lower_ty(&c.ty)),
@@ -925,7 +1164,7 @@ impl<'a> Walker<'a> {
 
     /// Binds a parameter pattern. Newtype extractors (`Json(body): Json<Req>`,
     /// `State(app): State<App>`) bind their inner value to the type argument.
-    fn bind_param(&mut self, pat: &syn::Pat, ty: &syn::Type) {
+    pub(crate) fn bind_param(&mut self, pat: &syn::Pat, ty: &syn::Type) {
         let written = lower_ty(ty);
         if let (syn::Pat::TupleStruct(ts), crate::syntax::TyExpr::Path(p)) = (pat, &written) {
             let resolved = self.resolve_written(&written);
@@ -942,6 +1181,78 @@ impl<'a> Walker<'a> {
         }
         let t = self.resolve_written(&written);
         self.bind_pat(pat, t);
+        if let syn::Pat::Ident(pi) = pat {
+            let name = pi.ident.to_string();
+            let scope = self.scopes.last_mut().expect("a scope");
+            if let Some(w) = crate::wrappers::head_wrapper(&written) {
+                scope.wrappers.insert(name.clone(), w);
+            }
+            if let Some(w) = crate::wrappers::elem_head_wrapper(&written) {
+                scope.elem_wrappers.insert(name.clone(), w);
+            }
+            if is_generic_callable(ty, &self.generics) {
+                self.scopes
+                    .last_mut()
+                    .expect("a scope")
+                    .direct_callables
+                    .insert(name);
+            }
+        }
+    }
+
+    /// `Trait::method(&x, ..)` with `x` of a concrete type is that type's impl, not every
+    /// impl of the trait (static dispatch).
+    pub(crate) fn static_dispatch(
+        &mut self,
+        path: &syn::Path,
+        targets: Vec<(Target, Via)>,
+        first: Option<&syn::Expr>,
+    ) -> Vec<(Target, Via)> {
+        if !targets.iter().any(|(_, v)| *v == Via::Dyn) || path.segments.len() < 2 {
+            return targets;
+        }
+        let Some(arg) = first else { return targets };
+        let segs: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+        let (prefix, name) = segs.split_at(segs.len() - 1);
+        let Some(Res::Trait(tr)) = self.resolve_path(prefix, path.leading_colon.is_some()) else {
+            return targets;
+        };
+        let Some((decl, default)) = self.ix.trait_method(tr, &name[0]) else {
+            return targets;
+        };
+        let recv = self.infer(arg);
+        let chosen: Vec<FnId> = match &recv {
+            Ty::Unknown | Ty::Traits(_) => return targets,
+            Ty::Def(t, _) => self
+                .ix
+                .impls_of_type
+                .get(t)
+                .into_iter()
+                .flatten()
+                .filter(|i| self.ix.impls[**i].trait_ == Some(TraitRef::Ws(decl)))
+                .map(|i| {
+                    self.ix.impls[*i]
+                        .methods
+                        .get(&name[0])
+                        .copied()
+                        .unwrap_or(default)
+                })
+                .collect(),
+            other => self
+                .ix
+                .open_impl_methods(other, &name[0])
+                .into_iter()
+                .filter(|(i, _)| self.ix.impls[*i].trait_ == Some(TraitRef::Ws(decl)))
+                .map(|(_, f)| f)
+                .collect(),
+        };
+        if chosen.is_empty() {
+            return targets;
+        }
+        chosen
+            .into_iter()
+            .map(|f| (Target::Fn(f), Via::Resolved))
+            .collect()
     }
 
     /// The type a closure passed to `recv.name(..)` gets for its first parameter.
@@ -995,7 +1306,7 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn bind_pat(&mut self, pat: &syn::Pat, ty: Ty) {
+    pub(crate) fn bind_pat(&mut self, pat: &syn::Pat, ty: Ty) {
         match pat {
             syn::Pat::Ident(pi) => {
                 if let Some((_, sub)) = &pi.subpat {
@@ -1067,7 +1378,7 @@ impl<'a> Walker<'a> {
 
     /// A receiver that is a local binding or parameter, reached through fields, references,
     /// `?` and the identity-like methods `infer` sees through (`clone`, `lock`, `unwrap`, ...).
-    fn local_rooted(&self, e: &syn::Expr) -> bool {
+    pub(crate) fn local_rooted(&self, e: &syn::Expr) -> bool {
         match e {
             syn::Expr::Path(p) if p.qself.is_none() && p.path.segments.len() == 1 => {
                 self.var(&p.path.segments[0].ident.to_string()).is_some()
@@ -1094,11 +1405,18 @@ impl<'a> Walker<'a> {
         f(self);
         self.scopes.pop();
     }
+}
 
-    fn visit_macro_tokens(&mut self, mac: &syn::Macro) {
-        for e in macro_exprs(&mac.tokens) {
-            self.visit_expr(&e);
+/// A parameter typed by a generic or `impl` bound (`f: F`, `f: impl Fn(T)`): the values
+/// it receives are written at its callers.
+fn is_generic_callable(ty: &syn::Type, generics: &HashMap<String, Ty>) -> bool {
+    match ty {
+        syn::Type::ImplTrait(_) => true,
+        syn::Type::Reference(r) => is_generic_callable(&r.elem, generics),
+        syn::Type::Path(p) if p.qself.is_none() && p.path.segments.len() == 1 => {
+            generics.contains_key(&p.path.segments[0].ident.to_string())
         }
+        _ => false,
     }
 }
 
@@ -1122,11 +1440,22 @@ fn fn_targets(rs: &[Res]) -> Vec<(Target, Via)> {
         .unwrap_or_default()
 }
 
+/// The outside path a call reaches (its first), for deciding what the callee may call back.
+fn ext_callee(targets: &[(Target, Via)]) -> String {
+    targets
+        .iter()
+        .find_map(|(t, _)| match t {
+            Target::Ext(p) => Some(p.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
 /// The first workspace fn among a call's targets: whose signature types the call's closures.
 fn first_fn(targets: &[(Target, Via)]) -> Option<FnId> {
     targets.iter().find_map(|(t, _)| match t {
         Target::Fn(f) => Some(*f),
-        Target::Ext(_) => None,
+        Target::Ext(_) | Target::Pool(_) => None,
     })
 }
 
@@ -1236,7 +1565,8 @@ impl<'ast> Visit<'ast> for Walker<'_> {
             }
         }
         for s in &b.stmts {
-            self.stmt_lines.push(stmt_line(s));
+            let line = self.line_override.unwrap_or_else(|| stmt_line(s));
+            self.stmt_lines.push(line);
             self.visit_stmt(s);
             self.stmt_lines.pop();
         }
@@ -1247,27 +1577,78 @@ impl<'ast> Visit<'ast> for Walker<'_> {
     fn visit_item(&mut self, _: &'ast syn::Item) {}
 
     fn visit_local(&mut self, l: &'ast syn::Local) {
-        let ty = match &l.init {
+        // The first closure recorded while walking the initializer is the one it is.
+        let first_closure = self.closures.len();
+        let (ty, wrapper) = match &l.init {
             Some(init) => {
+                self.arg_stored = None;
                 self.visit_expr(&init.expr);
                 if let Some((_, d)) = &init.diverge {
                     self.visit_expr(d);
                 }
-                self.infer(&init.expr)
+                (self.infer(&init.expr), self.std_wrapper(&init.expr))
             }
-            None => Ty::Unknown,
+            None => (Ty::Unknown, None),
         };
+        let written = match &l.pat {
+            syn::Pat::Type(pt) => crate::wrappers::head_wrapper(&lower_ty(&pt.ty)),
+            _ => None,
+        };
+        // `let r: Reply = x.into();`: the annotation names the `From` impls that may run.
+        if let (syn::Pat::Type(pt), Some(init)) = (&l.pat, &l.init)
+            && let syn::Expr::MethodCall(mc) = &*init.expr
+            && matches!(mc.method.to_string().as_str(), "into" | "try_into")
+        {
+            let dst = self.resolve_written(&lower_ty(&pt.ty));
+            self.add_from_into(&dst, mc.method.span().start().line);
+        }
         self.bind_pat(&l.pat, ty);
+        let line = syn::spanned::Spanned::span(&l.let_token).start().line;
+        if let Some(name) = pat_ident(&l.pat) {
+            if let Some(w) = written.or(wrapper) {
+                self.scopes
+                    .last_mut()
+                    .expect("a scope")
+                    .wrappers
+                    .insert(name.clone(), w);
+            }
+            if matches!(
+                l.init.as_ref().map(|i| &*i.expr),
+                Some(syn::Expr::Closure(_))
+            ) {
+                let scope = self.scopes.last_mut().expect("a scope");
+                scope.direct_callables.insert(name.clone());
+                if first_closure < self.closures.len() {
+                    self.closures[first_closure].stored = false;
+                    scope
+                        .local_closures
+                        .insert(name.clone(), first_closure as u32);
+                }
+            }
+            // An owned value bound here is dropped at the end of the scope (unless moved
+            // away); a reference (`let s = &map[k]`, `map.get(k)`) is not.
+            if let Some(t) = self.var(&name).cloned()
+                && !self.drop_fns(&t).is_empty()
+                && l.init.as_ref().is_some_and(|i| self.owned_value(&i.expr))
+            {
+                self.add_drops(&t, line);
+            }
+        }
     }
 
     fn visit_expr_call(&mut self, c: &'ast syn::ExprCall) {
+        self.arg_stored = None;
         // A closure boxed on its way to its callee (`f(Box::new(|x| ..))`) keeps the types
         // the callee's bound gives it.
         let boxing = self.closure_param.take().filter(|_| is_boxing(c));
         let mut spawner = false;
         let mut callee = None;
+        let mut outside = false;
+        let mut store_args = is_boxing(c);
+        let mut targets_copy: Vec<(Target, Via)> = Vec::new();
         if let syn::Expr::Path(p) = &*c.func {
             let targets = self.path_targets(p.qself.as_ref(), &p.path);
+            let targets = self.static_dispatch(&p.path, targets, c.args.first());
             callee = first_fn(&targets);
             let line = p
                 .path
@@ -1275,14 +1656,34 @@ impl<'ast> Visit<'ast> for Walker<'_> {
                 .last()
                 .map(|s| s.ident.span().start().line)
                 .unwrap_or(0);
-            self.add(targets, line);
-            spawner = p
+            let last = p
                 .path
                 .segments
                 .last()
-                .is_some_and(|s| SPAWNERS.contains(&s.ident.to_string().as_str()));
+                .map(|s| s.ident.to_string())
+                .unwrap_or_default();
+            if targets.is_empty() {
+                self.call_through_value(p, &c.args, line);
+            }
+            outside = !targets.is_empty() && callee.is_none();
+            targets_copy = targets.clone();
+            // `Some(f)`, `Ok(f)`, `Handler(f)`: a variant or tuple struct keeps its value.
+            let ctor = targets.is_empty() && last.chars().next().is_some_and(char::is_uppercase);
+            store_args |= ctor || (outside && crate::values::stores_value(&last));
+            if last == "drop"
+                && p.path.segments.len() <= 3
+                && let Some(a) = c.args.first()
+            {
+                let t = self.infer(a);
+                self.add_drops(&t, line);
+            }
+            self.add(targets, line);
+            spawner = SPAWNERS.contains(&last.as_str());
         } else {
             self.visit_expr(&c.func);
+            let line = crate::syntax::expr_line(&c.func);
+            let sig = self.value_sig(c.args.iter());
+            self.add(vec![(Target::Pool(sig), Via::Value)], line);
         }
         if spawner {
             self.spawned += 1;
@@ -1300,8 +1701,26 @@ impl<'ast> Visit<'ast> for Walker<'_> {
             } else if boxing.is_some() {
                 self.closure_param = boxing.clone();
             }
+            let keeps = callee.is_some_and(|f| i >= skip && self.ix.param_keeps_value(f, i - skip));
+            self.arg_stored = Some(store_args || keeps);
             self.visit_expr(a);
+            self.arg_stored = None;
             self.closure_param = None;
+        }
+        // A value the call returns is dropped by someone: here, or where it is moved to.
+        // (Outside fns return outside values; tuple structs and variants are typed too.)
+        let typed_result = callee.is_some()
+            || matches!(&*c.func, syn::Expr::Path(p) if p.path.segments.last().is_some_and(|s| s.ident.to_string().starts_with(char::is_uppercase)));
+        if !self.ix.drop_glue.is_empty()
+            && typed_result
+            && callee.is_none_or(|f| crate::implicit::returns_owned(self.ix, f))
+        {
+            let t = self.infer_call(c);
+            self.add_drops(&t, crate::syntax::expr_line(&c.func));
+        }
+        if outside {
+            let callee = ext_callee(&targets_copy);
+            self.hand_off(&callee, c.args.iter(), crate::syntax::expr_line(&c.func));
         }
         if spawner {
             self.spawned -= 1;
@@ -1309,10 +1728,16 @@ impl<'ast> Visit<'ast> for Walker<'_> {
     }
 
     fn visit_expr_method_call(&mut self, mc: &'ast syn::ExprMethodCall) {
+        self.arg_stored = None;
         self.visit_expr(&mc.receiver);
         let recv = self.infer(&mc.receiver);
         let name = mc.method.to_string();
-        let targets = self.method_targets(&recv, &name);
+        let line = mc.method.span().start().line;
+        let wrapper_own = self.wrapper_method(&mc.receiver, &name);
+        let targets = match &wrapper_own {
+            Some(path) => vec![(Target::Ext(path.clone()), Via::Resolved)],
+            None => self.method_targets(&recv, &name),
+        };
         // The name fallback is for a local whose type is unknown (a binding or parameter,
         // its fields, what it unwraps to): a value built by a chain of calls the lint could
         // not type is not matched by name (see `analysis`: name edges reach sinks only).
@@ -1325,23 +1750,55 @@ impl<'ast> Visit<'ast> for Walker<'_> {
             } else {
                 targets
             };
+        if !targets.iter().any(|(_, v)| *v != Via::Name)
+            && matches!(recv, Ty::Unknown | Ty::Traits(_))
+            && !crate::values::is_fn_call_method(&name)
+        {
+            self.unresolved(
+                line,
+                format!("method `{name}` on a value whose type the lint cannot infer"),
+            );
+            if let Some(u) = self.unresolved.last_mut() {
+                u.method = Some(name.clone());
+            }
+        }
         let callee = first_fn(&targets);
-        self.add(targets, mc.method.span().start().line);
+        let outside = !targets.is_empty() && callee.is_none();
+        let outside_callee = ext_callee(&targets);
+        self.add(targets, line);
+        if name == "into" || name == "try_into" {
+            self.add_into(&recv, line);
+        }
+        self.add_collection_drops(&recv, &name, line);
+        self.add_collection_compares(&recv, &name, line);
         let spawner = SPAWNERS.contains(&name.as_str());
         if spawner {
             self.spawned += 1;
         }
         let param = Self::closure_param(&recv, &name);
+        let store_args = param.is_none() && outside && crate::values::stores_value(&name);
+        let elem_wrapper = if param.is_some() {
+            self.elem_wrapper(&mc.receiver)
+        } else {
+            None
+        };
         for (i, a) in mc.args.iter().enumerate() {
             if is_closure_arg(a) {
+                self.closure_wrapper = elem_wrapper;
                 self.closure_param = match (&param, callee) {
                     (Some(p), _) => Some(vec![p.clone()]),
                     (None, Some(f)) => self.ix.closure_inputs(f, i, Some(&recv)),
                     _ => None,
                 };
             }
+            let keeps = param.is_none() && callee.is_some_and(|f| self.ix.param_keeps_value(f, i));
+            self.arg_stored = Some(store_args || keeps);
             self.visit_expr(a);
+            self.arg_stored = None;
             self.closure_param = None;
+        }
+        if outside && wrapper_own.is_none() {
+            self.hand_off(&outside_callee, mc.args.iter(), line);
         }
         if spawner {
             self.spawned -= 1;
@@ -1350,6 +1807,9 @@ impl<'ast> Visit<'ast> for Walker<'_> {
 
     // A fn item used as a value (`.map(helper)`, `spawn(worker)`) may be called later.
     fn visit_expr_path(&mut self, p: &'ast syn::ExprPath) {
+        // A fn item handed to an adapter (`.map(helper)`) is called there; kept anywhere
+        // else (a field, a table, a `let`, a storing call) it is a value for later.
+        let stored = self.arg_stored.take().unwrap_or(true);
         let targets: Vec<(Target, Via)> = self
             .path_targets(p.qself.as_ref(), &p.path)
             .into_iter()
@@ -1361,27 +1821,84 @@ impl<'ast> Visit<'ast> for Walker<'_> {
             .last()
             .map(|s| s.ident.span().start().line)
             .unwrap_or(0);
+        // A closure bound by `let` and now moved into storage.
+        if stored
+            && p.qself.is_none()
+            && let Some(id) = p.path.get_ident().and_then(|i| {
+                let name = i.to_string();
+                self.scopes
+                    .iter()
+                    .rev()
+                    .find_map(|s| s.local_closures.get(&name).copied())
+            })
+        {
+            self.closures[id as usize].stored = true;
+        }
+        if stored {
+            for (t, _) in &targets {
+                if let Target::Fn(f) = t {
+                    self.fn_values.push(*f);
+                }
+            }
+        }
+        // A static with an initializer: touching it may run it (`LazyLock`), and its table
+        // of fn items is reachable from here.
+        if p.qself.is_none()
+            && let Some(init) = self.static_init(&p.path)
+        {
+            self.add(vec![(Target::Fn(init), Via::Resolved)], line);
+        }
         self.add(targets, line);
     }
 
     fn visit_expr_closure(&mut self, c: &'ast syn::ExprClosure) {
+        let stored = self.arg_stored.take().unwrap_or(true);
         let params = self.closure_param.take().unwrap_or_default();
+        let first_wrapper = self.closure_wrapper.take();
+        let id = self.closures.len() as u32;
+        self.closures.push(ClosureInfo {
+            params: vec![None; c.inputs.len()],
+            line: self
+                .line_override
+                .unwrap_or_else(|| c.inputs_begin.span.start().line),
+            parent: self.closure_stack.last().copied(),
+            stored,
+        });
+        self.closure_stack.push(id);
         self.with_scope(|w| {
             for (i, p) in c.inputs.iter().enumerate() {
                 w.bind_pat(p, params.get(i).cloned().unwrap_or(Ty::Unknown));
             }
+            if let Some(p) = c.inputs.first() {
+                w.mark_wrapper(p, first_wrapper);
+            }
+            // The parameters' types, given by the callee's bound or written (`|ctx: &Ctx|`).
+            let sig: ValueSig = c
+                .inputs
+                .iter()
+                .map(|p| {
+                    pat_ident(p)
+                        .and_then(|n| w.var(&n).cloned())
+                        .and_then(def_id)
+                })
+                .collect();
+            w.closures[id as usize].params = sig;
             w.visit_expr(&c.body);
         });
+        self.closure_stack.pop();
     }
 
     fn visit_expr_for_loop(&mut self, f: &'ast syn::ExprForLoop) {
         self.visit_expr(&f.expr);
+        let line = f.for_token.span.start().line;
         let elem = match self.infer(&f.expr) {
             Ty::Coll(inner) => *inner,
-            _ => Ty::Unknown,
+            other => self.add_iteration(&other, line).unwrap_or(Ty::Unknown),
         };
+        let elem_wrapper = self.elem_wrapper(&f.expr);
         self.with_scope(|w| {
             w.bind_pat(&f.pat, elem);
+            w.mark_wrapper(&f.pat, elem_wrapper);
             w.visit_block(&f.body);
         });
     }
@@ -1404,7 +1921,114 @@ impl<'ast> Visit<'ast> for Walker<'_> {
         }
     }
 
+    fn visit_expr_assign(&mut self, a: &'ast syn::ExprAssign) {
+        self.visit_expr(&a.left);
+        self.visit_expr(&a.right);
+        // The value overwritten is dropped.
+        let t = self.infer(&a.left);
+        self.add_drops(&t, crate::syntax::expr_line(&a.left));
+    }
+
+    fn visit_expr_binary(&mut self, b: &'ast syn::ExprBinary) {
+        self.visit_expr(&b.left);
+        self.visit_expr(&b.right);
+        let t = self.infer(&b.left);
+        self.add_binary_op(&b.op, &t, crate::syntax::expr_line(&b.left));
+    }
+
+    fn visit_expr_unary(&mut self, u: &'ast syn::ExprUnary) {
+        self.visit_expr(&u.expr);
+        let t = self.infer(&u.expr);
+        self.add_unary_op(&u.op, &t, crate::syntax::expr_line(&u.expr));
+    }
+
+    fn visit_expr_index(&mut self, i: &'ast syn::ExprIndex) {
+        self.visit_expr(&i.expr);
+        self.visit_expr(&i.index);
+        let t = self.infer(&i.expr);
+        self.add_index(&t, crate::syntax::expr_line(&i.expr));
+    }
+
+    fn visit_expr_await(&mut self, a: &'ast syn::ExprAwait) {
+        self.visit_expr(&a.base);
+        let t = self.infer(&a.base);
+        self.add_await(&t, crate::syntax::expr_line(&a.base));
+    }
+
+    fn visit_expr_try(&mut self, t: &'ast syn::ExprTry) {
+        self.visit_expr(&t.expr);
+        // `?` converts the error with `From` into the fn's error type.
+        let err = self.err_ty.clone();
+        self.add_from_into(&err, crate::syntax::expr_line(&t.expr));
+    }
+
+    fn visit_expr_field(&mut self, f: &'ast syn::ExprField) {
+        self.visit_expr(&f.base);
+        let base = self.infer(&f.base);
+        if let Ty::Def(t, args) = &base {
+            let member = match &f.member {
+                syn::Member::Named(i) => i.to_string(),
+                syn::Member::Unnamed(i) => i.index.to_string(),
+            };
+            if self.ix.field_ty(*t, args, &member) == Ty::Unknown
+                && !self.ix.has_field(*t, &member)
+                && let Some((_, fns)) = self.deref_of(*t, args)
+            {
+                let line = crate::syntax::expr_line(&f.base);
+                self.add(
+                    fns.into_iter()
+                        .map(|f| (Target::Fn(f), Via::Implicit))
+                        .collect(),
+                    line,
+                );
+            }
+        }
+    }
+
     fn visit_macro(&mut self, m: &'ast syn::Macro) {
-        self.visit_macro_tokens(m);
+        let line = m
+            .path
+            .segments
+            .last()
+            .map(|s| s.ident.span().start().line)
+            .unwrap_or(0);
+        let exprs = macro_exprs(&m.tokens);
+        for e in &exprs {
+            self.visit_expr(e);
+        }
+        if !self.expand_workspace_macro(m, line) {
+            self.add_format_calls(m, &exprs, line);
+            // An outside macro whose arguments are not Rust (a DSL): calls written in them
+            // are not seen.
+            if exprs.is_empty() && !m.tokens.is_empty() {
+                let name = m
+                    .path
+                    .segments
+                    .last()
+                    .map(|s| s.ident.to_string())
+                    .unwrap_or_default();
+                self.unresolved(
+                    line,
+                    format!("macro `{name}!`: its arguments do not parse as Rust"),
+                );
+            }
+        }
+    }
+}
+
+/// The workspace type a value has, if it is one.
+pub(crate) fn def_id(t: Ty) -> Option<crate::index::TypeId> {
+    match t {
+        Ty::Def(id, _) => Some(id),
+        _ => None,
+    }
+}
+
+/// The name a simple pattern binds (`x`, `mut x`, `x: T`).
+fn pat_ident(p: &syn::Pat) -> Option<String> {
+    match p {
+        syn::Pat::Ident(pi) => Some(pi.ident.to_string()),
+        syn::Pat::Type(pt) => pat_ident(&pt.pat),
+        _ => None,
     }
 }

@@ -1,7 +1,8 @@
 //! The command line, shaped like ripgrep's core: raw flags are parsed by clap, turned into
 //! validated [`Options`], and [`run`] returns the exit code.
 //!
-//! Exit codes: `0` no violation, `1` violations (new ones, with `--baseline`), `2` usage,
+//! Exit codes: `0` no violation, `1` violations (new ones, with `--baseline`; with
+//! `--strict`, also unresolved calls in hot code), `2` usage,
 //! configuration, parse or I/O error.
 
 use crate::analysis;
@@ -37,6 +38,9 @@ struct RawArgs {
     /// Record violations into FILE if it does not exist; otherwise fail only on new ones
     #[arg(long, value_name = "FILE")]
     baseline: Option<PathBuf>,
+    /// Also fail on every call in hot code the lint cannot resolve (listed with its location)
+    #[arg(long)]
+    strict: bool,
     /// The workspace (or package) root
     #[arg(value_name = "PATH", default_value = ".")]
     path: PathBuf,
@@ -61,7 +65,8 @@ impl Options {
             )));
         }
         let config_path = raw.config.unwrap_or_else(|| raw.path.join("hotpath.toml"));
-        let config = Config::load(&config_path)?;
+        let mut config = Config::load(&config_path)?;
+        config.strict = raw.strict;
         Ok(Options {
             root: raw.path,
             config,
@@ -135,12 +140,14 @@ pub fn run(opts: &Options, out: &mut dyn Write, err: &mut dyn Write) -> Result<E
             message: e.to_string(),
         })?;
     }
+    ctx.strict = opts.config.strict;
     let rendered = report::render(opts.format, &analysis, &violations, &ctx);
     out.write_all(rendered.as_bytes()).map_err(|e| Error::Io {
         path: "<stdout>".into(),
         message: e.to_string(),
     })?;
-    Ok(ExitCode::from(if violations.is_empty() {
+    let unresolved = opts.config.strict && !analysis.unresolved.is_empty();
+    Ok(ExitCode::from(if violations.is_empty() && !unresolved {
         EXIT_CLEAN
     } else {
         EXIT_VIOLATIONS

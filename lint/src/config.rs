@@ -16,6 +16,8 @@ pub struct Config {
     pub sinks: Vec<String>,
     /// Vetted fns: every chain through one of them is cut.
     pub allow: Vec<String>,
+    /// `--strict`: a call in hot code the lint cannot resolve is a finding (exit 1).
+    pub strict: bool,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +68,7 @@ impl Config {
             roots: raw.hot_path.roots,
             sinks: raw.llm.sinks,
             allow: raw.allow.paths,
+            strict: false,
         };
         if cfg.roots.is_empty() {
             return Err(Error::Config(

@@ -50,7 +50,7 @@ impl Index {
 
     /// Could a value of type `recv` be the self type `pat` of an impl (generic parameters of
     /// the impl are `Traits` with their bounds)?
-    fn fits(&self, pat: &Ty, recv: &Ty, depth: usize) -> bool {
+    pub(crate) fn fits(&self, pat: &Ty, recv: &Ty, depth: usize) -> bool {
         if depth > MAX_DEPTH {
             return true;
         }

@@ -106,6 +106,8 @@ pub struct TraitDef {
     pub generics: Bounds,
     pub methods: HashMap<String, FnId>,
     pub impls: Vec<ImplId>,
+    /// Associated types and their bounds.
+    pub assoc: Vec<(String, Vec<PathExpr>)>,
 }
 
 #[derive(Debug)]
@@ -117,6 +119,8 @@ pub struct ImplDef {
     pub trait_: Option<TraitRef>,
     pub generics: Bounds,
     pub methods: HashMap<String, FnId>,
+    /// Associated types as written (`type Target = Client;`).
+    pub assoc: Vec<(String, TyExpr)>,
 }
 
 #[derive(Debug)]
@@ -168,6 +172,19 @@ pub struct Index {
     pub imported_twins: HashMap<FnId, Vec<FnId>>,
     /// Declared types of consts and statics, by defining module and name.
     pub const_types: HashMap<(ModId, String), TyExpr>,
+    /// The initializer of each static, walked as a fn named after it.
+    pub static_inits: HashMap<(ModId, String), FnId>,
+    /// Workspace `macro_rules!` by name: (defining crate, each rule's matcher and
+    /// transcriber text).
+    pub macros: HashMap<String, Vec<(usize, String, String)>>,
+    /// Drop glue: for each workspace type that owns (itself or through its fields) a value
+    /// with a workspace `Drop` impl, the `drop` fns run when it is dropped.
+    pub drop_glue: HashMap<TypeId, Vec<FnId>>,
+    /// Workspace impls of outside traits, by the trait's last path segment (`System`).
+    pub ext_trait_impls: HashMap<String, Vec<ImplId>>,
+    /// Every workspace `impl From<X> for Y` (and `TryFrom<X>`): the impl, `X` resolved, and
+    /// its `from` (`try_from`) fn.
+    pub from_impls: Vec<(ImplId, Ty, FnId)>,
 }
 
 const MAX_RESOLVE_DEPTH: usize = 64;
@@ -250,6 +267,7 @@ impl Index {
                 generics: t.generics.clone(),
                 methods,
                 impls: Vec::new(),
+                assoc: t.assoc.clone(),
             });
             names.push((t.name.clone(), Res::Trait(id)));
         }
@@ -262,6 +280,15 @@ impl Index {
         }
         for (n, t) in &skel.const_types {
             self.const_types.insert((m, n.clone()), t.clone());
+        }
+        for f in &skel.inits {
+            let id = add_fn(slots, f, format!("{mpath}::{}", f.sig.name), Owner::Free);
+            self.static_inits.insert((m, f.sig.name.clone()), id);
+        }
+        let krate = self.modules[m].krate;
+        for (name, rules) in &skel.macros {
+            let e = self.macros.entry(name.clone()).or_default();
+            e.extend(rules.iter().map(|(m, t)| (krate, m.clone(), t.clone())));
         }
         let mut children = Vec::new();
         for (name, _, inner) in &skel.inline_mods {
@@ -321,6 +348,7 @@ impl Index {
             trait_: None,
             generics: i.generics.clone(),
             methods,
+            assoc: i.assoc.clone(),
         });
     }
 
@@ -419,6 +447,24 @@ impl Index {
                 }
             }
         }
+        // `extern crate brain as mind;` at a crate root puts `mind` in the extern prelude:
+        // every module of the crate may write `mind::think`.
+        for k in 0..self.crates.len() {
+            let root = self.crates[k].root;
+            let renames: Vec<(String, String)> = self.modules[root]
+                .uses
+                .iter()
+                .filter(|u| u.global && u.path.len() == 1)
+                .filter_map(|u| match &u.alias {
+                    Some(a) if a != "_" && *a != u.path[0] => Some((a.clone(), u.path[0].clone())),
+                    _ => None,
+                })
+                .collect();
+            for (alias, real) in renames {
+                let real = self.crates[k].externs.get(&real).cloned().unwrap_or(real);
+                self.crates[k].externs.entry(alias).or_insert(real);
+            }
+        }
         for t in 0..self.traits.len() {
             let m = self.traits[t].module;
             let sup = self.traits[t].supertraits_raw.clone();
@@ -451,6 +497,14 @@ impl Index {
         }
         self.index_open_impls();
         self.index_twins();
+        self.index_drop_glue();
+        self.index_from_impls();
+        for (i, imp) in self.impls.iter().enumerate() {
+            if let Some(TraitRef::Ext(p)) = &imp.trait_ {
+                let last = p.rsplit("::").next().unwrap_or(p).to_string();
+                self.ext_trait_impls.entry(last).or_default().push(i);
+            }
+        }
         for (id, f) in self.fns.iter().enumerate() {
             if f.sig.has_self {
                 self.methods_by_name
@@ -459,6 +513,101 @@ impl Index {
                     .push(id);
             }
         }
+    }
+
+    /// Computes [`Index::drop_glue`]: the types with a `Drop` impl, then, to a fixpoint, the
+    /// types with a field of such a type.
+    fn index_drop_glue(&mut self) {
+        let mut glue: HashMap<TypeId, Vec<FnId>> = HashMap::new();
+        for t in 0..self.types.len() {
+            let own = self.ext_trait_methods(t, "Drop", "drop");
+            if !own.is_empty() {
+                glue.insert(t, own);
+            }
+        }
+        if glue.is_empty() {
+            return;
+        }
+        // The workspace types each type's fields mention (generic arguments included).
+        let mut fields_of: Vec<Vec<TypeId>> = vec![Vec::new(); self.types.len()];
+        for (t, fields) in fields_of.iter_mut().enumerate() {
+            let def = &self.types[t];
+            let written: Vec<&TyExpr> = match &def.kind {
+                TypeKind::Struct(fs) => fs.iter().map(|(_, t)| t).collect(),
+                TypeKind::Enum(vs) => vs
+                    .iter()
+                    .flat_map(|(_, fs)| fs.iter().map(|(_, t)| t))
+                    .collect(),
+                TypeKind::Alias(_) => Vec::new(),
+            };
+            let env = self.bounds_env(def.module, &def.generics, &HashMap::new());
+            let ctx = TyCtx {
+                module: def.module,
+                self_ty: &Ty::Unknown,
+                generics: &env,
+            };
+            for w in written {
+                mentioned_types(&self.resolve_ty(&ctx, w), fields);
+            }
+        }
+        loop {
+            let mut changed = false;
+            for (t, fields) in fields_of.iter().enumerate() {
+                let mut add: Vec<FnId> = Vec::new();
+                for f in fields {
+                    if let Some(g) = glue.get(f) {
+                        add.extend(g);
+                    }
+                }
+                if add.is_empty() {
+                    continue;
+                }
+                let e = glue.entry(t).or_default();
+                for f in add {
+                    if !e.contains(&f) {
+                        e.push(f);
+                        changed = true;
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        self.drop_glue = glue;
+    }
+
+    fn index_from_impls(&mut self) {
+        let mut out = Vec::new();
+        for (i, imp) in self.impls.iter().enumerate() {
+            let Some(TraitRef::Ext(p)) = &imp.trait_ else {
+                continue;
+            };
+            let method = match p.rsplit("::").next() {
+                Some("From") => "from",
+                Some("TryFrom") => "try_from",
+                _ => continue,
+            };
+            let (Some(f), Some(raw)) = (imp.methods.get(method), &imp.trait_raw) else {
+                continue;
+            };
+            let src = raw
+                .segs
+                .last()
+                .and_then(|(_, a)| a.first())
+                .map(|a| {
+                    let env = self.bounds_env(imp.module, &imp.generics, &HashMap::new());
+                    let ctx = TyCtx {
+                        module: imp.module,
+                        self_ty: &imp.self_ty,
+                        generics: &env,
+                    };
+                    self.resolve_ty(&ctx, a)
+                })
+                .unwrap_or(Ty::Unknown);
+            out.push((i, src, *f));
+        }
+        self.from_impls = out;
     }
 
     /// The child module `name` of `m`, when one was declared already.
@@ -492,11 +641,14 @@ impl Index {
     fn index_twins(&mut self) {
         let mut groups: HashMap<String, Vec<FnId>> = HashMap::new();
         for (id, f) in self.fns.iter().enumerate() {
+            // Impls are twins only when they implement the same trait (with the same
+            // arguments) for the same written self type: `impl Npc<Scripted>` and `impl
+            // Npc<Generative>` share method paths but are chosen by type arguments.
             let key = match f.owner {
-                Owner::Impl(i) => match &self.impls[i].trait_raw {
-                    Some(t) => format!("{} for {}", f.path, t.names().join("::")),
-                    None => f.path.clone(),
-                },
+                Owner::Impl(i) => {
+                    let imp = &self.impls[i];
+                    format!("{} for {:?} {:?}", f.path, imp.trait_raw, imp.self_ty_raw)
+                }
                 _ => f.path.clone(),
             };
             groups.entry(key).or_default().push(id);
@@ -696,6 +848,10 @@ impl Index {
                     .collect(),
             ),
             TyExpr::Unknown => Ty::Unknown,
+            TyExpr::Proj(base, name) => {
+                let b = self.resolve_ty_depth(ctx, base, depth + 1);
+                self.project(&b, name, depth + 1)
+            }
             TyExpr::Path(p) => {
                 let names = p.names();
                 let (last, args) = p.segs.last().expect("paths have segments");
@@ -710,6 +866,17 @@ impl Index {
                     }
                     if let Some(g) = ctx.generics.get(last) {
                         return g.clone();
+                    }
+                }
+                // `Self::Narrator`, `T::Item`: an associated type of `Self` or a parameter.
+                if names.len() == 2 && !p.global {
+                    let base = if names[0] == "Self" {
+                        Some(ctx.self_ty.clone())
+                    } else {
+                        ctx.generics.get(&names[0]).cloned()
+                    };
+                    if let Some(b) = base {
+                        return self.project(&b, last, depth + 1);
                     }
                 }
                 // Smart pointers and locks are transparent to method calls (auto-deref, and
@@ -794,6 +961,162 @@ impl Index {
         }
     }
 
+    /// The associated type `name` of a type: from the workspace impls of a workspace type
+    /// (`impl Deref for Guard { type Target = Conn; }`), or, for a generic parameter or
+    /// trait object, the bounds its traits declare (`type Narrator: Narrate;`), so calls on
+    /// it fan out to every implementor.
+    pub fn project(&self, base: &Ty, name: &str, depth: usize) -> Ty {
+        if depth > 16 {
+            return Ty::Unknown;
+        }
+        match base {
+            Ty::Def(t, args) => {
+                for i in self.impls_of_type.get(t).into_iter().flatten() {
+                    let imp = &self.impls[*i];
+                    if let Some((_, written)) = imp.assoc.iter().find(|(n, _)| n == name) {
+                        let mut env = self.bounds_env(imp.module, &imp.generics, &HashMap::new());
+                        if let TyExpr::Path(p) = &imp.self_ty_raw
+                            && let Some((_, wargs)) = p.segs.last()
+                        {
+                            for (w, a) in wargs.iter().zip(args) {
+                                if let TyExpr::Path(wp) = w
+                                    && let [(n, _)] = wp.segs.as_slice()
+                                    && env.contains_key(n)
+                                    && *a != Ty::Unknown
+                                {
+                                    env.insert(n.clone(), a.clone());
+                                }
+                            }
+                        }
+                        let ctx = TyCtx {
+                            module: imp.module,
+                            self_ty: base,
+                            generics: &env,
+                        };
+                        return self.resolve_ty_depth(&ctx, written, depth + 1);
+                    }
+                }
+                Ty::Unknown
+            }
+            Ty::Traits(trs) => {
+                let mut out = Vec::new();
+                let mut stack: Vec<TraitId> = trs
+                    .iter()
+                    .filter_map(|t| match t {
+                        TraitRef::Ws(t) => Some(*t),
+                        TraitRef::Ext(_) => None,
+                    })
+                    .collect();
+                let mut seen = Vec::new();
+                while let Some(t) = stack.pop() {
+                    if seen.contains(&t) {
+                        continue;
+                    }
+                    seen.push(t);
+                    let tr = &self.traits[t];
+                    if let Some((_, bounds)) = tr.assoc.iter().find(|(n, _)| n == name) {
+                        out.extend(
+                            bounds
+                                .iter()
+                                .filter_map(|p| self.resolve_trait(tr.module, p)),
+                        );
+                    }
+                    stack.extend(tr.supertraits.iter().filter_map(|s| match s {
+                        TraitRef::Ws(s) => Some(*s),
+                        TraitRef::Ext(_) => None,
+                    }));
+                }
+                if out.is_empty() {
+                    Ty::Unknown
+                } else {
+                    Ty::Traits(out)
+                }
+            }
+            _ => Ty::Unknown,
+        }
+    }
+
+    /// The error type of a written `Result<T, E>` return type, through type aliases (`type
+    /// Result<T> = std::result::Result<T, ApiError>`): what `?` converts into with `From`.
+    pub fn result_err_ty(&self, ctx: &TyCtx<'_>, t: &TyExpr) -> Ty {
+        let mut ctx_env: Option<(ModId, HashMap<String, Ty>)> = None;
+        let mut t = t.clone();
+        for _ in 0..8 {
+            let TyExpr::Path(p) = &t else {
+                return Ty::Unknown;
+            };
+            let (last, args) = p.segs.last().expect("paths have segments");
+            let here = match &ctx_env {
+                Some((m, env)) => TyCtx {
+                    module: *m,
+                    self_ty: ctx.self_ty,
+                    generics: env,
+                },
+                None => TyCtx {
+                    module: ctx.module,
+                    self_ty: ctx.self_ty,
+                    generics: ctx.generics,
+                },
+            };
+            if last == "Result" && args.len() == 2 {
+                return self.resolve_ty(&here, &args[1]);
+            }
+            match self.resolve_path(here.module, &p.names(), p.global) {
+                Some(Res::Type(a)) => {
+                    let def = &self.types[a];
+                    let TypeKind::Alias(target) = &def.kind else {
+                        return Ty::Unknown;
+                    };
+                    let mut env = self.bounds_env(def.module, &def.generics, &HashMap::new());
+                    for ((name, _), a) in def.generics.iter().zip(args) {
+                        env.insert(name.clone(), self.resolve_ty(&here, a));
+                    }
+                    ctx_env = Some((def.module, env));
+                    t = target.clone();
+                }
+                _ => return Ty::Unknown,
+            }
+        }
+        Ty::Unknown
+    }
+
+    /// The impls of a workspace type for an outside trait whose last path segment is
+    /// `trait_name` (`Drop`, `Display`, `Deref`, `Add`, ...), with the method `method`.
+    pub fn ext_trait_methods(&self, t: TypeId, trait_name: &str, method: &str) -> Vec<FnId> {
+        self.impls_of_type
+            .get(&t)
+            .into_iter()
+            .flatten()
+            .filter(|i| match &self.impls[**i].trait_ {
+                Some(TraitRef::Ext(p)) => p.rsplit("::").next() == Some(trait_name),
+                _ => false,
+            })
+            .filter_map(|i| self.impls[*i].methods.get(method).copied())
+            .collect()
+    }
+
+    /// The impl of a workspace type for an outside trait named `trait_name`, if any.
+    pub fn ext_trait_impl(&self, t: TypeId, trait_name: &str) -> Option<ImplId> {
+        self.impls_of_type.get(&t)?.iter().copied().find(|i| {
+            matches!(&self.impls[*i].trait_, Some(TraitRef::Ext(p)) if p.rsplit("::").next() == Some(trait_name))
+        })
+    }
+
+    /// An associated type written in an impl, resolved in the impl's context.
+    pub fn impl_assoc(&self, i: ImplId, name: &str) -> Ty {
+        let imp = &self.impls[i];
+        let Some((_, written)) = imp.assoc.iter().find(|(n, _)| n == name) else {
+            return Ty::Unknown;
+        };
+        let env = self.bounds_env(imp.module, &imp.generics, &HashMap::new());
+        let ctx = TyCtx {
+            module: imp.module,
+            self_ty: &imp.self_ty,
+            generics: &env,
+        };
+        self.resolve_ty(&ctx, written)
+    }
+
     /// True when a path does not name a workspace item (so `Arc` means `std::sync::Arc`).
     fn is_not_workspace(&self, m: ModId, names: &[String]) -> bool {
         !matches!(
@@ -831,6 +1154,31 @@ impl Index {
             }
         }
         out
+    }
+
+    /// [`Index::methods_of_type`] restricted to the impls whose self type's arguments fit
+    /// the receiver's (`impl Npc<Scripted>` is not called on an `Npc<Generative>`); all of
+    /// them when none fits or the arguments are unknown.
+    pub fn methods_of_type_args(&self, t: TypeId, args: &[Ty], name: &str) -> Vec<FnId> {
+        let all = self.methods_of_type(t, name);
+        if all.len() < 2 || args.is_empty() {
+            return all;
+        }
+        let fit: Vec<FnId> = all
+            .iter()
+            .copied()
+            .filter(|f| match self.fns[*f].owner {
+                Owner::Impl(i) => match &self.impls[i].self_ty {
+                    Ty::Def(_, pargs) => pargs
+                        .iter()
+                        .zip(args)
+                        .all(|(p, a)| matches!(p, Ty::Unknown) || self.fits(p, a, 0)),
+                    _ => true,
+                },
+                _ => true,
+            })
+            .collect();
+        if fit.is_empty() { all } else { fit }
     }
 
     /// Finds a method in a trait or its supertraits: `(declaring trait, trait method fn)`.
@@ -983,6 +1331,44 @@ impl Index {
         (m, self_ty, env, substituted)
     }
 
+    /// Does parameter `i` (not counting `self`) of `f` keep a fn value given to it: written
+    /// so (`keeps_fn_value`), or typed by an alias of a boxed or shared closure or a fn
+    /// pointer (`type Handler = Box<dyn Fn(&Ctx) -> String>`)?
+    pub fn param_keeps_value(&self, f: FnId, i: usize) -> bool {
+        let sig = &self.fns[f].sig;
+        if sig.stored_params.get(i) == Some(&true) {
+            return true;
+        }
+        let Some((_, TyExpr::Path(p))) = sig.params.get(i) else {
+            return false;
+        };
+        match self.resolve_path(self.fns[f].module, &p.names(), p.global) {
+            Some(Res::Type(t)) => match &self.types[t].kind {
+                TypeKind::Alias(TyExpr::Path(target)) => target
+                    .segs
+                    .last()
+                    .is_some_and(|(n, _)| matches!(n.as_str(), "Box" | "Arc" | "Rc")),
+                // A fn pointer is lowered as an unknown type.
+                TypeKind::Alias(TyExpr::Unknown) => true,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// A struct field's type as written.
+    pub fn field_written(&self, t: TypeId, field: &str) -> Option<&TyExpr> {
+        match &self.types[t].kind {
+            TypeKind::Struct(fields) => fields.iter().find(|(n, _)| n == field).map(|(_, t)| t),
+            _ => None,
+        }
+    }
+
+    /// Does the struct declare this field?
+    pub fn has_field(&self, t: TypeId, field: &str) -> bool {
+        self.field_written(t, field).is_some()
+    }
+
     /// The type of a field of a workspace struct, with its generic arguments substituted.
     pub fn field_ty(&self, t: TypeId, args: &[Ty], field: &str) -> Ty {
         self.member_ty(t, args, None, field)
@@ -1084,6 +1470,21 @@ fn is_known_crate_like(name: &str) -> bool {
     name.chars().next().is_some_and(|c| c.is_lowercase())
 }
 
+/// Every workspace type a resolved type mentions (its own, its arguments', its elements').
+pub fn mentioned_types(t: &Ty, out: &mut Vec<TypeId>) {
+    match t {
+        Ty::Def(id, args) => {
+            if !out.contains(id) {
+                out.push(*id);
+            }
+            args.iter().for_each(|a| mentioned_types(a, out));
+        }
+        Ty::ExtOf(_, args) | Ty::Tuple(args) => args.iter().for_each(|a| mentioned_types(a, out)),
+        Ty::Wrap(inner) | Ty::Coll(inner) => mentioned_types(inner, out),
+        Ty::Unknown | Ty::Ext(_) | Ty::Traits(_) => {}
+    }
+}
+
 /// The name a method path uses for an impl's self type (`impl Foo<T>` → `Foo`).
 fn ty_display_name(t: &TyExpr) -> String {
     match t {
@@ -1102,6 +1503,7 @@ fn ty_display_name(t: &TyExpr) -> String {
             .and_then(|p| p.segs.last())
             .map(|(n, _)| format!("dyn {n}"))
             .unwrap_or_else(|| "_".into()),
+        TyExpr::Proj(_, n) => n.clone(),
         TyExpr::Unknown => "_".into(),
     }
 }

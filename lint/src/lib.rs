@@ -13,7 +13,11 @@
 //! - [`syntax`] — syn trees lowered to owned skeletons; suppression comments.
 //! - [`index`] — the item index and name resolution; [`foreign_impls`] — workspace trait
 //!   impls on outside types, blanket impls included.
-//! - [`calls`] — fn bodies to call edges.
+//! - [`calls`] — fn bodies to call edges; with [`implicit`] (calls rustc inserts: `Drop`,
+//!   formatting, `Deref`, operators, conversions, iteration), [`macros`] (workspace
+//!   `macro_rules!` expanded at their invocations), [`values`] (closures and fn items kept
+//!   as values, callbacks handed to outside code) and [`wrappers`] (std wrappers' own
+//!   methods before the wrapped type's).
 //! - [`load`] — parallel parsing, module trees, indexing, walking.
 //! - [`patterns`] — roots, sinks and allowed fns matched against the index.
 //! - [`analysis`] — reachability, chains, suppressions, audit sites.
@@ -27,12 +31,16 @@ pub mod config;
 pub mod deps;
 pub mod error;
 pub mod foreign_impls;
+pub mod implicit;
 pub mod index;
 pub mod load;
+pub mod macros;
 pub mod patterns;
 pub mod report;
 pub mod syntax;
+pub mod values;
 pub mod workspace;
+pub mod wrappers;
 
 pub use analysis::{Analysis, Hop, Violation, check};
 pub use config::Config;

@@ -6,7 +6,7 @@
 //! source map), so each worker keeps the files it parsed and later walks their bodies itself;
 //! only owned skeletons, the shared [`Index`] and edges cross threads.
 
-use crate::calls::{Edge, SuppLines, walk_fn};
+use crate::calls::{FnWalk, SuppLines, walk_fn};
 use crate::error::{Error, Result};
 use crate::index::{FileId, FileInfo, FnDef, Index, Instance, ModId};
 use crate::syntax::{
@@ -23,7 +23,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 /// suppression comments of every file in a module tree.
 pub struct Workspace {
     pub index: Index,
-    pub edges: Vec<Vec<Edge>>,
+    pub edges: Vec<FnWalk>,
     pub suppressions: Vec<(FileId, SuppressionComment)>,
 }
 
@@ -41,7 +41,7 @@ enum Job {
 
 enum Reply {
     Parsed(Vec<(PathBuf, ParseOutcome)>),
-    Walked(Vec<(usize, Vec<Edge>)>),
+    Walked(Vec<(usize, FnWalk)>),
 }
 
 /// Parses, indexes and walks the crates `targets` of the workspace at `root`.
@@ -152,6 +152,7 @@ fn worker(rx: Receiver<Job>, tx: Sender<Reply>) {
                 }
             }
             Job::Walk(index, instances) => {
+                crate::macros::reset_cache();
                 let mut out = Vec::new();
                 for (inst, path) in instances {
                     let Some((file, supps)) = files.get(&path) else {
@@ -160,9 +161,10 @@ fn worker(rx: Receiver<Job>, tx: Sender<Reply>) {
                     let bodies = file_bodies(file);
                     for (i, body) in bodies.iter().enumerate() {
                         let f = inst.base + i;
-                        let edges = match body.block {
-                            Some(b) => walk_fn(&index, f, b, body.sig, supps),
-                            None => Vec::new(),
+                        let edges = if body.block.is_some() || body.init.is_some() {
+                            walk_fn(&index, f, body, supps)
+                        } else {
+                            FnWalk::default()
                         };
                         out.push((f, edges));
                     }
@@ -317,7 +319,7 @@ fn build(root: &Path, targets: &[CrateTarget], pool: &mut Pool) -> Result<Worksp
             let _ = pool.job_txs[w].send(Job::Walk(Arc::clone(&index), list));
         }
     }
-    let mut edges: Vec<Vec<Edge>> = vec![Vec::new(); index.fns.len()];
+    let mut edges: Vec<FnWalk> = vec![FnWalk::default(); index.fns.len()];
     while waiting > 0 {
         match pool.reply_rx.recv() {
             Ok(Reply::Walked(list)) => {

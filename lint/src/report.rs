@@ -12,6 +12,10 @@ pub const FIX_HINT: &str = "move the LLM call into a background job and dispatch
 
 /// Rule id used in SARIF and annotations.
 pub const RULE_ID: &str = "hotpath-llm-reachable";
+/// Rule id of an unresolved call in hot code (`--strict`).
+pub const UNRESOLVED_ID: &str = "hotpath-unresolved-call";
+/// What to do about an unresolved call.
+pub const UNRESOLVED_HINT: &str = "the lint cannot tell what this call runs: give the value a type (`let c: Client = ..`), or, once checked, put `// hotpath-lint: allow(reason = \"...\")` on the line above the statement or list the fn under [allow] paths";
 
 /// The output format selected on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -31,6 +35,8 @@ pub struct Context {
     pub baselined: usize,
     /// Baseline entries no current violation matches any more (fixed; can be removed).
     pub baseline_fixed: usize,
+    /// `--strict`: unresolved calls in hot code are reported (and fail the run).
+    pub strict: bool,
 }
 
 pub fn render(format: Format, a: &Analysis, violations: &[Violation], ctx: &Context) -> String {
@@ -42,10 +48,10 @@ pub fn render(format: Format, a: &Analysis, violations: &[Violation], ctx: &Cont
                 + "\n"
         }
         Format::Sarif => {
-            serde_json::to_string_pretty(&sarif(a, violations)).expect("json values serialise")
+            serde_json::to_string_pretty(&sarif(a, violations, ctx)).expect("json values serialise")
                 + "\n"
         }
-        Format::Github => github(a, violations),
+        Format::Github => github(a, violations, ctx),
     }
 }
 
@@ -88,6 +94,18 @@ fn chain_text(v: &Violation) -> String {
 
 fn text(a: &Analysis, violations: &[Violation], ctx: &Context) -> String {
     let mut s = String::new();
+    if ctx.strict {
+        for u in &a.unresolved {
+            let _ = writeln!(
+                s,
+                "error[{UNRESOLVED_ID}]: call in hot code the lint cannot resolve"
+            );
+            let _ = writeln!(s, "  --> {}:{}", u.file, u.line);
+            let _ = writeln!(s, "  in:    {} (hot: reached from {})", u.func, u.entry);
+            let _ = writeln!(s, "  what:  {}", u.what);
+            let _ = writeln!(s, "  help: {UNRESOLVED_HINT}\n");
+        }
+    }
     for v in violations {
         let first = &v.chain[0];
         let _ = writeln!(s, "error[{RULE_ID}]: LLM call reachable from hot path");
@@ -128,6 +146,13 @@ fn text(a: &Analysis, violations: &[Violation], ctx: &Context) -> String {
             ctx.baselined, ctx.baseline_fixed
         );
     }
+    if ctx.strict {
+        let _ = write!(
+            s,
+            "; strict: {} unresolved call(s) in hot code",
+            a.unresolved.len()
+        );
+    }
     s.push('\n');
     s
 }
@@ -161,6 +186,19 @@ pub fn json_value(a: &Analysis, violations: &[Violation], ctx: &Context) -> Valu
     if ctx.baseline {
         v["baseline"] = json!({"known": ctx.baselined, "fixed": ctx.baseline_fixed});
     }
+    if ctx.strict {
+        v["unresolved"] = a
+            .unresolved
+            .iter()
+            .map(|u| {
+                json!({
+                    "fn": u.func, "file": u.file, "line": u.line, "what": u.what, "entry": u.entry,
+                })
+            })
+            .collect::<Vec<_>>()
+            .into();
+        v["summary"]["unresolved"] = json!(a.unresolved.len());
+    }
     v
 }
 
@@ -188,7 +226,7 @@ fn fingerprint(v: &Violation) -> String {
     format!("{h:016x}")
 }
 
-fn sarif(a: &Analysis, violations: &[Violation]) -> Value {
+fn sarif(a: &Analysis, violations: &[Violation], ctx: &Context) -> Value {
     let mut results: Vec<Value> = violations
         .iter()
         .map(|v| {
@@ -230,6 +268,34 @@ fn sarif(a: &Analysis, violations: &[Violation]) -> Value {
         }
         results.push(r);
     }
+    if ctx.strict {
+        for u in &a.unresolved {
+            results.push(json!({
+                "ruleId": UNRESOLVED_ID,
+                "level": "error",
+                "message": {"text": format!("call in hot code the lint cannot resolve: {} (in {}, reached from {}).\nFix: {}", u.what, u.func, u.entry, UNRESOLVED_HINT)},
+                "locations": [location(&u.file, u.line, None)],
+            }));
+        }
+    }
+    let mut rules = vec![json!({
+        "id": RULE_ID,
+        "name": "LlmCallReachableFromHotPath",
+        "shortDescription": {"text": "LLM call reachable from hot-path code"},
+        "fullDescription": {"text": "A function configured as a hot-path root reaches a configured LLM sink through the call graph; the hot path must answer from caches and dispatch LLM work to background jobs."},
+        "help": {"text": FIX_HINT},
+        "defaultConfiguration": {"level": "error"},
+        "properties": {"tags": ["performance", "latency"], "precision": "high", "problem.severity": "error"}
+    })];
+    if ctx.strict {
+        rules.push(json!({
+            "id": UNRESOLVED_ID,
+            "name": "UnresolvedCallInHotPath",
+            "shortDescription": {"text": "Call in hot-path code the lint cannot resolve"},
+            "help": {"text": UNRESOLVED_HINT},
+            "defaultConfiguration": {"level": "error"}
+        }));
+    }
     json!({
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
@@ -238,15 +304,7 @@ fn sarif(a: &Analysis, violations: &[Violation]) -> Value {
                 "name": "hotpath-lint",
                 "version": env!("CARGO_PKG_VERSION"),
                 "informationUri": "https://github.com/hotpath/hotpath/blob/main/docs/LINT.md",
-                "rules": [{
-                    "id": RULE_ID,
-                    "name": "LlmCallReachableFromHotPath",
-                    "shortDescription": {"text": "LLM call reachable from hot-path code"},
-                    "fullDescription": {"text": "A function configured as a hot-path root reaches a configured LLM sink through the call graph; the hot path must answer from caches and dispatch LLM work to background jobs."},
-                    "help": {"text": FIX_HINT},
-                    "defaultConfiguration": {"level": "error"},
-                    "properties": {"tags": ["performance", "latency"], "precision": "high", "problem.severity": "error"}
-                }]
+                "rules": rules
             }},
             "columnKind": "unicodeCodePoints",
             "originalUriBaseIds": {"%SRCROOT%": {"uri": "file:///"}},
@@ -266,8 +324,24 @@ fn escape_prop(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
-fn github(a: &Analysis, violations: &[Violation]) -> String {
+fn github(a: &Analysis, violations: &[Violation], ctx: &Context) -> String {
     let mut s = String::new();
+    if ctx.strict {
+        for u in &a.unresolved {
+            let msg = format!(
+                "call in hot code the lint cannot resolve: {}\nin: {} (reached from {})\nhelp: {}",
+                u.what, u.func, u.entry, UNRESOLVED_HINT
+            );
+            let _ = writeln!(
+                s,
+                "::error file={},line={},title={}::{}",
+                escape_prop(&u.file),
+                u.line,
+                escape_prop("hotpath-lint: unresolved call in hot code"),
+                escape_data(&msg)
+            );
+        }
+    }
     for v in violations {
         let first = &v.chain[0];
         let chain: Vec<String> = v

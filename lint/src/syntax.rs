@@ -36,6 +36,9 @@ pub enum TyExpr {
     Slice(Box<TyExpr>),
     /// `(A, B)`, and `()`.
     Tuple(Vec<TyExpr>),
+    /// An associated type of a type, `<T as Trait>::Name` (the trait is not needed: the
+    /// name is looked up in the type's impls, or in the bounds of a generic parameter).
+    Proj(Box<TyExpr>, String),
     Unknown,
 }
 
@@ -50,6 +53,8 @@ pub struct Sig {
     pub params: Vec<(Option<String>, TyExpr)>,
     pub ret: Option<TyExpr>,
     pub generics: Bounds,
+    /// Per parameter: does it keep a fn value given to it (see `keeps_fn_value`)?
+    pub stored_params: Vec<bool>,
 }
 
 /// A fn with a body (or a trait method without one), numbered in file order.
@@ -81,6 +86,8 @@ pub struct TraitSkel {
     pub supertraits: Vec<PathExpr>,
     pub generics: Bounds,
     pub methods: Vec<FnSkel>,
+    /// Associated types with their bounds (`type Narrator: Narrate;`).
+    pub assoc: Vec<(String, Vec<PathExpr>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +96,8 @@ pub struct ImplSkel {
     pub trait_: Option<PathExpr>,
     pub generics: Bounds,
     pub methods: Vec<FnSkel>,
+    /// Associated types (`type Target = Client;`).
+    pub assoc: Vec<(String, TyExpr)>,
 }
 
 /// One name brought in by a `use` item (`*` for a glob).
@@ -124,6 +133,12 @@ pub struct ModSkel {
     pub const_types: Vec<(String, TyExpr)>,
     pub inline_mods: Vec<(String, Option<String>, ModSkel)>,
     pub mod_decls: Vec<ModDecl>,
+    /// `macro_rules!` definitions: name and the token text of each rule's matcher and
+    /// transcriber.
+    pub macros: Vec<(String, Vec<(String, String)>)>,
+    /// Initializers of statics and consts, walked like fn bodies (named after the item): a
+    /// `LazyLock::new(|| ..)` runs when first touched, and fn items in a table are values.
+    pub inits: Vec<FnSkel>,
 }
 
 /// A `// hotpath-lint: allow(...)` comment.
@@ -145,19 +160,45 @@ pub struct FileSkel {
 pub struct Body<'a> {
     /// `None` for a trait method declared without a default body.
     pub block: Option<&'a syn::Block>,
-    /// The signature, whose parameter patterns (`Json(body): Json<T>`) bind locals.
-    pub sig: &'a syn::Signature,
+    /// The signature, whose parameter patterns (`Json(body): Json<T>`) bind locals; `None`
+    /// for a static's initializer.
+    pub sig: Option<&'a syn::Signature>,
+    /// A static's initializer expression.
+    pub init: Option<&'a syn::Expr>,
 }
 
 /// Splices the items of item-position macro calls into the surrounding module, when their
 /// tokens parse as items: `cfg_rt! { pub mod runtime; }`-style wrappers are common, and code
 /// inside them is as real as code outside. `macro_rules!` definitions are left alone.
 pub fn splice_item_macros(items: &mut Vec<syn::Item>) {
+    let macros = crate::macros::file_macros(items);
+    splice_with(items, &macros, 0);
+}
+
+type FileMacros = std::collections::HashMap<String, Vec<(TokenStream, TokenStream)>>;
+
+/// `depth` counts nested expansions, so a macro expanding to itself ends.
+fn splice_with(items: &mut Vec<syn::Item>, macros: &FileMacros, depth: usize) {
     let mut out = Vec::with_capacity(items.len());
     for item in items.drain(..) {
         match item {
+            // An invocation of a `macro_rules!` of this file that writes items (an `impl`
+            // per NPC kind): its expansion stands where it is invoked.
+            syn::Item::Macro(m)
+                if m.ident.is_none()
+                    && !is_out_of_scope(&m.attrs)
+                    && depth < 4
+                    && let Some(mut expanded) = crate::macros::expand_items(&m.mac, macros) =>
+            {
+                splice_with(&mut expanded, macros, depth + 1);
+                out.extend(expanded);
+            }
             syn::Item::Macro(m) if m.ident.is_none() && !is_out_of_scope(&m.attrs) => {
                 let mut parsed = syn::parse2::<syn::File>(m.mac.tokens.clone());
+                if parsed.is_err() && is_lazy_static(&m.mac.path) {
+                    // `lazy_static! { static ref X: T = ..; }`: a static like any other.
+                    parsed = syn::parse2::<syn::File>(drop_ref_after_static(&m.mac.tokens));
+                }
                 if parsed.is_err() && is_thread_local_macro(&m.mac.path) {
                     // `thread_local! { static X: T = const { .. } }`: the last `;` is optional.
                     let mut tokens = m.mac.tokens.clone();
@@ -169,7 +210,7 @@ pub fn splice_item_macros(items: &mut Vec<syn::Item>) {
                 }
                 match parsed {
                     Ok(mut f) if !f.items.is_empty() => {
-                        splice_item_macros(&mut f.items);
+                        splice_with(&mut f.items, macros, depth);
                         if is_thread_local_macro(&m.mac.path) {
                             for item in &mut f.items {
                                 if let syn::Item::Static(s) = item {
@@ -185,7 +226,7 @@ pub fn splice_item_macros(items: &mut Vec<syn::Item>) {
             }
             syn::Item::Mod(mut md) => {
                 if let Some((_, inner)) = &mut md.content {
-                    splice_item_macros(inner);
+                    splice_with(inner, macros, depth);
                 }
                 out.push(syn::Item::Mod(md));
             }
@@ -206,7 +247,18 @@ pub fn file_bodies(file: &syn::File) -> Vec<Body<'_>> {
             match item {
                 syn::Item::Fn(f) => out.push(Body {
                     block: Some(&f.block),
-                    sig: &f.sig,
+                    sig: Some(&f.sig),
+                    init: None,
+                }),
+                syn::Item::Static(st) => out.push(Body {
+                    block: None,
+                    sig: None,
+                    init: Some(&st.expr),
+                }),
+                syn::Item::Const(c) => out.push(Body {
+                    block: None,
+                    sig: None,
+                    init: Some(&c.expr),
                 }),
                 syn::Item::Trait(t) => {
                     for ti in &t.items {
@@ -215,7 +267,8 @@ pub fn file_bodies(file: &syn::File) -> Vec<Body<'_>> {
                         {
                             out.push(Body {
                                 block: f.default.as_ref(),
-                                sig: &f.sig,
+                                sig: Some(&f.sig),
+                                init: None,
                             });
                         }
                     }
@@ -227,7 +280,8 @@ pub fn file_bodies(file: &syn::File) -> Vec<Body<'_>> {
                         {
                             out.push(Body {
                                 block: Some(&f.block),
-                                sig: &f.sig,
+                                sig: Some(&f.sig),
+                                init: None,
                             });
                         }
                     }
@@ -261,11 +315,38 @@ struct Lowerer<'a> {
 impl<'a> Lowerer<'a> {
     fn push_fn(&mut self, sig: &'a syn::Signature, block: Option<&'a syn::Block>) -> FnSkel {
         let local = self.bodies.len();
-        self.bodies.push(Body { block, sig });
+        self.bodies.push(Body {
+            block,
+            sig: Some(sig),
+            init: None,
+        });
         FnSkel {
             local,
             sig: lower_sig(sig),
             has_body: block.is_some(),
+        }
+    }
+
+    /// A static's or const's initializer, walked like a fn body named after the item.
+    fn push_init(&mut self, ident: &syn::Ident, ty: &syn::Type, expr: &'a syn::Expr) -> FnSkel {
+        let local = self.bodies.len();
+        self.bodies.push(Body {
+            block: None,
+            sig: None,
+            init: Some(expr),
+        });
+        FnSkel {
+            local,
+            sig: Sig {
+                name: ident.to_string(),
+                line: ident.span().start().line,
+                has_self: false,
+                params: Vec::new(),
+                ret: Some(lower_ty(ty)),
+                generics: Vec::new(),
+                stored_params: Vec::new(),
+            },
+            has_body: true,
         }
     }
 
@@ -350,7 +431,11 @@ impl<'a> Lowerer<'a> {
                 }),
                 syn::Item::Trait(t) => {
                     let mut methods = Vec::new();
+                    let mut assoc = Vec::new();
                     for ti in &t.items {
+                        if let syn::TraitItem::Type(ty) = ti {
+                            assoc.push((ty.ident.to_string(), bound_paths(&ty.bounds)));
+                        }
                         if let syn::TraitItem::Fn(f) = ti {
                             if is_out_of_scope(&f.attrs) {
                                 continue;
@@ -363,11 +448,16 @@ impl<'a> Lowerer<'a> {
                         supertraits: bound_paths(&t.supertraits),
                         generics: lower_generics(&t.generics),
                         methods,
+                        assoc,
                     });
                 }
                 syn::Item::Impl(i) => {
                     let mut methods = Vec::new();
+                    let mut assoc = Vec::new();
                     for ii in &i.items {
+                        if let syn::ImplItem::Type(ty) = ii {
+                            assoc.push((ty.ident.to_string(), lower_ty(&ty.ty)));
+                        }
                         if let syn::ImplItem::Fn(f) = ii {
                             if is_out_of_scope(&f.attrs) {
                                 continue;
@@ -380,6 +470,7 @@ impl<'a> Lowerer<'a> {
                         trait_: i.trait_.as_ref().map(|(p, _)| lower_path(p)),
                         generics: lower_generics(&i.generics),
                         methods,
+                        assoc,
                     });
                 }
                 syn::Item::Mod(md) => {
@@ -416,10 +507,20 @@ impl<'a> Lowerer<'a> {
                 syn::Item::Const(c) => {
                     m.values.push(c.ident.to_string());
                     m.const_types.push((c.ident.to_string(), lower_ty(&c.ty)));
+                    let init = self.push_init(&c.ident, &c.ty, &c.expr);
+                    m.inits.push(init);
                 }
                 syn::Item::Static(s) => {
                     m.values.push(s.ident.to_string());
                     m.const_types.push((s.ident.to_string(), lower_ty(&s.ty)));
+                    let init = self.push_init(&s.ident, &s.ty, &s.expr);
+                    m.inits.push(init);
+                }
+                syn::Item::Macro(mac) if mac.mac.path.is_ident("macro_rules") => {
+                    if let Some(name) = &mac.ident {
+                        m.macros
+                            .push((name.to_string(), macro_transcribers(&mac.mac.tokens)));
+                    }
                 }
                 _ => {}
             }
@@ -600,6 +701,7 @@ pub fn lower_use_item(u: &syn::ItemUse) -> Vec<UseSkel> {
 pub fn lower_sig(sig: &syn::Signature) -> Sig {
     let mut has_self = false;
     let mut params = Vec::new();
+    let mut stored_params = Vec::new();
     for input in &sig.inputs {
         match input {
             syn::FnArg::Receiver(_) => has_self = true,
@@ -609,6 +711,7 @@ pub fn lower_sig(sig: &syn::Signature) -> Sig {
                     _ => None,
                 };
                 params.push((name, lower_ty(&pt.ty)));
+                stored_params.push(keeps_fn_value(&pt.ty, &sig.generics));
             }
         }
     }
@@ -623,6 +726,46 @@ pub fn lower_sig(sig: &syn::Signature) -> Sig {
         params,
         ret,
         generics: lower_generics(&sig.generics),
+        stored_params,
+    }
+}
+
+/// Does a parameter of this type keep the fn value it is given (so a closure passed to it
+/// is stored and may be called later from elsewhere)? A boxed or shared `dyn Fn`, a fn
+/// pointer, or an `impl Fn`/generic `F: Fn` bound with `'static` (a registry's `register(..,
+/// f: impl Fn(&Ctx) + Send + 'static)`, a spawner).
+fn keeps_fn_value(t: &syn::Type, generics: &syn::Generics) -> bool {
+    let is_static = |b: &syn::TypeParamBound| matches!(b, syn::TypeParamBound::Lifetime(l) if l.ident == "static");
+    match t {
+        syn::Type::FnPtr(_) => true,
+        syn::Type::Reference(r) => keeps_fn_value(&r.elem, generics),
+        syn::Type::ImplTrait(i) => i.bounds.iter().any(is_static),
+        syn::Type::Path(tp) if tp.qself.is_none() => {
+            let Some(last) = tp.path.segments.last() else {
+                return false;
+            };
+            if matches!(last.ident.to_string().as_str(), "Box" | "Arc" | "Rc") {
+                return true;
+            }
+            if tp.path.segments.len() != 1 {
+                return false;
+            }
+            let name = &last.ident;
+            let inline = generics.params.iter().any(|p| {
+                matches!(p, syn::GenericParam::Type(tp) if tp.ident == *name && tp.bounds.iter().any(is_static))
+            });
+            let in_where = generics.where_clause.as_ref().is_some_and(|w| {
+                w.predicates.iter().any(|pred| match pred {
+                    syn::WherePredicate::Type(pt) => {
+                        matches!(&pt.bounded_ty, syn::Type::Path(b) if b.path.is_ident(name))
+                            && pt.bounds.iter().any(is_static)
+                    }
+                    _ => false,
+                })
+            });
+            inline || in_where
+        }
+        _ => false,
     }
 }
 
@@ -698,6 +841,13 @@ pub fn lower_path(p: &syn::Path) -> PathExpr {
 pub fn lower_ty(t: &syn::Type) -> TyExpr {
     match t {
         syn::Type::Path(tp) if tp.qself.is_none() => TyExpr::Path(lower_path(&tp.path)),
+        // `<T as Trait>::Name`: the projection of `T`.
+        syn::Type::Path(tp) => match (&tp.qself, tp.path.segments.last()) {
+            (Some(q), Some(last)) => {
+                TyExpr::Proj(Box::new(lower_ty(&q.ty)), last.ident.to_string())
+            }
+            _ => TyExpr::Unknown,
+        },
         syn::Type::Reference(r) => TyExpr::Ref(Box::new(lower_ty(&r.elem))),
         syn::Type::Ptr(p) => TyExpr::Ref(Box::new(lower_ty(&p.elem))),
         syn::Type::Paren(p) => lower_ty(&p.elem),
@@ -941,8 +1091,15 @@ pub fn macro_exprs(tokens: &TokenStream) -> Vec<syn::Expr> {
             out.push(e);
         }
     };
+    // A lone `:` separates too (`json!({"line": npc.line()})`), not the `::` of a path.
+    let mut prev_joint_colon = false;
     for tt in tokens.clone() {
-        let sep = matches!(&tt, proc_macro2::TokenTree::Punct(p) if matches!(p.as_char(), ',' | ';' | '=' | '>'));
+        let lone_colon = matches!(&tt, proc_macro2::TokenTree::Punct(p)
+            if p.as_char() == ':' && p.spacing() == proc_macro2::Spacing::Alone && !prev_joint_colon);
+        prev_joint_colon = matches!(&tt, proc_macro2::TokenTree::Punct(p)
+            if p.as_char() == ':' && p.spacing() == proc_macro2::Spacing::Joint);
+        let sep = lone_colon
+            || matches!(&tt, proc_macro2::TokenTree::Punct(p) if matches!(p.as_char(), ',' | ';' | '=' | '>'));
         if sep {
             flush(&mut run, &mut out);
         } else {
@@ -951,6 +1108,56 @@ pub fn macro_exprs(tokens: &TokenStream) -> Vec<syn::Expr> {
     }
     flush(&mut run, &mut out);
     out
+}
+
+/// The rules of a `macro_rules!` definition as token text, `(matcher, transcriber)`:
+/// `(matcher) => { transcriber };` repeated.
+fn macro_transcribers(tokens: &TokenStream) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut after_arrow = false;
+    let mut prev_eq = false;
+    let mut matcher = String::new();
+    for tt in tokens.clone() {
+        match &tt {
+            proc_macro2::TokenTree::Punct(p) if p.as_char() == '=' => prev_eq = true,
+            proc_macro2::TokenTree::Punct(p) if p.as_char() == '>' && prev_eq => {
+                after_arrow = true;
+                prev_eq = false;
+            }
+            proc_macro2::TokenTree::Group(g) if after_arrow => {
+                out.push((std::mem::take(&mut matcher), g.stream().to_string()));
+                after_arrow = false;
+            }
+            proc_macro2::TokenTree::Group(g) => {
+                matcher = g.stream().to_string();
+                prev_eq = false;
+            }
+            _ => prev_eq = false,
+        }
+    }
+    out
+}
+
+fn is_lazy_static(path: &syn::Path) -> bool {
+    path.segments
+        .last()
+        .is_some_and(|s| s.ident == "lazy_static")
+}
+
+/// `static ref X` → `static X`.
+fn drop_ref_after_static(tokens: &TokenStream) -> TokenStream {
+    let mut out = Vec::new();
+    let mut after_static = false;
+    for tt in tokens.clone() {
+        let is_ref = matches!(&tt, proc_macro2::TokenTree::Ident(i) if i == "ref");
+        if !(after_static && is_ref) {
+            after_static = matches!(&tt, proc_macro2::TokenTree::Ident(i) if i == "static");
+            out.push(tt);
+        } else {
+            after_static = false;
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// `thread_local!` and the wrappers crates write around it (`tokio_thread_local!`,
@@ -1019,6 +1226,20 @@ mod tests {
             syn::parse_str("{\n let a = 1;\n foo(\n 1);\n #[allow(x)]\n x.y().z();\n}").unwrap();
         let lines: Vec<usize> = f.stmts.iter().map(stmt_line).collect();
         assert_eq!(lines, vec![2, 3, 5]);
+    }
+
+    #[test]
+    fn macro_arguments_in_json_like_grammars() {
+        let t: TokenStream = r#"{"line": npc.line(), "mood": { "n": crate::m::f(1) }}"#
+            .parse()
+            .unwrap();
+        let found = macro_exprs(&t);
+        assert!(
+            found
+                .iter()
+                .any(|e| matches!(e, syn::Expr::MethodCall(m) if m.method == "line"))
+        );
+        assert!(found.iter().any(|e| matches!(e, syn::Expr::Call(_))));
     }
 
     #[test]

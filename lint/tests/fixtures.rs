@@ -540,3 +540,239 @@ fn values_moved_out_matched_and_returned_by_generic_methods_keep_their_type() {
     assert_eq!(v["violations"].as_array().unwrap().len(), 4, "{v:#}");
     check_clean("moved_values");
 }
+
+// Issue 20: what rustc runs without a call being written, functions kept as values, and
+// types that come from traits. Each fixture is a small game server; `bad` holds the chain
+// rustc would run, `clean` the same code without the LLM call behind it.
+
+/// An entry and a `via` its chain must show.
+type Expect = (&'static str, &'static str);
+
+/// (fixture, expected chains, violations in `bad`).
+const IMPLICIT_AND_VALUES: &[(&str, &[Expect], usize)] = &[
+    ("macro_expansion", &[("app::hot::greet", "resolved")], 1),
+    (
+        "drop_impl",
+        &[
+            ("app::hot::quit", "implicit"),
+            ("app::hot::rejoin", "implicit"),
+            ("app::hot::preview", "implicit"),
+        ],
+        3,
+    ),
+    (
+        "format_impls",
+        &[
+            ("app::hot::introduce", "implicit"),
+            ("app::hot::title", "implicit"),
+            ("app::hot::trace_mood", "implicit"),
+        ],
+        3,
+    ),
+    (
+        "deref_impl",
+        &[
+            ("app::hot::line", "resolved"),
+            ("app::hot::narrate", "resolved"),
+        ],
+        3,
+    ),
+    (
+        "operators",
+        &[
+            ("app::hot::on_event", "implicit"),
+            ("app::hot::epithet", "implicit"),
+            ("app::hot::same_rank", "implicit"),
+        ],
+        3,
+    ),
+    (
+        "conversions",
+        &[
+            ("app::hot::echo", "implicit"),
+            ("app::hot::show", "implicit"),
+        ],
+        2,
+    ),
+    (
+        "for_iterators",
+        &[
+            ("app::hot::chat", "implicit"),
+            ("app::hot::replay", "implicit"),
+        ],
+        2,
+    ),
+    ("closure_registry", &[("app::hot::dispatch", "value")], 1),
+    ("fn_tables", &[("app::hot::run", "resolved")], 1),
+    (
+        "outside_callbacks",
+        &[
+            ("app::hot::tick", "implicit"),
+            ("app::hot::tick_boxed", "implicit"),
+            ("app::hot::tick_generic", "implicit"),
+        ],
+        3,
+    ),
+    (
+        "assoc_types",
+        &[("app::hot::describe", "dyn"), ("app::hot::twice", "dyn")],
+        2,
+    ),
+    (
+        "trait_returns",
+        &[("app::hot::greet", "dyn"), ("app::hot::shout", "dyn")],
+        2,
+    ),
+    (
+        "std_wrapper_methods",
+        &[
+            ("app::hot::via_arc_clone", "resolved"),
+            ("app::hot::via_once", "resolved"),
+        ],
+        2,
+    ),
+    (
+        "shape_impls",
+        &[
+            ("app::hot::duel", "resolved"),
+            ("app::hot::crowd", "resolved"),
+            ("app::hot::trio", "resolved"),
+        ],
+        3,
+    ),
+    (
+        "lib_name_extern",
+        &[
+            ("app::hot::react", "resolved"),
+            ("app::hot::react_path", "resolved"),
+        ],
+        2,
+    ),
+    // The three false alarms of issue 20: `clean` must stay clean, `bad` holds only the
+    // call that does reach the model.
+    (
+        "trait_path_static",
+        &[("app::hot::narrate_live", "resolved")],
+        1,
+    ),
+    (
+        "impl_type_args",
+        &[("app::hot::react_generated", "resolved")],
+        1,
+    ),
+    (
+        "arc_clone",
+        &[
+            ("app::hot::fork", "resolved"),
+            ("app::hot::fork_inner", "resolved"),
+        ],
+        2,
+    ),
+];
+
+#[test]
+fn implicit_calls_values_and_trait_types() {
+    for (name, expected, count) in IMPLICIT_AND_VALUES {
+        check_clean(name);
+        let v = check_bad(name, expected);
+        assert_eq!(
+            v["violations"].as_array().unwrap().len(),
+            *count,
+            "{name}/bad: {v:#}"
+        );
+    }
+}
+
+#[test]
+fn strict_reports_unresolved_hot_calls() {
+    // Without --strict the call is invisible: no violation, exit 0.
+    let (code, v) = json("strict_unresolved/bad");
+    assert_eq!(code, ExitCode::from(0), "{v:#}");
+    assert!(v.get("unresolved").is_none(), "{v:#}");
+    let (code, out, _) = run("strict_unresolved/bad", &["--strict", "--format", "json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(code, ExitCode::from(1), "{v:#}");
+    let u = v["unresolved"].as_array().unwrap();
+    assert_eq!(u.len(), 1, "{v:#}");
+    assert_eq!(u[0]["fn"], "app::hot::narrate");
+    assert_eq!(u[0]["file"], "app/src/lib.rs");
+    assert_eq!(u[0]["line"], 33);
+    assert_eq!(v["summary"]["unresolved"], 1);
+    let (code, text, _) = run("strict_unresolved/bad", &["--strict"]);
+    assert_eq!(code, ExitCode::from(1));
+    assert!(text.contains("error[hotpath-unresolved-call]"), "{text}");
+    assert!(text.contains("--> app/src/lib.rs:33"), "{text}");
+    // Typed, the same code is clean even in strict mode.
+    let (code, out, _) = run("strict_unresolved/clean", &["--strict", "--format", "json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["unresolved"], serde_json::json!([]), "{v:#}");
+    assert_eq!(code, ExitCode::from(0));
+}
+
+#[test]
+fn items_and_tables() {
+    // An item-position `macro_rules!` writing an impl, a `const` table of fn items, an
+    // iterator adapter driving a workspace `next`, and boxed closures in a `Vec`.
+    check_clean("items_and_tables");
+    let v = check_bad(
+        "items_and_tables",
+        &[
+            ("app::hot::guard", "resolved"),
+            ("app::hot::verb", "resolved"),
+            ("app::hot::lines", "implicit"),
+            ("app::hot::systems", "value"),
+        ],
+    );
+    assert_eq!(v["violations"].as_array().unwrap().len(), 4, "{v:#}");
+}
+
+#[test]
+fn aliases_and_handoffs() {
+    // A closure behind a `type Handler = Box<dyn Fn ..>` parameter and in `Some(Box::new(..))`,
+    // a field through an axum `State` of a `Deref` type, `Drop` of a field set to `None`,
+    // `Display` via tracing's `%npc`, a workspace component handed to an outside `spawn`
+    // inside a tuple.
+    check_clean("aliases_and_handoffs");
+    let v = check_bad(
+        "aliases_and_handoffs",
+        &[
+            ("app::hot::cmd", "value"),
+            ("app::hot::fallback", "value"),
+            ("app::hot::via_state", "resolved"),
+            ("app::hot::end_turn", "implicit"),
+            ("app::hot::log", "implicit"),
+            ("app::hot::spawn", "spawned"),
+        ],
+    );
+    assert_eq!(v["violations"].as_array().unwrap().len(), 6, "{v:#}");
+}
+
+#[test]
+fn compare_await_tables() {
+    // `Vec::sort` runs the elements' `Ord`, `.await` a workspace `Future::poll`,
+    // `try_into()` a `TryFrom` impl, and a `lazy_static!` table holds a fn item.
+    check_clean("compare_await_tables");
+    let v = check_bad(
+        "compare_await_tables",
+        &[
+            ("app::hot::rank", "implicit"),
+            ("app::hot::reply", "implicit"),
+            ("app::hot::parse", "implicit"),
+            ("app::hot::verb", "resolved"),
+        ],
+    );
+    assert_eq!(v["violations"].as_array().unwrap().len(), 4, "{v:#}");
+}
+
+#[test]
+fn dispatch_forms() {
+    // Static dispatch in other spellings: a trait path on a boxed field (`&*s.template`),
+    // an alias of `Npc<Scripted>`, a turbofish path, `<Npc<Scripted> as Perform>::perform`,
+    // `Template::narrate`. `clean` must stay clean; `bad` adds the generative impl's calls.
+    check_clean("dispatch_forms");
+    let v = check_bad(
+        "dispatch_forms",
+        &[("app::hot::e", "resolved"), ("app::hot::f", "resolved")],
+    );
+    assert_eq!(v["violations"].as_array().unwrap().len(), 2, "{v:#}");
+}
