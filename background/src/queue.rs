@@ -30,6 +30,11 @@ pub use hotpath_cache::jobs::JOBS_META_SCHEMA as PG_META_SCHEMA;
 /// path inserts an action's jobs with this bound too.
 pub const DEFAULT_MAX_DELIVERIES: u32 = hotpath_cache::jobs::MAX_DELIVERIES;
 
+/// The metadata key a requeue sets on a job: when (milliseconds since the epoch) an operator
+/// queued it again. Its deadline counts from there rather than from its dispatch (the time in
+/// its ULID id), which a dead letter has usually long passed — see [`crate::jobs::counted_from`].
+pub const REQUEUED_AT: &str = "requeued_at";
+
 fn unavailable(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())
 }
@@ -188,31 +193,39 @@ impl JobStorage {
     }
 
     /// Runs dead letters again: each of `ids` that is dead (or, with `ids` empty, every dead
-    /// letter) becomes `Pending` with its deliveries reset; returns how many.
+    /// letter) becomes `Pending` with its deliveries reset, under the same id; returns how
+    /// many. Its deadline counts from now ([`REQUEUED_AT`] in the task's metadata), so a dead
+    /// letter older than the job deadline runs rather than being skipped as expired.
     pub async fn requeue(&self, ids: &[String]) -> Result<u64, QueueError> {
         const DEAD: &str =
             "(status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))";
         let ids_json = serde_json::to_string(ids).map_err(unavailable)?;
+        let now = hotpath_cache::time::now_ms().to_string();
         let n = match &self.backend {
             Backend::Sqlite { storage, .. } => sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE Jobs SET status = 'Pending', attempts = 0, lock_by = NULL, lock_at = NULL, \
-                 done_at = NULL, run_at = strftime('%s', 'now') \
+                 done_at = NULL, run_at = strftime('%s', 'now'), \
+                 metadata = json_set(COALESCE(metadata, '{{}}'), '$.{REQUEUED_AT}', ?3) \
                  WHERE job_type = ?1 AND {DEAD} \
                  AND (json_array_length(?2) = 0 OR id IN (SELECT value FROM json_each(?2)))"
             )))
             .bind(QUEUE)
             .bind(&ids_json)
+            .bind(&now)
             .execute(storage.pool())
             .await
             .map_err(unavailable)?
             .rows_affected(),
+            // `hstore` lives in the jobs' own schema, first on this pool's search_path.
             Backend::Postgres { storage } => sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE apalis.jobs SET status = 'Pending', attempts = 0, lock_by = NULL, \
-                 lock_at = NULL, done_at = NULL, run_at = now() \
+                 lock_at = NULL, done_at = NULL, run_at = now(), \
+                 metadata = COALESCE(metadata, ''::hstore) || hstore('{REQUEUED_AT}', $3) \
                  WHERE job_type = $1 AND {DEAD} AND (cardinality($2::text[]) = 0 OR id = ANY($2))"
             )))
             .bind(QUEUE)
             .bind(ids)
+            .bind(&now)
             .execute(storage.pool())
             .await
             .map_err(unavailable)?

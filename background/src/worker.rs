@@ -36,7 +36,7 @@ use apalis_postgres::Pubsub;
 use hotpath_cache::jobs::{CleanupExpiredActions, Job, JobQueue};
 
 use crate::jobs::{self, Deps, Failure, JobSettings};
-use crate::queue::{Backend, JobStorage, QUEUE};
+use crate::queue::{Backend, JobStorage, QUEUE, REQUEUED_AT};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerConfig {
@@ -180,12 +180,17 @@ async fn handle(
     rt: Data<Arc<Runtime>>,
     id: TaskId,
     attempt: Attempt,
+    meta: MetadataStore,
 ) -> Result<(), BoxDynError> {
     let delivery = attempt.current().max(1) as u32;
     let job_id = id.to_string();
+    // Its dispatch, or the operator's requeue that made it run again.
+    let since = jobs::counted_from(&job_id, meta.get(REQUEUED_AT));
     if delivery > rt.max_deliveries {
         // Each earlier delivery ended with its worker gone (crash, kill, OOM): running it again
-        // would likely take this worker down too.
+        // would likely take this worker down too. Given up like any other dead job, it gives
+        // its guard back, so the next action that needs its work can ask again.
+        release_guard(&rt, &job, &job_id).await;
         return Err(AbortError::new(format!(
             "{}: delivered {delivery} times without finishing; each worker running it stopped",
             job.kind().as_str()
@@ -193,14 +198,14 @@ async fn handle(
         .into());
     }
     if delivery == 1
-        && let Some(at) = jobs::dispatched_at(&job_id)
+        && let Some(at) = since
     {
         // From dispatch to a worker starting it: how long the queue held it.
         let waited = (hotpath_cache::time::now_ms() - at).max(0) as f64 / 1000.0;
         metrics::histogram!("hotpath_job_pickup_seconds", "kind" => job.kind().as_str())
             .record(waited);
     }
-    match jobs::execute(&job, &job_id, delivery, &rt.deps, &rt.settings).await {
+    match jobs::execute_from(&job, &job_id, since, delivery, &rt.deps, &rt.settings).await {
         Ok(_) => {
             release_guard(&rt, &job, &job_id).await;
             Ok(())
@@ -362,8 +367,23 @@ pub async fn run(
         .await
     };
     let (jobs, cron) = tokio::join!(jobs, cron);
+    // Jobs still running at the shutdown timeout were dropped with their model calls: their
+    // token reservations are being settled now. Wait for that (briefly: the ledger may be the
+    // reason of the shutdown), since the process may exit as soon as this returns.
+    if tokio::time::timeout(SETTLE_ON_SHUTDOWN, rt.deps.provider.settled())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?SETTLE_ON_SHUTDOWN,
+            "token reservations were still being settled at shutdown; they stay counted until the day ends"
+        );
+    }
     jobs.and(cron)
 }
+
+/// How long a shutdown waits for the token reservations of dropped calls to be settled.
+const SETTLE_ON_SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// A monitor running the job worker on `storage`.
 fn jobs_monitor(storage: &JobStorage, rt: &Arc<Runtime>, config: &WorkerConfig) -> Monitor {

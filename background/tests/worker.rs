@@ -31,22 +31,28 @@ struct Env {
     cache: Arc<dyn Cache>,
     store: Arc<dyn Store>,
     stream: Arc<dyn EventStream>,
+    /// The database holding the jobs (and the game data): a SQLite file or a PostgreSQL URL.
+    db: Db,
     _dir: Option<tempfile::TempDir>,
+}
+
+enum Db {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
 }
 
 async fn embedded() -> Env {
     let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("game.sqlite");
+    let store = SqliteStore::open(&path).await.unwrap();
     Env {
-        storage: JobStorage::sqlite(&dir.path().join("jobs.sqlite"))
-            .await
-            .unwrap(),
-        store: Arc::new(
-            SqliteStore::open(&dir.path().join("game.sqlite"))
-                .await
-                .unwrap(),
-        ),
+        // The jobs live in the game database, as in the embedded deployment: an action's
+        // jobs (and their guards) commit with it.
+        storage: JobStorage::sqlite_in(&store).await.unwrap(),
+        store: Arc::new(store),
         cache: Arc::new(MemoryCache::new(10_000)),
         stream: Arc::new(MemoryStream::new(10_000)),
+        db: Db::Sqlite(path),
         _dir: Some(dir),
     }
 }
@@ -55,6 +61,7 @@ async fn distributed() -> Env {
     let pg = hotpath_testkit::fresh_postgres_database();
     let redis = hotpath_testkit::shared_redis().url();
     Env {
+        db: Db::Postgres(pg.clone()),
         // The job storage shares the game database, as a deployment may.
         storage: JobStorage::postgres(&pg).await.unwrap(),
         store: Arc::new(PostgresStore::connect(&pg).await.unwrap()),
@@ -960,6 +967,7 @@ async fn cron_is_opt_in_and_enqueues_cleanup(env: Env) {
 async fn distributed_on(redis: &hotpath_testkit::RedisServer) -> Env {
     let pg = hotpath_testkit::fresh_postgres_database();
     Env {
+        db: Db::Postgres(pg.clone()),
         storage: JobStorage::postgres(&pg).await.unwrap(),
         store: Arc::new(PostgresStore::connect(&pg).await.unwrap()),
         cache: Arc::new(
@@ -1138,6 +1146,271 @@ async fn an_answer_whose_write_failed_is_written_later_without_a_new_call() {
     running.stop().await;
 }
 
+/// Runs one statement on the jobs' database, in its engine's dialect; `binds` are text.
+async fn sql(env: &Env, sqlite: &str, postgres: &str, binds: &[&str]) {
+    match &env.db {
+        Db::Sqlite(path) => {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sqlite.to_owned()));
+            for b in binds {
+                q = q.bind(*b);
+            }
+            q.execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Db::Postgres(url) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(postgres.to_owned()));
+            for b in binds {
+                q = q.bind(*b);
+            }
+            q.execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+/// Commits one action at `seq` that dispatches `job` under `id`, as the write path does: the
+/// job and its coalescing guard in the action's transaction.
+async fn dispatch(env: &Env, game: GameId, player: PlayerId, seq: u64, id: &str, job: Job) {
+    let queued = hotpath_cache::store::QueuedJob {
+        id: id.to_owned(),
+        job,
+        run_at: (now_ms() / 1000) as u64,
+    };
+    let item = hotpath_cache::store::BatchItem {
+        game_id: game,
+        seq,
+        event: LoggedEvent::ActionApplied(AppliedAction {
+            action_id: ActionId::generate(),
+            player_id: player,
+            scene_id: docks(),
+            kind: ActionKind::Help,
+            text: "Lend a hand.".into(),
+            target: Some(sid("mara")),
+            turn: 2,
+            effects: Vec::new(),
+        }),
+        claim: None,
+        ready: None,
+        idempotency: None,
+        finish: Box::new(move |_| hotpath_cache::store::Finished {
+            response: serde_json::json!({}),
+            jobs: vec![queued.clone()],
+            events: Vec::new(),
+        }),
+    };
+    let outcomes = env.store.commit_batch(vec![item]).await;
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0].as_ref().err());
+}
+
+/// A job given up because each worker that took it stopped (here: one delivery allowed, and
+/// its worker killed) gives its coalescing guard back at once, like any job that ends: the
+/// next action that needs its work can ask for it again, instead of waiting out the guard's
+/// ten minutes.
+async fn a_job_given_up_for_its_deliveries_gives_back_its_guard(env: Env) {
+    let mut env = env;
+    env.storage = env.storage.clone().with_max_deliveries(1);
+    let (game, player, seq) = game(&env).await;
+    let id = ulid::Ulid::generate().to_string();
+    dispatch(
+        &env,
+        game,
+        player,
+        seq + 1,
+        &id,
+        cache_jobs(game, seq).remove(0),
+    )
+    .await;
+    assert_eq!(
+        env.store.job_guards().await.unwrap(),
+        1,
+        "the action took the guard"
+    );
+    // The first worker takes the job and dies in the middle of the model call.
+    let first = start(
+        &env,
+        scripted(12, 0.0, Duration::from_secs(3)),
+        fast_config("deliveries-host-9"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env
+        .storage
+        .job(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .lock_by
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first worker never took the job"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    first.handle.abort();
+    let _ = first.handle.await;
+    // Restarted under the same name, it hands the job back and is given it again: one
+    // delivery too many, so the job is given up.
+    let second = start(
+        &env,
+        scripted(12, 0.0, Duration::ZERO),
+        fast_config("deliveries-host-9"),
+    );
+    let rec = wait_finished(&env.storage, &id).await;
+    assert_eq!(rec.status, "Killed", "{rec:?}");
+    assert!(
+        rec.reason().is_some_and(|r| r.contains("delivered")),
+        "{:?}",
+        rec.reason()
+    );
+    assert_eq!(
+        env.store.job_guards().await.unwrap(),
+        0,
+        "the dead job's guard is given back"
+    );
+    second.stop().await;
+}
+
+/// A dead letter older than the 5-minute job deadline (here: given up six minutes ago, while
+/// the provider was down) runs again when an operator requeues it — not skipped as expired.
+async fn a_requeued_dead_letter_older_than_the_deadline_runs_again(env: Env) {
+    let (game, _, seq) = game(&env).await;
+    let fresh = env
+        .storage
+        .push(cache_jobs(game, seq).remove(0))
+        .await
+        .unwrap();
+    let old = ulid::Ulid::from_parts((now_ms() - 6 * 60 * 1000) as u64, 7).to_string();
+    sql(
+        &env,
+        "UPDATE Jobs SET id = ?1, status = 'Killed', attempts = max_attempts, \
+         last_result = '{\"Err\":\"narrate_phase_transition: provider down\"}', \
+         done_at = strftime('%s', 'now') - 300 WHERE id = ?2",
+        "UPDATE apalis.jobs SET id = $1, status = 'Killed', attempts = max_attempts, \
+         last_result = '{\"Err\":\"narrate_phase_transition: provider down\"}', \
+         done_at = now() - interval '5 minutes' WHERE id = $2",
+        &[&old, &fresh],
+    )
+    .await;
+    let dead = env.storage.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, old);
+    let model = Counted::new(scripted(13, 0.0, Duration::ZERO));
+    let running = start(&env, model.clone(), fast_config("requeue-old-1"));
+    assert_eq!(
+        env.storage
+            .requeue(std::slice::from_ref(&old))
+            .await
+            .unwrap(),
+        1
+    );
+    let rec = wait_finished(&env.storage, &old).await;
+    assert_eq!(rec.status, "Done", "{rec:?}");
+    assert_eq!(model.calls(), 1, "the requeued job ran: it asked the model");
+    let strike = ConflictId::new("strike").unwrap();
+    let phase = scenario().conflicts[0].phases[1].id.clone();
+    assert!(
+        env.cache
+            .get_typed(&keys::narration(game, &strike, &phase))
+            .await
+            .unwrap()
+            .is_some(),
+        "and wrote its narration"
+    );
+    running.stop().await;
+}
+
+/// Workers stopped while a model call runs, past their shutdown timeout: the call is dropped,
+/// and its token reservation is settled (charged: it had reached the provider) before
+/// `worker::run` returns — the process may exit right after, and a reservation left in the
+/// store would hold the day's budget until the day ends. The worker runs on a runtime of its
+/// own, dropped as soon as `run` returns, as a process's is when it exits.
+fn a_shutdown_mid_call_settles_its_reservation(distributed_deployment: bool) {
+    let worker_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (db, dir, game) = worker_rt.block_on(async {
+        let env = match distributed_deployment {
+            true => distributed().await,
+            false => embedded().await,
+        };
+        let (game, _, seq) = game(&env).await;
+        let model = scripted(14, 0.0, Duration::from_secs(30));
+        let limited = hotpath_background::llm::limit::Limited::new(model, 4, 0.0);
+        let governed: Arc<dyn Provider> = Arc::new(
+            Governor::new(
+                Arc::new(limited),
+                Budgets {
+                    per_game: Some(Budget {
+                        soft: 1_000_000,
+                        hard: 1_000_000,
+                    }),
+                    ..Budgets::default()
+                },
+                None,
+            )
+            .with_spend(Arc::new(hotpath_cache::spend::StoreSpend(
+                env.store.clone(),
+            ))),
+        );
+        let mut config = fast_config("shutdown-settles-1");
+        config.shutdown_timeout = Duration::from_millis(300);
+        let running = start(&env, governed, config);
+        env.storage
+            .push(cache_jobs(game, seq).remove(0))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while game_spend(&*env.store, game).await.1 == 0 {
+            assert!(Instant::now() < deadline, "the job never reserved its call");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        running.stop().await;
+        let Env { db, _dir, .. } = env;
+        (db, _dir, game)
+    });
+    drop(worker_rt);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store: Arc<dyn Store> = match &db {
+            Db::Sqlite(path) => Arc::new(SqliteStore::open(path).await.unwrap()),
+            Db::Postgres(url) => Arc::new(PostgresStore::connect(url).await.unwrap()),
+        };
+        let (used, reserved) = game_spend(&*store, game).await;
+        assert_eq!(reserved, 0, "the dropped call's reservation is settled");
+        assert!(used > 0, "and charged: it had reached the provider");
+    });
+    drop(dir);
+}
+
+/// The game's (used, reserved) tokens today.
+async fn game_spend(store: &dyn Store, game: GameId) -> (u64, u64) {
+    let scope = format!("game:{game}");
+    store
+        .tokens_spent(hotpath_cache::spend::day_of(now_ms()), 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.scope == scope)
+        .map_or((0, 0), |s| (s.used, s.reserved))
+}
+
+#[test]
+fn embedded_a_shutdown_mid_call_settles_its_reservation() {
+    a_shutdown_mid_call_settles_its_reservation(false);
+}
+
+#[test]
+fn distributed_a_shutdown_mid_call_settles_its_reservation() {
+    a_shutdown_mid_call_settles_its_reservation(true);
+}
+
 macro_rules! both_deployments {
     ($($case:ident),* $(,)?) => {
         mod embedded {
@@ -1161,4 +1434,6 @@ both_deployments!(
     over_the_hard_budget_nothing_is_called_or_written,
     reactions_run_before_narration,
     cron_is_opt_in_and_enqueues_cleanup,
+    a_job_given_up_for_its_deliveries_gives_back_its_guard,
+    a_requeued_dead_letter_older_than_the_deadline_runs_again,
 );

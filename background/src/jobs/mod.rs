@@ -369,6 +369,18 @@ pub fn dispatched_at(job_id: &str) -> Option<i64> {
         .map(|u| u.timestamp_ms() as i64)
 }
 
+/// Where a job's deadline ([`hotpath_cache::jobs::JOB_DEADLINE_MS`]) and its content lag count
+/// from: its dispatch, or — when an operator queued it again (`requeued_at`, milliseconds since
+/// the epoch, from [`crate::queue::REQUEUED_AT`]) — that requeue, whichever is later. A dead
+/// letter requeued days after its dispatch runs instead of being skipped as expired.
+pub fn counted_from(job_id: &str, requeued_at: Option<&str>) -> Option<i64> {
+    let requeued = requeued_at.and_then(|ms| ms.parse::<i64>().ok());
+    match (dispatched_at(job_id), requeued) {
+        (Some(dispatched), Some(requeued)) => Some(dispatched.max(requeued)),
+        (dispatched, requeued) => dispatched.or(requeued),
+    }
+}
+
 async fn record_calls(deps: &Deps, job: &Job, t: &Try<'_>, ok: bool) {
     let calls = std::mem::take(&mut *t.calls.lock().expect("calls lock"));
     for (model, usage) in calls {
@@ -404,10 +416,22 @@ pub async fn execute(
     deps: &Deps,
     settings: &JobSettings,
 ) -> Result<Outcome, Failure> {
+    execute_from(job, job_id, dispatched_at(job_id), delivery, deps, settings).await
+}
+
+/// [`execute`], with the job's deadline and lag counted from `dispatched` (see
+/// [`counted_from`]) rather than from the time in its id.
+pub async fn execute_from(
+    job: &Job,
+    job_id: &str,
+    dispatched: Option<i64>,
+    delivery: u32,
+    deps: &Deps,
+    settings: &JobSettings,
+) -> Result<Outcome, Failure> {
     let kind = job.kind();
     let game = job.game_id();
     let max = settings.max_attempts.max(1);
-    let dispatched = dispatched_at(job_id);
     if let Some(at) = dispatched
         && kind != JobKind::CleanupExpiredActions
         && hotpath_cache::time::now_ms() - at > hotpath_cache::jobs::JOB_DEADLINE_MS

@@ -5,12 +5,21 @@
 //! writing, so the game keeps serving its fallbacks. After the call the reservation is settled
 //! from the provider's usage, or from an estimate that says so.
 //!
+//! A reservation is held by a guard ([`Reserved`]), so a call that never ends — its future
+//! dropped by the job's timeout or a shutdown — settles too: **released** if the call had not
+//! reached the provider yet (it was waiting for a slot or its turn under the rate: nothing can
+//! have been billed, and under provider saturation these are most calls), **charged** its whole
+//! reservation, marked estimated, if it had (it may have been answered and billed, as a timeout
+//! is). Settlements run in tasks of their own; [`Provider::settled`] waits for them, which the
+//! workers do before they return from a shutdown.
+//!
 //! The counts live in a [`SpendLedger`]: the deployment's store when the provider is built for
 //! a deployment (every worker process shares them, and they survive restarts), this process'
 //! memory otherwise. Calls, cheap calls, refusals and tokens per job kind are also counted in
 //! this process, for its metrics.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -58,6 +67,78 @@ impl KindUsage {
     }
 }
 
+/// How far a call has gone below the governor, as the provider limit ([`super::limit`]) says:
+/// whether its reservation may have been billed if the call is dropped now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum Phase {
+    /// No limiter below says: count the call as sent.
+    Unknown = 0,
+    /// Waiting for a provider slot or its turn under the rate: nothing sent.
+    Waiting = 1,
+    /// Handed to the provider.
+    Sent = 2,
+}
+
+tokio::task_local! {
+    /// The phase of the call the governor is making in this task.
+    static CALL_PHASE: Arc<AtomicU8>;
+}
+
+/// Records how far the governed call running in this task has gone (a no-op outside one).
+pub(super) fn mark(phase: Phase) {
+    let _ = CALL_PHASE.try_with(|p| p.store(phase as u8, Ordering::SeqCst));
+}
+
+/// Settlements in flight, so that a shutdown can wait for them.
+#[derive(Debug, Default)]
+struct Pending {
+    count: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl Pending {
+    /// Runs `settlement` in a task of its own (it outlives a call dropped meanwhile).
+    fn spawn(
+        self: &Arc<Self>,
+        settlement: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let rt = tokio::runtime::Handle::try_current().ok()?;
+        self.count.fetch_add(1, Ordering::SeqCst);
+        // Moved into the task, so it counts down however the task ends — run, or dropped
+        // unpolled by a runtime shutting down.
+        let done = Done(self.clone());
+        Some(rt.spawn(async move {
+            let _done = done;
+            settlement.await;
+        }))
+    }
+
+    /// Returns once no settlement is in flight.
+    async fn idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+/// Counts a settlement out of [`Pending`] when dropped.
+struct Done(Arc<Pending>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
 /// What a reservation holds until the call settles.
 struct Held {
     day: i64,
@@ -73,6 +154,75 @@ pub struct Governor {
     cheap_model: Option<String>,
     spend: Arc<dyn SpendLedger>,
     kinds: Arc<Mutex<BTreeMap<JobKind, KindUsage>>>,
+    pending: Arc<Pending>,
+}
+
+/// A call's reservation, until it is settled: by [`Reserved::settle`] when the call ends, or,
+/// when the call is dropped first, by its `Drop` (see the module docs).
+struct Reserved {
+    spend: Arc<dyn SpendLedger>,
+    kinds: Arc<Mutex<BTreeMap<JobKind, KindUsage>>>,
+    pending: Arc<Pending>,
+    kind: JobKind,
+    phase: Arc<AtomicU8>,
+    held: Option<Held>,
+}
+
+impl Reserved {
+    fn held(&self) -> &Held {
+        self.held
+            .as_ref()
+            .expect("a reservation is held until settled")
+    }
+
+    /// Settles with what the call used. The ledger is written by a task of its own, so a
+    /// caller dropped meanwhile does not leave the reservation half settled.
+    async fn settle(mut self, usage: Option<Usage>) {
+        let Some(held) = self.held.take() else { return };
+        let (spend, kinds, kind) = (self.spend.clone(), self.kinds.clone(), self.kind);
+        if let Some(task) = self.pending.spawn(async move {
+            settle(&*spend, &kinds, kind, &held, usage).await;
+        }) {
+            let _ = task.await;
+        }
+    }
+
+    /// Hands the reservation to a stream's settlement.
+    fn into_stream(mut self, prompt_chars: usize) -> StreamSettlement {
+        StreamSettlement {
+            spend: self.spend.clone(),
+            kinds: self.kinds.clone(),
+            pending: self.pending.clone(),
+            kind: self.kind,
+            prompt_chars,
+            output_chars: 0,
+            reported: None,
+            held: self.held.take(),
+        }
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        let Some(held) = self.held.take() else { return };
+        // Dropped before its end: the job's timeout or a shutdown cancelled the call.
+        let usage = match self.phase.load(Ordering::SeqCst) {
+            // Still waiting for a slot or its turn: nothing sent, nothing billed.
+            p if p == Phase::Waiting as u8 => None,
+            // It may have been answered and billed: count the reservation, as for a timeout.
+            _ => Some(Usage {
+                input_tokens: held.tokens,
+                output_tokens: 0,
+                estimated: true,
+            }),
+        };
+        let (spend, kinds, kind) = (self.spend.clone(), self.kinds.clone(), self.kind);
+        // Drop cannot wait; without a runtime (it is gone) the reservation stays counted until
+        // the day ends, like one of a process that died.
+        self.pending.spawn(async move {
+            settle(&*spend, &kinds, kind, &held, usage).await;
+        });
+    }
 }
 
 /// What a call may use, reserved before it is made: the prompt at three characters a token
@@ -95,6 +245,7 @@ impl Governor {
             cheap_model,
             spend: MemorySpend::new(),
             kinds: Arc::default(),
+            pending: Arc::default(),
         }
     }
 
@@ -136,8 +287,9 @@ impl Governor {
             .collect()
     }
 
-    /// Reserves the call's cost; the request to send (the cheap model over a soft limit).
-    async fn reserve(&self, request: &LlmRequest) -> Result<(LlmRequest, Held), LlmError> {
+    /// Reserves the call's cost; the request to send (the cheap model over a soft limit) and
+    /// the reservation's guard.
+    async fn reserve(&self, request: &LlmRequest) -> Result<(LlmRequest, Reserved), LlmError> {
         let charges = self.charges(request);
         let mut held = Held {
             day: day_of(now_ms()),
@@ -146,10 +298,29 @@ impl Governor {
             cheap: false,
         };
         if !charges.is_empty() {
-            match self
-                .spend
-                .reserve(held.day, &charges, held.tokens)
+            // Asked by a task of its own: if this call is dropped while the ledger answers, the
+            // task still learns of the reservation, and gives it back.
+            let (answer, granted) = tokio::sync::oneshot::channel();
+            let (spend, day, scopes, tokens) = (
+                self.spend.clone(),
+                held.day,
+                held.scopes.clone(),
+                held.tokens,
+            );
+            let asked = self.pending.spawn(async move {
+                let reserved = spend.reserve(day, &charges, tokens).await;
+                if let Err(Ok(Reservation::Granted { .. })) = answer.send(reserved)
+                    && let Err(e) = spend.settle(day, &scopes, tokens, 0).await
+                {
+                    tracing::warn!(error = %e, "could not give back a token reservation");
+                }
+            });
+            if asked.is_none() {
+                return Err(LlmError::Ledger("no runtime to reserve tokens on".into()));
+            }
+            match granted
                 .await
+                .map_err(|_| LlmError::Ledger("the reservation was not answered".into()))?
                 .map_err(|e| LlmError::Ledger(e.to_string()))?
             {
                 Reservation::Granted { cheap } => held.cheap = cheap,
@@ -167,7 +338,15 @@ impl Governor {
             (Some(model), true) => request.model = Some(model.clone()),
             _ => held.cheap = false,
         }
-        Ok((request, held))
+        let reserved = Reserved {
+            spend: self.spend.clone(),
+            kinds: self.kinds.clone(),
+            pending: self.pending.clone(),
+            kind: request.kind,
+            phase: Arc::new(AtomicU8::new(Phase::Unknown as u8)),
+            held: Some(held),
+        };
+        Ok((request, reserved))
     }
 }
 
@@ -231,39 +410,37 @@ impl Provider for Governor {
 
     async fn complete(&self, request: &LlmRequest) -> Result<Completion, LlmError> {
         assert_off_hot_path()?;
-        let (request, held) = self.reserve(request).await?;
-        let result = self.inner.complete(&request).await;
+        let (request, reserved) = self.reserve(request).await?;
+        // If this future is dropped from here on, `reserved` settles by what the phase says.
+        let result = CALL_PHASE
+            .scope(reserved.phase.clone(), self.inner.complete(&request))
+            .await;
         let usage = match &result {
             Ok(c) => Some(c.usage),
-            Err(e) => failed_usage(e, &held),
+            Err(e) => failed_usage(e, reserved.held()),
         };
-        settle(&*self.spend, &self.kinds, request.kind, &held, usage).await;
+        reserved.settle(usage).await;
         result
     }
 
     async fn stream(&self, request: &LlmRequest) -> Result<TextStream, LlmError> {
         assert_off_hot_path()?;
-        let (request, held) = self.reserve(request).await?;
-        let inner = match self.inner.stream(&request).await {
+        let (request, reserved) = self.reserve(request).await?;
+        let inner = match CALL_PHASE
+            .scope(reserved.phase.clone(), self.inner.stream(&request))
+            .await
+        {
             Ok(inner) => inner,
             Err(e) => {
-                let usage = failed_usage(&e, &held);
-                settle(&*self.spend, &self.kinds, request.kind, &held, usage).await;
+                let usage = failed_usage(&e, reserved.held());
+                reserved.settle(usage).await;
                 return Err(e);
             }
         };
         // Settled when the stream is dropped — finished, failed midway or abandoned — from
         // the usage the provider reported at its end, or else an estimate from the text that
         // came, marked as such.
-        let mut settlement = StreamSettlement {
-            spend: self.spend.clone(),
-            kinds: self.kinds.clone(),
-            kind: request.kind,
-            prompt_chars: request.system.len() + request.prompt.len(),
-            output_chars: 0,
-            reported: None,
-            held: Some(held),
-        };
+        let mut settlement = reserved.into_stream(request.system.len() + request.prompt.len());
         Ok(inner
             .map(move |item| {
                 // The whole settlement moves into the closure (not only the counter), so it
@@ -282,12 +459,17 @@ impl Provider for Governor {
     fn token_usage(&self) -> Option<Vec<KindUsage>> {
         Some(self.usage())
     }
+
+    async fn settled(&self) {
+        self.pending.idle().await;
+    }
 }
 
 /// Settles a streamed call's reservation when its stream is dropped.
 struct StreamSettlement {
     spend: Arc<dyn SpendLedger>,
     kinds: Arc<Mutex<BTreeMap<JobKind, KindUsage>>>,
+    pending: Arc<Pending>,
     kind: JobKind,
     prompt_chars: usize,
     output_chars: usize,
@@ -303,9 +485,8 @@ impl Drop for StreamSettlement {
             .unwrap_or_else(|| Usage::estimate(self.prompt_chars, self.output_chars));
         let (spend, kinds, kind) = (self.spend.clone(), self.kinds.clone(), self.kind);
         // Drop cannot wait; the runtime that ran the stream settles it.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { settle(&*spend, &kinds, kind, &held, Some(usage)).await });
-        }
+        self.pending
+            .spawn(async move { settle(&*spend, &kinds, kind, &held, Some(usage)).await });
     }
 }
 

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use hotpath_cache::limits::{Admission, Lease, Limiter, MemoryLimiter, Rate};
 
+use super::governor::Phase;
 use super::{Completion, LlmError, LlmRequest, Provider, TextStream};
 
 /// How long a slot stays held by a caller that stopped renewing it (it died).
@@ -169,11 +170,17 @@ impl Provider for Limited {
 
     async fn complete(&self, request: &LlmRequest) -> Result<Completion, LlmError> {
         hotpath_cache::guard::assert_off_hot_path()?;
+        // Until it is sent, a call dropped here cost nothing (the governor gives back its
+        // reservation).
+        super::governor::mark(Phase::Waiting);
         // Held by a guard: a call cancelled midway (the job's timeout, a shutdown) gives its
         // slot back too, instead of holding it until the lease lapses.
         let slot = HeldSlot::new(self.limiter.clone(), self.slot().await?);
         let result = match self.pace().await {
-            Ok(()) => self.inner.complete(request).await,
+            Ok(()) => {
+                super::governor::mark(Phase::Sent);
+                self.inner.complete(request).await
+            }
             Err(e) => Err(e),
         };
         slot.release().await;
@@ -182,9 +189,11 @@ impl Provider for Limited {
 
     async fn stream(&self, request: &LlmRequest) -> Result<TextStream, LlmError> {
         hotpath_cache::guard::assert_off_hot_path()?;
+        super::governor::mark(Phase::Waiting);
         // The slot is held until the stream ends: a streaming call occupies the provider.
         let held = HeldSlot::new(self.limiter.clone(), self.slot().await?);
         self.pace().await?;
+        super::governor::mark(Phase::Sent);
         let inner = self.inner.stream(request).await?;
         Ok(inner
             .map(move |item| {

@@ -225,6 +225,11 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn token_usage(&self) -> Option<Vec<KindUsage>> {
         None
     }
+
+    /// Returns once the token reservations of calls that ended (or were dropped) are settled
+    /// in the spend ledger: a process about to exit waits for this, or they would stay
+    /// counted until the day ends.
+    async fn settled(&self) {}
 }
 
 #[async_trait]
@@ -240,6 +245,9 @@ impl<P: Provider + ?Sized> Provider for Arc<P> {
     }
     fn token_usage(&self) -> Option<Vec<KindUsage>> {
         (**self).token_usage()
+    }
+    async fn settled(&self) {
+        (**self).settled().await
     }
 }
 
