@@ -192,3 +192,15 @@ mod tests {
         assert_eq!(serde_json::from_str::<GameId>(&json).unwrap(), g);
     }
 }
+
+/// A digest of the situation in a scene: the scene, who is present, and every conflict's phase.
+/// Precomputed actions made for one context are not served in another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ContextHash(pub String);
+
+impl fmt::Display for ContextHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

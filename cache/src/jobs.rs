@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::ContextHash;
 use crate::ids::{ConflictId, GameId, PhaseId, PlayerId, RequestId, SceneId, StakeholderId};
-use crate::state::ContextHash;
 
 /// The apalis queue name (`job_type` column) every hotpath job is stored under.
 pub const QUEUE: &str = "hotpath.jobs";
@@ -442,8 +442,9 @@ pub trait JobAdmin: JobQueue {
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, QueueError>;
     /// The dead letters, newest first, at most `limit`.
     async fn dead_letters(&self, limit: u32) -> Result<Vec<JobRecord>, QueueError>;
-    /// Makes dead letters `Pending` again with their deliveries reset; returns how many.
-    /// Ids that are not dead letters are left alone.
+    /// Makes dead letters `Pending` again with their deliveries reset, under the same ids;
+    /// returns how many. Their deadline ([`JOB_DEADLINE_MS`]) counts from the requeue, so a
+    /// dead letter of any age runs. Ids that are not dead letters are left alone.
     async fn requeue(&self, which: &Requeue) -> Result<u64, QueueError>;
 }
 

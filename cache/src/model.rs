@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::ContextHash;
 use crate::ids::{
     ActionId, ConflictId, GameId, PhaseId, PlannedActionId, PlayerId, SceneId, StakeholderId,
 };
-use crate::state::ContextHash;
 use crate::time::Millis;
 
 /// What a player does, as classified by the rules.

@@ -3,7 +3,6 @@
 //! content to the situation it was made for.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -37,17 +36,9 @@ pub struct ConflictState {
     pub resolved: bool,
 }
 
-/// A digest of the situation in a scene: the scene, who is present, and every conflict's phase.
-/// Precomputed actions made for one context are not served in another.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ContextHash(pub String);
-
-impl fmt::Display for ContextHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+// Where it lives since it is shared below `state`, `model`, `jobs` and the store; kept here
+// for the crates that import it from `state`.
+pub use crate::ids::ContextHash;
 
 impl GameState {
     /// A game before any event: initial intensities, their phases, neutral standings.

@@ -425,6 +425,15 @@ mod suite {
         }
     }
 
+    async fn seqs_of(s: &dyn Store, game: GameId) -> Vec<u64> {
+        s.events(game, 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.0)
+            .collect()
+    }
+
     fn key(player: PlayerId, k: &str) -> IdempotencyKey {
         IdempotencyKey {
             player_id: player,
@@ -487,14 +496,7 @@ mod suite {
             (stored.request_hash.as_str(), &stored.response),
             ("hash-k2", &answers[1])
         );
-        let seqs: Vec<u64> = s
-            .events(game, 0)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.0)
-            .collect();
-        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(seqs_of(s, game).await, vec![1, 2, 3]);
         let outbox = s
             .stream_events_after(game, hotpath_cache::stream::StreamId { ms: 2, seq: 0 }, 100)
             .await
@@ -528,8 +530,9 @@ mod suite {
             .await;
         assert!(matches!(out[0], Err(ItemError::LostRace)));
         assert!(
-            matches!(out[1], Err(ItemError::LostRace)),
-            "later items of that game too"
+            matches!(out[1], Err(ItemError::EarlierFailed)),
+            "later items of that game too: {:?}",
+            out[1]
         );
         assert!(out[2].is_ok());
         assert_eq!(
@@ -559,6 +562,58 @@ mod suite {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// An item that fails takes the later items of its game with it, in every mode of the
+    /// batch: committing a later one would leave a hole at the failed seq (and a second copy
+    /// once its writer applies it again).
+    pub async fn commit_batch_never_commits_past_a_failed_item(f: Fixture) {
+        let s = &*f.store;
+        let game = new_game(s).await;
+        let other = new_game(s).await;
+        let player = s.add_player(game, "Ada", &hash_token("t")).await.unwrap();
+        let k1 = key(player.id, "k1");
+        assert!(s.commit_batch(vec![item(game, 1, Some(&k1))]).await[0].is_ok());
+
+        // A retry of k1 applied at seq 2, then another player's action at seq 3: the batch
+        // falls back to one item at a time for the duplicate key; seq 3 must not commit.
+        let out = s
+            .commit_batch(vec![
+                item(game, 2, Some(&k1)),
+                item(other, 1, None),
+                item(game, 3, None),
+            ])
+            .await;
+        assert!(
+            matches!(out[0], Err(ItemError::IdempotencyKeyTaken)),
+            "{:?}",
+            out[0]
+        );
+        assert!(out[1].is_ok(), "another game commits: {:?}", out[1]);
+        assert!(
+            matches!(out[2], Err(ItemError::EarlierFailed)),
+            "{:?}",
+            out[2]
+        );
+        assert_eq!(seqs_of(s, game).await, vec![1], "no seq 3 without seq 2");
+
+        // Two items at one (game, seq) in one batch (a retiring writer overlapping its
+        // successor): the first holds it, the second and what follows it lose.
+        let out = s
+            .commit_batch(vec![
+                item(game, 2, None),
+                item(game, 2, None),
+                item(game, 3, None),
+            ])
+            .await;
+        assert!(out[0].is_ok(), "{:?}", out[0]);
+        assert!(matches!(out[1], Err(ItemError::LostRace)), "{:?}", out[1]);
+        assert!(
+            matches!(out[2], Err(ItemError::EarlierFailed)),
+            "{:?}",
+            out[2]
+        );
+        assert_eq!(seqs_of(s, game).await, vec![1, 2]);
     }
 
     pub async fn ready_counts_expiry_and_cleanup(f: Fixture) {
@@ -651,6 +706,7 @@ conformance!(
         claim_takes_the_best_ready_action_per_stakeholder,
         claim_race,
         commit_batch_is_one_transaction,
+        commit_batch_never_commits_past_a_failed_item,
         ready_counts_expiry_and_cleanup,
         canon_is_idempotent
     ]

@@ -152,12 +152,20 @@ async fn postgres_action_sql_is_bounded_by_the_game() {
         .create_game(game, &builtin()["harbor-strike"])
         .await
         .unwrap();
+    // The fill is test set-up, not a hot statement: the store's 5 s statement timeout must not
+    // cut it on a loaded machine.
+    let mut fill = store.pool().begin().await.unwrap();
+    sqlx::query("SET LOCAL statement_timeout = 0")
+        .execute(&mut *fill)
+        .await
+        .unwrap();
     sqlx::query(FILL_PG)
         .bind(game.to_string())
         .bind(now_ms())
-        .execute(store.pool())
+        .execute(&mut *fill)
         .await
         .unwrap();
+    fill.commit().await.unwrap();
     sqlx::query("ANALYZE planned_stakeholder_actions")
         .execute(store.pool())
         .await

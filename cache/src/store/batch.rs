@@ -17,10 +17,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use futures::future::BoxFuture;
 
 use crate::events::{GameEvent, LoggedEvent};
+use crate::ids::ContextHash;
 use crate::ids::{GameId, SceneId, StakeholderId};
 use crate::jobs::Job;
 use crate::model::PlannedAction;
-use crate::state::ContextHash;
 use crate::stream::StreamId;
 use crate::time::Millis;
 
@@ -112,6 +112,10 @@ pub enum ItemError {
     /// A concurrent request with the same idempotency key committed first.
     #[error("idempotency key already recorded")]
     IdempotencyKeyTaken,
+    /// An earlier item of the same game in this batch did not commit, so this one, applied on
+    /// top of it, must not either: the writer applies it again.
+    #[error("an earlier action of this game did not commit")]
+    EarlierFailed,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -207,19 +211,29 @@ async fn attempt<S: BatchSql>(
     now: Millis,
 ) -> Result<Attempt, StoreError> {
     let mut tx = sql.begin().await.map_err(StoreError::from_sqlx)?;
-    let free = S::insert_events(&mut tx, items, now)
+    let mut free = S::insert_events(&mut tx, items, now)
         .await
         .map_err(StoreError::from_sqlx)?;
+    // Two items of one batch at the same (game, seq) (a retiring writer overlapping its
+    // successor): only the first can hold it, whatever the engine reports for the second.
+    let mut seen: HashSet<(GameId, u64)> = HashSet::with_capacity(items.len());
+    for (item, free) in items.iter().zip(free.iter_mut()) {
+        if !seen.insert((item.game_id, item.seq)) {
+            *free = false;
+        }
+    }
     if free.iter().any(|f| !f) {
-        // Dropping the transaction rolls it back.
-        let lost_games: HashSet<GameId> = items
-            .iter()
-            .zip(&free)
-            .filter(|(_, f)| !**f)
-            .map(|(i, _)| i.game_id)
-            .collect();
+        // Dropping the transaction rolls it back. A game's items from its first taken seq on
+        // are lost (each was applied on top of the one before); its earlier items commit in
+        // the next attempt.
+        let mut first_lost: HashMap<GameId, usize> = HashMap::new();
+        for (i, (item, free)) in items.iter().zip(&free).enumerate() {
+            if !free {
+                first_lost.entry(item.game_id).or_insert(i);
+            }
+        }
         let lost = (0..items.len())
-            .filter(|i| lost_games.contains(&items[*i].game_id))
+            .filter(|i| first_lost.get(&items[*i].game_id).is_some_and(|f| i >= f))
             .collect();
         return Ok(Attempt::Lost(lost));
     }
@@ -277,6 +291,11 @@ async fn attempt<S: BatchSql>(
 
 /// Commits `items` in as few transactions as their outcomes allow: one, unless a seq race or a
 /// duplicate idempotency key forces a retry without (or apart from) the items concerned.
+///
+/// An item that fails takes every later item of its game in the batch with it
+/// ([`ItemError::EarlierFailed`]): a later item was applied on top of the failed one, and
+/// committing it would leave a hole in the game's log (and, once the writer applied it again,
+/// a second copy of it).
 pub(super) async fn commit<S: BatchSql>(sql: &S, items: Vec<BatchItem>) -> Vec<ItemOutcome> {
     let now = crate::time::now_ms();
     let mut outcomes: Vec<Option<ItemOutcome>> = items.iter().map(|_| None).collect();
@@ -297,15 +316,19 @@ pub(super) async fn commit<S: BatchSql>(sql: &S, items: Vec<BatchItem>) -> Vec<I
                 pending.retain(|i| !chunk.contains(i));
             }
             Ok(Attempt::Lost(lost)) => {
-                let lost: Vec<usize> = lost.into_iter().map(|l| chunk[l]).collect();
-                for i in &lost {
-                    outcomes[*i] = Some(Err(ItemError::LostRace));
+                for l in lost {
+                    fail(
+                        &items,
+                        &mut outcomes,
+                        &mut pending,
+                        chunk[l],
+                        ItemError::LostRace,
+                    );
                 }
-                pending.retain(|i| !lost.contains(i));
             }
             Ok(Attempt::DuplicateKey) if chunk.len() == 1 => {
-                outcomes[chunk[0]] = Some(Err(ItemError::IdempotencyKeyTaken));
-                pending.retain(|i| *i != chunk[0]);
+                let error = ItemError::IdempotencyKeyTaken;
+                fail(&items, &mut outcomes, &mut pending, chunk[0], error);
             }
             Ok(Attempt::DuplicateKey) => one_by_one = true,
             Err(e) => {
@@ -325,6 +348,31 @@ pub(super) async fn commit<S: BatchSql>(sql: &S, items: Vec<BatchItem>) -> Vec<I
         .into_iter()
         .map(|o| o.expect("every item gets an outcome"))
         .collect()
+}
+
+/// Gives item `i` its failure (unless it has one) and every later pending item of its game
+/// [`ItemError::EarlierFailed`].
+fn fail(
+    items: &[BatchItem],
+    outcomes: &mut [Option<ItemOutcome>],
+    pending: &mut Vec<usize>,
+    i: usize,
+    error: ItemError,
+) {
+    let game = items[i].game_id;
+    if outcomes[i].is_none() {
+        outcomes[i] = Some(Err(error));
+    }
+    pending.retain(|&p| {
+        if p == i {
+            return false;
+        }
+        if p > i && items[p].game_id == game {
+            outcomes[p] = Some(Err(ItemError::EarlierFailed));
+            return false;
+        }
+        true
+    });
 }
 
 /// The apalis task of a queued job: JSON bytes, our id, its priority and delivery bound.

@@ -23,10 +23,10 @@ pub use self::postgres::PostgresStore;
 pub use self::sqlite::{JobWakeups, SqliteStore};
 
 use crate::events::{GameEvent, LoggedEvent};
+use crate::ids::ContextHash;
 use crate::ids::{GameId, PlannedActionId, PlayerId, SceneId, StakeholderId};
 use crate::model::{CanonEvent, PlannedAction, PlannedStatus};
 use crate::scenario::Scenario;
-use crate::state::ContextHash;
 use crate::stream::StreamId;
 use crate::time::Millis;
 

@@ -13,10 +13,10 @@ use sqlx::{FromRow, Postgres, Row};
 use super::batch::{self, BatchItem, BatchSql, Finished, HeldGuards, ReadyCounts};
 use super::sql::PlannedRow;
 use super::{ClaimQuery, StoreError};
+use crate::ids::ContextHash;
 use crate::ids::{GameId, SceneId, StakeholderId};
 use crate::jobs::{JOBS_META_SCHEMA, QUEUE};
 use crate::model::PlannedAction;
-use crate::state::ContextHash;
 use crate::time::Millis;
 
 /// Claims for many requests at once. Each row of the arrays is one (request, stakeholder).

@@ -4,9 +4,9 @@
 //!
 //! Placeholders are `$N` on both engines (sqlx-sqlite binds `$N` by number).
 
+use crate::ids::ContextHash;
 use crate::ids::{GameId, PlannedActionId, SceneId, StakeholderId};
 use crate::model::{CanonEvent, PlannedAction, PlannedKind, PlannedStatus, Provenance};
-use crate::state::ContextHash;
 
 use super::StoreError;
 

@@ -2,9 +2,11 @@
 //! broadcast channel to its subscribers.
 //!
 //! A game costs memory only while it is followed: the broadcast channel (which preallocates its
-//! slots) is made on the first subscriber and dropped with the last, and a game nobody follows
-//! is forgotten after [`IDLE`]. What it held is still in the SQL outbox, which the event route
-//! replays from.
+//! slots) is made on the first subscriber and dropped with the last, and the events of a game
+//! nobody follows are forgotten after [`IDLE`] (its committed ones are still in the SQL outbox,
+//! which the event route replays from). What remains of it is a few ids — where the stream was
+//! and what it lost — so that a client resuming into it gets `reset` only if a transient event
+//! after its id is gone; after [`FORGET`] those go too.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,13 +17,16 @@ use tokio::sync::broadcast;
 
 use super::fanout::{self, BROADCAST_CAPACITY, Live, Replay, Replayed};
 use super::{
-    DEFAULT_MAX_LEN, EventStream, Position, Published, StreamError, StreamId, Subscription,
+    Bounds, DEFAULT_MAX_LEN, EventStream, LastSeq, Position, Published, StreamError, StreamId,
+    Subscription,
 };
 use crate::events::GameEvent;
 use crate::ids::GameId;
 
 /// A game without subscribers is dropped after this long without a publish.
 const IDLE: Duration = Duration::from_secs(60);
+/// A game idle this long is forgotten entirely (as Redis expires a game's stream).
+const FORGET: Duration = Duration::from_secs(24 * 3600);
 /// Idle games are looked for once per this many publishes.
 const SWEEP_EVERY: u64 = 1024;
 
@@ -29,6 +34,9 @@ struct GameLog {
     events: VecDeque<Live>,
     /// The newest id trimmed away, if any.
     trimmed: Option<StreamId>,
+    /// See [`Bounds::lost`]: the first id this stream held, raised to each transient id trimmed
+    /// or forgotten.
+    lost: Option<StreamId>,
     /// Present while someone subscribes.
     tx: Option<broadcast::Sender<Live>>,
     touched: Instant,
@@ -39,10 +47,36 @@ impl GameLog {
         self.events.back().map(|(id, _)| *id).or(self.trimmed)
     }
 
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            top: self.top(),
+            trimmed: self.trimmed,
+            lost: self.lost,
+        }
+    }
+
+    fn drop_front(&mut self) {
+        if let Some((id, _)) = self.events.pop_front() {
+            self.trimmed = Some(id);
+            if id.is_transient() {
+                self.lost = self.lost.max(Some(id));
+            }
+        }
+    }
+
+    /// Drops the events of an idle game, keeping where it was and what it lost.
+    fn forget_events(&mut self) {
+        while !self.events.is_empty() {
+            self.drop_front();
+        }
+        self.events.shrink_to_fit();
+    }
+
     fn push(&mut self, entry: Live, max_len: usize) {
+        self.lost.get_or_insert(entry.0);
         self.events.push_back(entry.clone());
         while self.events.len() > max_len {
-            self.trimmed = self.events.pop_front().map(|(id, _)| id);
+            self.drop_front();
         }
         self.touched = Instant::now();
         if let Some(tx) = &self.tx {
@@ -59,6 +93,8 @@ struct Inner {
     games: Mutex<HashMap<GameId, Arc<Mutex<GameLog>>>>,
     max_len: usize,
     publishes: std::sync::atomic::AtomicU64,
+    /// Where a game's first transient event learns the game's log seq.
+    last_seq: std::sync::OnceLock<Arc<dyn LastSeq>>,
 }
 
 /// The in-process [`EventStream`]. Cloning shares it.
@@ -75,8 +111,15 @@ impl MemoryStream {
                 games: Mutex::new(HashMap::new()),
                 max_len: max_len.max(1),
                 publishes: Default::default(),
+                last_seq: Default::default(),
             }),
         }
+    }
+
+    /// Where a transient event published into an empty game stream learns the game's newest
+    /// log seq (the store). Without it such an event's id starts at seq 0.
+    pub fn set_last_seq(&self, source: Arc<dyn LastSeq>) {
+        let _ = self.inner.last_seq.set(source);
     }
 }
 
@@ -101,9 +144,14 @@ impl Inner {
         let mut games = self.games.lock().expect("stream registry lock");
         if n % SWEEP_EVERY == SWEEP_EVERY - 1 {
             games.retain(|_, log| {
-                let log = log.lock().expect("game stream lock");
-                log.tx.as_ref().is_some_and(|tx| tx.receiver_count() > 0)
+                let mut log = log.lock().expect("game stream lock");
+                if log.tx.as_ref().is_some_and(|tx| tx.receiver_count() > 0)
                     || log.touched.elapsed() < IDLE
+                {
+                    return true;
+                }
+                log.forget_events();
+                log.touched.elapsed() < FORGET
             });
         }
         games
@@ -112,6 +160,7 @@ impl Inner {
                 Arc::new(Mutex::new(GameLog {
                     events: VecDeque::new(),
                     trimmed: None,
+                    lost: None,
                     tx: None,
                     touched: Instant::now(),
                 }))
@@ -136,7 +185,7 @@ impl Replay for Inner {
             .filter(|(id, _)| after.is_none_or(|a| *id > a))
             .cloned()
             .collect();
-        let missed = matches!((after, log.trimmed), (Some(a), Some(t)) if a < t);
+        let missed = log.bounds().missed(after);
         Ok(Replayed { events, missed })
     }
 }
@@ -145,13 +194,13 @@ impl Replay for Inner {
 impl EventStream for MemoryStream {
     async fn publish(&self, game: GameId, event: &GameEvent) -> Result<StreamId, StreamError> {
         let log = self.inner.game(game);
+        let empty = log.lock().expect("game stream lock").top().is_none();
+        let log_seq = match (empty, self.inner.last_seq.get()) {
+            (true, Some(source)) => source.last_seq(game).await?,
+            _ => 0,
+        };
         let mut log = log.lock().expect("game stream lock");
-        let id = log
-            .top()
-            .map_or(StreamId { ms: 0, seq: 1 }, |top| StreamId {
-                ms: top.ms,
-                seq: top.seq + 1,
-            });
+        let id = StreamId::transient_after(log.top(), log_seq, super::now_us());
         log.push((id, Arc::new(event.clone())), self.inner.max_len);
         Ok(id)
     }
@@ -183,6 +232,12 @@ impl EventStream for MemoryStream {
             (tx.subscribe(), log.events.back().map(|(id, _)| *id))
         };
         Ok(fanout::subscribe(self.inner.clone(), game, from, tail, rx))
+    }
+
+    async fn bounds(&self, game: GameId) -> Result<Bounds, StreamError> {
+        let log = self.inner.game(game);
+        let bounds = log.lock().expect("game stream lock").bounds();
+        Ok(bounds)
     }
 
     async fn ping(&self) -> Result<(), StreamError> {

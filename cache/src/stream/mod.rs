@@ -29,6 +29,43 @@ pub struct StreamId {
     pub seq: u64,
 }
 
+/// The lowest `n` of a transient event's id `<seq>-<n>`. Committed events are numbered from 0
+/// within their seq, far below it; a transient one takes the publish time in microseconds since
+/// the epoch (or the next number if that is not above the newest), so ids given after a
+/// restart or a lost stream sort after every id given before it.
+pub const TRANSIENT_BASE: u64 = 1 << 40;
+
+impl StreamId {
+    /// Whether this is a transient event's id (job progress, content, dialogue), which only the
+    /// stream ever holds; a committed one is also in the outbox.
+    pub fn is_transient(&self) -> bool {
+        self.seq >= TRANSIENT_BASE
+    }
+
+    /// The id of a transient event published after `top` (the stream's newest), or, on a stream
+    /// that holds nothing, after the game's newest log seq `log_seq`.
+    pub fn transient_after(top: Option<StreamId>, log_seq: u64, now_us: u64) -> StreamId {
+        let now = now_us.max(TRANSIENT_BASE);
+        match top {
+            Some(top) => StreamId {
+                ms: top.ms,
+                seq: top.seq.saturating_add(1).max(now),
+            },
+            None => StreamId {
+                ms: log_seq,
+                seq: now,
+            },
+        }
+    }
+}
+
+/// Microseconds since the epoch, for transient ids.
+pub(crate) fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.ms, self.seq)
@@ -69,8 +106,8 @@ pub enum StreamItem {
         id: StreamId,
         event: GameEvent,
     },
-    /// Events after the requested id were trimmed away: reload the state. What the stream still
-    /// holds follows.
+    /// Events after the requested id are gone (trimmed away, or lost with the stream's data):
+    /// reload the state. What the stream still holds follows.
     Reset,
 }
 
@@ -91,6 +128,55 @@ impl From<::redis::RedisError> for StreamError {
     }
 }
 
+/// What a game's stream holds, for a resume to place a client's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Bounds {
+    /// The newest id published (held, or trimmed away); `None` if the stream holds nothing for
+    /// the game — never published to, or its data was lost (a restart of the embedded process,
+    /// a Redis flush, a TTL).
+    pub top: Option<StreamId>,
+    /// The newest id trimmed away by the length bound: events up to it are gone from the stream
+    /// (committed ones are still in the outbox).
+    pub trimmed: Option<StreamId>,
+    /// Events below this id may be gone with nothing to replay them from: the stream's data
+    /// starts here (anything before was lost), or a transient event up to here was trimmed. A
+    /// resume from below it gets `reset`.
+    pub lost: Option<StreamId>,
+}
+
+impl Bounds {
+    /// Whether a subscriber after `after` may have missed events the stream cannot replay.
+    pub fn missed(&self, after: Option<StreamId>) -> bool {
+        let Some(after) = after else { return false };
+        self.trimmed.is_some_and(|t| after < t) || self.lost.is_none_or(|l| after < l)
+    }
+}
+
+/// Where a stream that holds nothing for a game learns the game's newest log seq, so that a
+/// transient event published into it sorts after the game's committed events.
+#[async_trait]
+pub trait LastSeq: Send + Sync {
+    async fn last_seq(&self, game: GameId) -> Result<u64, StreamError>;
+}
+
+/// [`LastSeq`] from the store (the game's log).
+pub struct StoreSeqs(pub std::sync::Arc<dyn crate::store::Store>);
+
+#[async_trait]
+impl LastSeq for StoreSeqs {
+    async fn last_seq(&self, game: GameId) -> Result<u64, StreamError> {
+        let beyond = StreamId {
+            ms: i64::MAX as u64,
+            seq: 0,
+        };
+        self.0
+            .stream_events_after(game, beyond, 0)
+            .await
+            .map(|found| found.last_seq)
+            .map_err(|e| StreamError::Backend(format!("the game's last seq: {e}")))
+    }
+}
+
 /// What [`EventStream::publish_committed`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Published {
@@ -105,8 +191,10 @@ pub enum Published {
 
 #[async_trait]
 pub trait EventStream: Send + Sync {
-    /// Publishes a transient event (job progress, dialogue chunks): its id follows the stream's
-    /// newest entry (`<top seq>-<next>`), so it sorts after the committed event it follows.
+    /// Publishes a transient event (job progress, dialogue chunks): its id is `<seq>-<n>` with
+    /// the stream's newest seq (or, on a stream that holds nothing, the game's newest log seq)
+    /// and `n` at least [`TRANSIENT_BASE`] (see there), so it sorts after the committed event it
+    /// follows and after anything published before a restart or a lost stream.
     async fn publish(&self, game: GameId, event: &GameEvent) -> Result<StreamId, StreamError>;
     /// Publishes committed events at their own ids (`<seq>-<idx>`, from the outbox), in order.
     /// An id not above the stream's newest entry is skipped: it was published already, so a
@@ -118,6 +206,8 @@ pub trait EventStream: Send + Sync {
         check_gap: bool,
     ) -> Result<Published, StreamError>;
     async fn subscribe(&self, game: GameId, from: Position) -> Result<Subscription, StreamError>;
+    /// What the stream holds for `game` (see [`Bounds`]).
+    async fn bounds(&self, game: GameId) -> Result<Bounds, StreamError>;
     /// Checks the backend answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StreamError>;
 }

@@ -15,7 +15,8 @@ use tokio::sync::broadcast;
 
 use super::fanout::{self, BROADCAST_CAPACITY, Live, Replay, Replayed};
 use super::{
-    DEFAULT_MAX_LEN, EventStream, Position, Published, StreamError, StreamId, Subscription,
+    Bounds, DEFAULT_MAX_LEN, EventStream, LastSeq, Position, Published, StreamError, StreamId,
+    Subscription,
 };
 use crate::cache::keys;
 use crate::events::GameEvent;
@@ -34,6 +35,8 @@ struct Inner {
     publish_committed: redis::Script,
     /// One broadcast sender per game that has a reader task in this process.
     readers: Mutex<HashMap<GameId, broadcast::Sender<Live>>>,
+    /// Where a game's first transient event learns the game's log seq.
+    last_seq: std::sync::OnceLock<Arc<dyn LastSeq>>,
 }
 
 /// The Redis [`EventStream`]. Cloning shares the connection and the readers.
@@ -55,17 +58,49 @@ fn trimmed_key(game: GameId) -> String {
 /// How long a game's stream outlives its last publish (its events stay in the SQL outbox).
 const STREAM_TTL_MS: u64 = 24 * 3600 * 1000;
 
-/// Shared by both publish scripts: `add(id, json)` appends with an exact length bound and
-/// records the newest id the trim removes. Exact trimming because the bound is what clients are
-/// promised (approximate `~` trimming only drops whole radix-tree nodes, so small bounds would
-/// never trim). `top()` is the newest entry's id, or the newest trimmed one.
+/// Where the stream's [`super::Bounds::lost`] is kept: set to the first id a new stream holds
+/// (anything before was lost: a flush, a TTL) and raised to each transient id trimmed away.
+fn lost_key(game: GameId) -> String {
+    format!("{}events:lost", keys::game_prefix(game))
+}
+
+/// Shared by both publish scripts (KEYS: stream, trimmed, lost; ARGV[1] the bound, ARGV[2] the
+/// TTL): `add(id, json)` appends with an exact length bound, records the newest id the trim
+/// removes and raises `lost` to each transient id trimmed; the first entry of a new stream sets
+/// `lost`. Exact trimming because the bound is what clients are promised (approximate `~`
+/// trimming only drops whole radix-tree nodes, so small bounds would never trim). `top()` is
+/// the newest entry's id, or the newest trimmed one. `touch()` renews the TTL of all three.
 const PRELUDE: &str = r#"
 local max = tonumber(ARGV[1])
+local TRANSIENT = 1099511627776
+local function split(id)
+  local ms, seq = string.match(id, "^(%d+)-(%d+)$")
+  return tonumber(ms), tonumber(seq)
+end
+local function below(a, b)
+  local ams, aseq = split(a)
+  local bms, bseq = split(b)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
 local function add(id, json)
+  if redis.call("EXISTS", KEYS[3]) == 0 then
+    local first = redis.call("XRANGE", KEYS[1], "-", "+", "COUNT", 1)
+    local id0 = id
+    if #first > 0 then id0 = first[1][1] end
+    redis.call("SET", KEYS[3], id0)
+  end
   local len = redis.call("XLEN", KEYS[1])
   if len >= max then
     local gone = redis.call("XRANGE", KEYS[1], "-", "+", "COUNT", len - max + 1)
-    redis.call("SET", KEYS[2], gone[#gone][1], "PX", ARGV[2])
+    redis.call("SET", KEYS[2], gone[#gone][1])
+    local lost = redis.call("GET", KEYS[3])
+    for i = 1, #gone do
+      local _, seq = split(gone[i][1])
+      if seq >= TRANSIENT and (not lost or below(lost, gone[i][1])) then
+        lost = gone[i][1]
+        redis.call("SET", KEYS[3], lost)
+      end
+    end
   end
   return redis.call("XADD", KEYS[1], "MAXLEN", max, id, "e", json)
 end
@@ -74,22 +109,33 @@ local function top()
   if #last > 0 then return last[1][1] end
   return redis.call("GET", KEYS[2])
 end
-local function split(id)
-  local ms, seq = string.match(id, "^(%d+)-(%d+)$")
-  return tonumber(ms), tonumber(seq)
+local function touch()
+  for i = 1, 3 do redis.call("PEXPIRE", KEYS[i], ARGV[2]) end
 end
 "#;
 
-/// A transient event: `<top seq>-*`, so it sorts right after the newest entry.
+/// A transient event (ARGV[3]: the game's log seq, or empty; ARGV[4]: the JSON): `<seq>-<n>`
+/// after the newest entry with `n` at least the server's time in microseconds (see
+/// [`super::TRANSIENT_BASE`]). On a stream that holds nothing it needs the log seq: without
+/// one it answers `?` and the caller asks the store.
 const PUBLISH: &str = r#"
 local t = top()
-local id = "0-*"
+local now = redis.call("TIME")
+local us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+if us < TRANSIENT then us = TRANSIENT end
+local id
 if t then
-  local ms = split(t)
-  id = ms .. "-*"
+  local ms, seq = split(t)
+  local n = seq + 1
+  if n < us then n = us end
+  id = string.format("%.0f-%.0f", ms, n)
+elseif ARGV[3] == "" then
+  return "?"
+else
+  id = ARGV[3] .. "-" .. string.format("%.0f", us)
 end
-local added = add(id, ARGV[3])
-redis.call("PEXPIRE", KEYS[1], ARGV[2])
+local added = add(id, ARGV[4])
+touch()
 return added
 "#;
 
@@ -103,18 +149,12 @@ if ARGV[3] == "1" and t and #ARGV >= 5 then
   if fms > tms + 1 then return "gap:" .. t end
 end
 for i = 4, #ARGV, 2 do
-  local ok = true
-  if t then
-    local ims, iseq = split(ARGV[i])
-    local tms, tseq = split(t)
-    ok = ims > tms or (ims == tms and iseq > tseq)
-  end
-  if ok then
+  if not t or below(t, ARGV[i]) then
     add(ARGV[i], ARGV[i + 1])
     t = ARGV[i]
   end
 end
-redis.call("PEXPIRE", KEYS[1], ARGV[2])
+touch()
 return "ok"
 "#;
 
@@ -154,8 +194,15 @@ impl RedisStream {
                 publish: redis::Script::new(&format!("{PRELUDE}{PUBLISH}")),
                 publish_committed: redis::Script::new(&format!("{PRELUDE}{PUBLISH_COMMITTED}")),
                 readers: Mutex::new(HashMap::new()),
+                last_seq: Default::default(),
             }),
         })
+    }
+
+    /// Where a transient event published into an empty game stream learns the game's newest
+    /// log seq (the store). Without it such an event's id starts at seq 0.
+    pub fn set_last_seq(&self, source: Arc<dyn LastSeq>) {
+        let _ = self.inner.last_seq.set(source);
     }
 
     /// How many games this process currently runs a reader for.
@@ -280,25 +327,59 @@ impl Replay for Inner {
     async fn replay(&self, game: GameId, after: Option<StreamId>) -> Result<Replayed, StreamError> {
         let mut conn = self.conn.clone();
         let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
-        let (range, trimmed): (StreamRangeReply, Option<String>) = redis::pipe()
-            .cmd("XRANGE")
-            .arg(stream_key(game))
-            .arg(start)
-            .arg("+")
-            .cmd("GET")
-            .arg(trimmed_key(game))
-            .query_async(&mut conn)
-            .await?;
+        let (range, trimmed, lost): (StreamRangeReply, Option<String>, Option<String>) =
+            redis::pipe()
+                .cmd("XRANGE")
+                .arg(stream_key(game))
+                .arg(start)
+                .arg("+")
+                .cmd("GET")
+                .arg(trimmed_key(game))
+                .cmd("GET")
+                .arg(lost_key(game))
+                .query_async(&mut conn)
+                .await?;
         let events = range
             .ids
             .iter()
             .map(decode)
             .collect::<Result<Vec<_>, _>>()?;
-        let missed = match (after, trimmed) {
-            (Some(a), Some(t)) => a < parse_id(&t)?,
-            _ => false,
+        let bounds = Bounds {
+            top: None,
+            trimmed: trimmed.as_deref().map(parse_id).transpose()?,
+            lost: lost.as_deref().map(parse_id).transpose()?,
         };
-        Ok(Replayed { events, missed })
+        Ok(Replayed {
+            events,
+            missed: bounds.missed(after),
+        })
+    }
+}
+
+impl Inner {
+    async fn bounds(&self, game: GameId) -> Result<Bounds, StreamError> {
+        let mut conn = self.conn.clone();
+        let (last, trimmed, lost): (StreamRangeReply, Option<String>, Option<String>) =
+            redis::pipe()
+                .cmd("XREVRANGE")
+                .arg(stream_key(game))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .cmd("GET")
+                .arg(trimmed_key(game))
+                .cmd("GET")
+                .arg(lost_key(game))
+                .query_async(&mut conn)
+                .await?;
+        let trimmed = trimmed.as_deref().map(parse_id).transpose()?;
+        let newest = last.ids.first().map(|e| parse_id(&e.id)).transpose()?;
+        Ok(Bounds {
+            top: newest.or(trimmed),
+            trimmed,
+            lost: lost.as_deref().map(parse_id).transpose()?,
+        })
     }
 }
 
@@ -307,17 +388,30 @@ impl EventStream for RedisStream {
     async fn publish(&self, game: GameId, event: &GameEvent) -> Result<StreamId, StreamError> {
         let json = serde_json::to_vec(event).map_err(|e| StreamError::Decode(e.to_string()))?;
         let mut conn = self.inner.conn.clone();
-        let id: String = self
-            .inner
-            .publish
-            .key(stream_key(game))
-            .key(trimmed_key(game))
-            .arg(self.inner.max_len)
-            .arg(STREAM_TTL_MS)
-            .arg(json)
-            .invoke_async(&mut conn)
-            .await?;
-        parse_id(&id)
+        let mut log_seq = String::new();
+        loop {
+            let id: String = self
+                .inner
+                .publish
+                .key(stream_key(game))
+                .key(trimmed_key(game))
+                .key(lost_key(game))
+                .arg(self.inner.max_len)
+                .arg(STREAM_TTL_MS)
+                .arg(&log_seq)
+                .arg(&json)
+                .invoke_async(&mut conn)
+                .await?;
+            if id != "?" {
+                return parse_id(&id);
+            }
+            // The stream holds nothing for the game: the id follows its log.
+            let seq = match self.inner.last_seq.get() {
+                Some(source) => source.last_seq(game).await?,
+                None => 0,
+            };
+            log_seq = seq.to_string();
+        }
     }
 
     async fn publish_committed(
@@ -332,6 +426,7 @@ impl EventStream for RedisStream {
         let mut invocation = self.inner.publish_committed.key(stream_key(game));
         invocation
             .key(trimmed_key(game))
+            .key(lost_key(game))
             .arg(self.inner.max_len)
             .arg(STREAM_TTL_MS)
             .arg(if check_gap { "1" } else { "0" });
@@ -356,6 +451,10 @@ impl EventStream for RedisStream {
             _ => None,
         };
         Ok(fanout::subscribe(self.inner.clone(), game, from, tail, rx))
+    }
+
+    async fn bounds(&self, game: GameId) -> Result<Bounds, StreamError> {
+        self.inner.bounds(game).await
     }
 
     async fn ping(&self) -> Result<(), StreamError> {
