@@ -18,7 +18,9 @@ use hotpath_cache::limits::{Limiter, MemoryLimiter, RedisLimiter};
 use hotpath_cache::scenario::{self, Scenario};
 use hotpath_cache::spend::StoreSpend;
 use hotpath_cache::store::{PostgresStore, SqliteStore, Store};
-use hotpath_cache::stream::{DEFAULT_MAX_LEN, EventStream, MemoryStream, RedisStream};
+use hotpath_cache::stream::{
+    DEFAULT_MAX_LEN, EventStream, LastSeq, MemoryStream, RedisStream, StoreSeqs,
+};
 use tokio::net::TcpListener;
 
 use crate::api::{self, ApiConfig, AppState};
@@ -65,29 +67,6 @@ impl Backends {
                  (HOTPATH_DATABASE_URL), or drop --redis-url for the embedded deployment"
             );
         }
-        type Redisish = (Arc<dyn Cache>, Arc<dyn EventStream>, Arc<dyn Limiter>);
-        let (cache, stream, limiter): Redisish = match &config.redis_url {
-            Some(url) => {
-                let cache = RedisCache::connect(url, BACKEND_TIMEOUT)
-                    .await
-                    .with_context(|| format!("connecting to Redis at {}", redact(url)))?;
-                let limiter = RedisLimiter::new(cache.connection());
-                (
-                    Arc::new(cache),
-                    Arc::new(
-                        RedisStream::connect(url, BACKEND_TIMEOUT, DEFAULT_MAX_LEN)
-                            .await
-                            .with_context(|| format!("connecting to Redis at {}", redact(url)))?,
-                    ),
-                    Arc::new(limiter),
-                )
-            }
-            None => (
-                Arc::new(MemoryCache::default()),
-                Arc::new(MemoryStream::default()),
-                Arc::new(MemoryLimiter::default()),
-            ),
-        };
         let (store, jobs): (Arc<dyn Store>, JobStorage) = match &config.database_url {
             Some(url) => (
                 Arc::new(
@@ -114,6 +93,37 @@ impl Backends {
                     .with_context(|| format!("opening the job tables in {}", games.display()))?;
                 (Arc::new(store), jobs)
             }
+        };
+        // A transient event published into a game's empty stream takes its seq from the log.
+        let seqs: Arc<dyn LastSeq> = Arc::new(StoreSeqs(store.clone()));
+        type Redisish = (Arc<dyn Cache>, Arc<dyn EventStream>, Arc<dyn Limiter>);
+        let (cache, stream, limiter): Redisish = match &config.redis_url {
+            Some(url) => {
+                let cache = RedisCache::connect(url, BACKEND_TIMEOUT)
+                    .await
+                    .with_context(|| format!("connecting to Redis at {}", redact(url)))?;
+                let limiter = RedisLimiter::new(cache.connection());
+                (
+                    Arc::new(cache),
+                    {
+                        let stream = RedisStream::connect(url, BACKEND_TIMEOUT, DEFAULT_MAX_LEN)
+                            .await
+                            .with_context(|| format!("connecting to Redis at {}", redact(url)))?;
+                        stream.set_last_seq(seqs.clone());
+                        Arc::new(stream)
+                    },
+                    Arc::new(limiter),
+                )
+            }
+            None => (
+                Arc::new(MemoryCache::default()),
+                {
+                    let stream = MemoryStream::default();
+                    stream.set_last_seq(seqs.clone());
+                    Arc::new(stream)
+                },
+                Arc::new(MemoryLimiter::default()),
+            ),
         };
         let mode = if config.redis_url.is_some() || config.database_url.is_some() {
             "distributed"
@@ -183,18 +193,43 @@ impl Backends {
     }
 }
 
-/// A URL without its password, for messages.
+/// A URL without its password, for messages: the user info's password and the value of every
+/// query parameter whose name says it holds a secret (`password`, `sslpassword`, `token`,
+/// `secret`, any case) become `***`.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
+            let userinfo = &base[scheme + 3..at];
             match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
+                Some((user, _)) => format!("{}{user}:***{}", &base[..scheme + 3], &base[at..]),
+                None => base.to_owned(),
             }
         }
-        _ => url.to_owned(),
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _)) if is_secret_name(name) => format!("{name}=***"),
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
+}
+
+fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "secret", "token"]
+        .iter()
+        .any(|s| name.contains(s))
 }
 
 /// The built-in scenarios plus every `*.toml` in `dirs`.

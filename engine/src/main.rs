@@ -98,6 +98,25 @@ enum Command {
         /// How many such tokens a client address may send at once.
         #[arg(long, env = "HOTPATH_UNKNOWN_TOKENS_BURST", default_value_t = 100)]
         unknown_tokens_burst: u32,
+        /// Event streams (`GET /v1/games/{game}/events`) one player may hold open at once in
+        /// this process; one more answers 429.
+        #[arg(long, env = "HOTPATH_MAX_STREAMS_PER_PLAYER", default_value_t = 8)]
+        max_streams_per_player: usize,
+        /// How often `/metrics` reads its figures from the storage (job counts, guards, model
+        /// calls, spend), in the background: a scrape shows the last read.
+        #[arg(long, env = "HOTPATH_METRICS_REFRESH_SECS", default_value_t = 5)]
+        metrics_refresh_secs: u64,
+        /// How long a game's invite (join link) works; `POST /v1/games/{game}/invite` replaces
+        /// it sooner.
+        #[arg(long, env = "HOTPATH_INVITE_TTL_SECS", default_value_t = 24 * 3600)]
+        invite_ttl_secs: u64,
+        /// Players a game may have; joining or adding one more answers 403.
+        #[arg(long, env = "HOTPATH_MAX_PLAYERS_PER_GAME", default_value_t = 64)]
+        max_players_per_game: usize,
+        /// Attempts to join one game with an invite per minute (sustained, and as a burst),
+        /// counted across every `serve`; over it, 429.
+        #[arg(long, env = "HOTPATH_JOINS_PER_MINUTE", default_value_t = 10)]
+        joins_per_minute: u32,
     },
     /// Run job workers only (distributed deployment).
     Worker {
@@ -142,13 +161,23 @@ enum Command {
     /// arrive and sends each line you type as an action (`/kind [target] text`, or plain text).
     Play {
         /// The server.
-        #[arg(long, env = "HOTPATH_URL", default_value = "http://127.0.0.1:8080")]
+        #[arg(
+            long,
+            env = "HOTPATH_URL",
+            hide_env_values = true,
+            default_value = "http://127.0.0.1:8080"
+        )]
         url: String,
         /// The game to join (with --token).
         #[arg(long, required_unless_present = "new")]
         game: Option<String>,
         /// Your player token for --game.
-        #[arg(long, env = "HOTPATH_TOKEN", required_unless_present = "new")]
+        #[arg(
+            long,
+            env = "HOTPATH_TOKEN",
+            hide_env_values = true,
+            required_unless_present = "new"
+        )]
         token: Option<String>,
         /// Start a new game and join it (needs the admin token).
         #[arg(long, conflicts_with_all = ["game", "token"])]
@@ -402,6 +431,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             rate_per_second,
             unknown_tokens_per_second,
             unknown_tokens_burst,
+            max_streams_per_player,
+            metrics_refresh_secs,
+            invite_ttl_secs,
+            max_players_per_game,
+            joins_per_minute,
         } => {
             let scenarios = compose::load_scenarios(&scenario_dirs)?;
             let admin_token = match std::env::var("HOTPATH_ADMIN_TOKEN") {
@@ -436,6 +470,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .expect("max(1)"),
                 unknown_tokens_burst: std::num::NonZeroU32::new(unknown_tokens_burst.max(1))
                     .expect("max(1)"),
+                max_streams_per_player: max_streams_per_player.max(1),
+                metrics_refresh: Duration::from_secs(metrics_refresh_secs.max(1)),
+                invite_ttl: Duration::from_secs(invite_ttl_secs.max(1)),
+                max_players_per_game: max_players_per_game.max(1),
+                joins_per_minute: std::num::NonZeroU32::new(joins_per_minute.max(1))
+                    .expect("max(1)"),
+                joins_burst: std::num::NonZeroU32::new(joins_per_minute.max(1)).expect("max(1)"),
                 ..ApiConfig::default()
             };
             let hot = backends.hot_path(scenarios, hot_config);

@@ -629,8 +629,9 @@ mod limits {
     }
 
     /// Made-up bearer tokens from one client: the first few are looked up (401), then the
-    /// client is held back (429 with Retry-After) before its tokens reach the database; a
-    /// player already known to this process is not held back.
+    /// client is held back (429 with Retry-After) before its tokens reach the database; every
+    /// lookup counts, the player's own first one too; a player already known to this process
+    /// is not held back.
     pub async fn unknown_tokens_are_limited_before_the_lookup(app: TestApp) {
         let (game, token) = app.new_game().await;
         let path = format!("/v1/games/{game}");
@@ -646,8 +647,9 @@ mod limits {
             replies.push(app.call(Method::GET, &path, Some(&made_up), None).await);
         }
         let statuses: Vec<u16> = replies.iter().map(|r| r.status.as_u16()).collect();
-        assert_eq!(statuses[..3], [401, 401, 401], "{statuses:?}");
-        assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+        // The burst is 3 lookups, and the player's own first request was one of them.
+        assert_eq!(statuses[..2], [401, 401], "{statuses:?}");
+        assert!(statuses[2..].iter().all(|s| *s == 429), "{statuses:?}");
         replies[5].assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
         assert!(replies[5].headers.contains_key("retry-after"));
         assert_eq!(
@@ -658,6 +660,27 @@ mod limits {
             "a known player is answered from the player cache"
         );
     }
+
+    /// Finding 13: a burst of made-up tokens sent at once is held back as well: each lookup is
+    /// counted before it reaches the database, not after (when the whole burst had passed).
+    pub async fn a_burst_of_unknown_tokens_is_held_back_too(app: TestApp) {
+        let (game, _) = app.new_game().await;
+        let path = format!("/v1/games/{game}");
+        let replies = futures::future::join_all((0..20).map(|i| {
+            let made_up = format!("burst-token-{i}");
+            let app = &app;
+            let path = &path;
+            async move { app.call(Method::GET, path, Some(&made_up), None).await }
+        }))
+        .await;
+        let looked_up = replies.iter().filter(|r| r.status == 401).count();
+        let held = replies.iter().filter(|r| r.status == 429).count();
+        assert!(
+            looked_up <= 3,
+            "{looked_up} lookups reached the database (burst 3)"
+        );
+        assert_eq!(looked_up + held, 20);
+    }
 }
 
 mod limits_embedded {
@@ -665,6 +688,12 @@ mod limits_embedded {
     async fn unknown_tokens_are_limited_before_the_lookup() {
         let app = super::TestApp::embedded_with(super::limits::config()).await;
         super::limits::unknown_tokens_are_limited_before_the_lookup(app).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_unknown_tokens_is_held_back_too() {
+        let app = super::TestApp::embedded_with(super::limits::config()).await;
+        super::limits::a_burst_of_unknown_tokens_is_held_back_too(app).await;
     }
 }
 
@@ -681,6 +710,19 @@ mod limits_distributed {
             .shared(app.backends.limiter.clone());
         app.router = hotpath_engine::api::app(app.state.clone(), &config);
         super::limits::unknown_tokens_are_limited_before_the_lookup(app).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_unknown_tokens_is_held_back_too() {
+        let config = super::limits::config();
+        let mut app = super::TestApp::distributed_with(config.clone(), true).await;
+        app.state.limits = app
+            .state
+            .limits
+            .clone()
+            .shared(app.backends.limiter.clone());
+        app.router = hotpath_engine::api::app(app.state.clone(), &config);
+        super::limits::a_burst_of_unknown_tokens_is_held_back_too(app).await;
     }
 }
 
@@ -739,6 +781,82 @@ mod clients {
         );
     }
 
+    /// Small invite limits: invites live 2 s, a game holds 3 players, 4 join attempts per
+    /// game at once (then one a minute).
+    pub fn invite_config() -> ApiConfig {
+        ApiConfig {
+            invite_ttl: std::time::Duration::from_secs(2),
+            max_players_per_game: 3,
+            joins_per_minute: std::num::NonZeroU32::new(1).unwrap(),
+            joins_burst: std::num::NonZeroU32::new(4).unwrap(),
+            ..common::api_config(1000)
+        }
+    }
+
+    /// Finding 10: an invite can be revoked (rotated) per game, expires, lets no more than
+    /// the game's cap of players in, and joining is rate limited per game.
+    pub async fn invites_rotate_expire_and_are_bounded(app: TestApp) {
+        let (game, _ada) = app.new_game().await;
+        let uri = format!("/v1/games/{game}/invite");
+        let join = |game: String, name: &'static str, invite: String| {
+            let app = &app;
+            async move {
+                app.call(
+                    Method::POST,
+                    &format!("/v1/games/{game}/join"),
+                    None,
+                    Some(json!({"name": name, "invite": invite})),
+                )
+                .await
+            }
+        };
+        let first = app.call(Method::GET, &uri, Some(ADMIN), None).await;
+        assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+        assert!(
+            first.json["expires_at"].as_i64().is_some(),
+            "{}",
+            first.text
+        );
+        let first = first.json["invite"].as_str().unwrap().to_owned();
+        let r = join(game.clone(), "Bo", first.clone()).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+        // Rotating revokes the old invite.
+        let rotated = app.call(Method::POST, &uri, Some(ADMIN), None).await;
+        assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.text);
+        let second = rotated.json["invite"].as_str().unwrap().to_owned();
+        assert_ne!(second, first);
+        join(game.clone(), "Eve", first.clone())
+            .await
+            .assert_error(StatusCode::FORBIDDEN, "forbidden");
+        let r = join(game.clone(), "Cy", second.clone()).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        // Three players: the game is full.
+        join(game.clone(), "Di", second.clone())
+            .await
+            .assert_error(StatusCode::FORBIDDEN, "forbidden");
+        // Four attempts at once, then one a minute.
+        let r = join(game.clone(), "Ed", second.clone()).await;
+        r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+        assert!(r.headers.contains_key("retry-after"));
+
+        // An invite expires.
+        let (later, _) = app.new_game().await;
+        let r = app
+            .call(
+                Method::GET,
+                &format!("/v1/games/{later}/invite"),
+                Some(ADMIN),
+                None,
+            )
+            .await;
+        let invite = r.json["invite"].as_str().unwrap().to_owned();
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        join(later.clone(), "Fay", invite)
+            .await
+            .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    }
+
     /// A method a path does not have: 405 with `Allow` and the API's error body.
     pub async fn other_methods_are_405_with_allow(app: TestApp) {
         let r = app
@@ -783,6 +901,12 @@ macro_rules! both_deployments {
 
 mod embedded_clients {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn invites_rotate_expire_and_are_bounded() {
+        let app = super::TestApp::embedded_with(super::clients::invite_config()).await;
+        super::clients::invites_rotate_expire_and_are_bounded(app).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn invites_let_players_join() {
         super::clients::invites_let_players_join(super::TestApp::embedded().await).await;
     }
@@ -793,6 +917,20 @@ mod embedded_clients {
 }
 
 mod distributed_clients {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn invites_rotate_expire_and_are_bounded() {
+        let config = super::clients::invite_config();
+        let mut app = super::TestApp::distributed_with(config.clone(), false).await;
+        // Counted in Redis, as `hotpath serve` counts them.
+        app.state.limits = app
+            .state
+            .limits
+            .clone()
+            .shared(app.backends.limiter.clone());
+        app.router = hotpath_engine::api::app(app.state.clone(), &config);
+        super::clients::invites_rotate_expire_and_are_bounded(app).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn invites_let_players_join() {
         super::clients::invites_let_players_join(super::TestApp::distributed().await).await;

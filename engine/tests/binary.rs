@@ -310,3 +310,70 @@ fn jobs_dead_lists_what_a_failing_model_left_and_requeue_runs_it_again() {
     let stats = jobs(dir, &["stats"]);
     assert!(stats.contains("pending"), "{stats}");
 }
+
+/// Finding 12: no help text prints a secret an environment variable holds.
+#[test]
+fn help_never_prints_a_secret_from_the_environment() {
+    let secrets = [
+        ("HOTPATH_TOKEN", "tok-secret-0123"),
+        ("HOTPATH_ADMIN_TOKEN", "admin-secret-0123"),
+        ("HOTPATH_REDIS_URL", "redis://:redis-secret-0123@h:6379/"),
+        ("HOTPATH_DATABASE_URL", "postgres://u:db-secret-0123@h/db"),
+    ];
+    for command in [
+        &["play", "--help"][..],
+        &["serve", "--help"],
+        &["worker", "--help"],
+        &["migrate", "--help"],
+        &["jobs", "--help"],
+    ] {
+        let out = Command::new(BIN)
+            .args(command)
+            .envs(secrets)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.is_empty());
+        for (var, value) in secrets {
+            let secret = value.split("secret").next().unwrap();
+            assert!(
+                !text.contains(&format!("{secret}secret")),
+                "`hotpath {}` prints {var}'s value:\n{text}",
+                command.join(" ")
+            );
+        }
+    }
+}
+
+/// Finding 12: a URL's password is hidden wherever it is written, in the user info or as a
+/// query parameter (`?password=`, as PostgreSQL and Redis clients accept it).
+#[test]
+fn urls_in_messages_hide_every_password() {
+    use hotpath_engine::compose::redact;
+    for (url, shown) in [
+        (
+            "postgres://u:secret@h:5432/db",
+            "postgres://u:***@h:5432/db",
+        ),
+        (
+            "postgres://u@h/db?password=secret",
+            "postgres://u@h/db?password=***",
+        ),
+        (
+            "postgres://h/db?sslmode=require&password=secret&user=u",
+            "postgres://h/db?sslmode=require&password=***&user=u",
+        ),
+        ("redis://:secret@h:6379/", "redis://:***@h:6379/"),
+        (
+            "postgresql://h/db?PassWord=secret",
+            "postgresql://h/db?PassWord=***",
+        ),
+        ("redis://h:6379/", "redis://h:6379/"),
+    ] {
+        assert_eq!(redact(url), shown, "{url}");
+    }
+}

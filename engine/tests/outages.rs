@@ -182,25 +182,36 @@ async fn slow_database_is_503_within_the_budget(
     hold: impl AsyncFnOnce() -> Box<dyn FnOnce() + Send>,
 ) {
     let (game, token) = app.new_game().await;
-    let body = json!({"scene_id": "docks", "text": "Hello"});
+    let body = |text: &str| json!({"scene_id": "docks", "text": text});
     assert_eq!(
-        app.act(&game, &token, body.clone()).await.status,
+        app.act(&game, &token, body("Hello")).await.status,
         StatusCode::OK
     );
 
     let release = hold().await;
     let started = Instant::now();
-    let r = app.act(&game, &token, body.clone()).await;
+    // The first action's commit begins at once and waits on the lock; the second queues
+    // behind it and never begins.
+    let (begun, queued) = tokio::join!(app.act(&game, &token, body("begun")), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        app.act(&game, &token, body("queued")).await
+    });
     let waited = started.elapsed();
-    r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
-    assert!(r.headers.contains_key("retry-after"));
-    // The budget is 200 ms; the database would have kept it for seconds.
+    // The budget is 200 ms; the database would have kept them for seconds.
     assert!(waited < Duration::from_secs(2), "answered after {waited:?}");
+    // A commit that began is not answered 503 (it may land): 202, outcome unknown.
+    assert_eq!(begun.status, StatusCode::ACCEPTED, "{}", begun.text);
+    let location = begun.headers["location"].to_str().unwrap().to_owned();
+    assert_eq!(begun.json["location"], json!(location));
+    assert!(begun.headers.contains_key("retry-after"));
+    // One that never began is 503: not applied.
+    queued.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(queued.headers.contains_key("retry-after"));
     release();
 
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if app.act(&game, &token, body.clone()).await.status == StatusCode::OK {
+        if app.act(&game, &token, body("Hello")).await.status == StatusCode::OK {
             break;
         }
         assert!(
@@ -209,7 +220,26 @@ async fn slow_database_is_503_within_the_budget(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(log_and_outbox_agree(&app, &game).await >= 2);
+    assert!(log_and_outbox_agree(&app, &game).await >= 3);
+    // The begun action landed once the lock was released; the queued one never did.
+    let outcome = app.call(Method::GET, &location, Some(&token), None).await;
+    assert_eq!(outcome.status, StatusCode::OK, "{}", outcome.text);
+    assert_eq!(outcome.json["action_id"], begun.json["action_id"]);
+    let id: hotpath_cache::GameId = game.parse().unwrap();
+    let texts: Vec<String> = app
+        .backends
+        .store
+        .events(id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            hotpath_cache::events::LoggedEvent::ActionApplied(a) => Some(a.text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts.iter().filter(|t| *t == "begun").count(), 1);
+    assert!(!texts.iter().any(|t| t == "queued"), "{texts:?}");
 }
 
 /// What a test calls after the slow answer: `release` runs a second later (the database stays

@@ -21,7 +21,9 @@
 //! returns, and it stops the server and removes its directory. Linux only (it reads `/proc`).
 //!
 //! This crate is deliberately synchronous and std-only (plus `tempfile`), so any test, async or
-//! not, can use it without pulling a runtime in.
+//! not, can use it without pulling a runtime in. The one exception is behind the `chaos`
+//! feature: [`chaos`], the history checker, which drives real engines over HTTP (tokio, reqwest,
+//! sqlx) and reads their logs through `hotpath-cache`.
 
 use std::ffi::OsString;
 use std::fs;
@@ -37,6 +39,9 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+#[cfg(feature = "chaos")]
+pub mod chaos;
 
 /// How long a server may take to answer after it was spawned. Generous, because CI machines
 /// under a parallel `cargo test` can be slow; a healthy start takes well under a second.

@@ -94,10 +94,7 @@ where
         state.limits.before_lookup(client).await?;
         match hot.player_by_token_hash(&hash).await? {
             Some(p) => Ok(Caller::Player(p)),
-            None => {
-                state.limits.unknown_token(client).await;
-                Err(ApiError::Unauthorized("unknown token".into()))
-            }
+            None => Err(ApiError::Unauthorized("unknown token".into())),
         }
     }
 }

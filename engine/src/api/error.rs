@@ -1,6 +1,6 @@
 //! One error type for the whole API, one JSON shape: `{"error": {"code", "message"}}`.
 //! Client mistakes are 4xx and logged at debug; server faults are 5xx, logged as errors, with a
-//! generic body.
+//! generic body (a 503 never echoes a backend's error text).
 
 use std::time::Duration;
 
@@ -33,11 +33,18 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("rate limit exceeded; retry in {0:?}")]
     TooManyRequests(Duration),
+    /// 429 with its own message: a limit that is not a rate (open event streams, say).
+    #[error("{0}")]
+    TooMany(String, Duration),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
 }
+
+/// The message of every 503: which backend failed and how is in the log.
+pub const UNAVAILABLE: &str =
+    "a backend is unavailable for a moment; retry after `Retry-After` seconds";
 
 /// The error body.
 #[derive(Debug, Serialize, ToSchema)]
@@ -67,7 +74,9 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
-            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::TooManyRequests(_) | ApiError::TooMany(..) => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -83,8 +92,10 @@ impl IntoResponse for ApiError {
                 "internal error".to_owned()
             }
             ApiError::Unavailable(detail) => {
+                // The detail names hosts, users, files and versions: the log's, not a
+                // stranger's.
                 tracing::error!(%detail, "backend unavailable");
-                self.to_string()
+                UNAVAILABLE.to_owned()
             }
             other => {
                 tracing::debug!(%status, error = %other, "request refused");
@@ -99,7 +110,9 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, Json(body)).into_response();
         let retry_after = match &self {
-            ApiError::TooManyRequests(wait) => Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+            ApiError::TooManyRequests(wait) | ApiError::TooMany(_, wait) => {
+                Some(wait.as_secs_f64().ceil().max(1.0) as u64)
+            }
             ApiError::Unavailable(_) => Some(1),
             _ => None,
         };
@@ -119,6 +132,10 @@ impl From<HotError> for ApiError {
             HotError::Unprocessable(m) => ApiError::Unprocessable(m),
             HotError::Unavailable(m) => ApiError::Unavailable(m),
             HotError::Busy(wait) => ApiError::TooManyRequests(wait),
+            // Answered 202 by the actions handler; elsewhere there is no action to name.
+            HotError::OutcomeUnknown(id) => {
+                ApiError::Unavailable(format!("action {id} is still being recorded"))
+            }
         }
     }
 }

@@ -129,7 +129,8 @@ fn new_token() -> String {
     )
 }
 
-/// Adds a player to a game and returns their token (admin token).
+/// Adds a player to a game and returns their token (admin token); 403 when the game has
+/// `--max-players-per-game` players already.
 #[utoipa::path(post, path = "/v1/games/{game_id}/players", tag = "games", request_body = AddPlayer,
     security(("bearer" = [])),
     params(("game_id" = uuid::Uuid, Path, description = "The game")),
@@ -137,14 +138,14 @@ fn new_token() -> String {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn add_player(
-    State(hot): State<HotPath>,
+    State(app): State<AppState>,
     caller: Caller,
     ApiPath(game): ApiPath<String>,
     ApiJson(body): ApiJson<AddPlayer>,
 ) -> Result<(StatusCode, Json<PlayerAdded>), ApiError> {
     caller.require_admin()?;
     let game = parse_game(&game)?;
-    new_player(&hot, game, &body.name).await
+    new_player_within(&app, game, &body.name).await
 }
 
 /// Adds a player named `raw_name` to `game`.
@@ -182,27 +183,82 @@ async fn new_player(
     ))
 }
 
-/// A game's invite: derived from the admin token's digest and the game id, so it needs no
-/// storage, is the same every time it is asked for, and dies with the admin token.
-fn invite_of(state: &AppState, game: GameId) -> String {
+/// A game's current invite, kept in the cache under the game's keys until it expires: a
+/// random nonce and the expiry. Rotating replaces it (revoking the old invite); losing the
+/// cache revokes every invite (the admin asks for a new one): invites fail closed.
+#[derive(Serialize, Deserialize)]
+struct InviteRecord {
+    nonce: String,
+    expires_at: i64,
+}
+
+fn invite_key(game: GameId) -> String {
+    format!("{}invite", keys::game_prefix(game))
+}
+
+/// The invite a record stands for: `hpi_<expiry ms>_<SHA-256 of the admin token's digest, the
+/// game, the nonce and the expiry>`, so it dies with the admin token too.
+fn invite_of(state: &AppState, game: GameId, record: &InviteRecord) -> String {
     let digest = Sha256::digest(format!(
-        "hotpath-invite\n{}\n{game}",
-        state.admin_token_hash
+        "hotpath-invite\n{}\n{game}\n{}\n{}",
+        state.admin_token_hash, record.nonce, record.expires_at
     ));
-    format!("hpi_{}", hotpath_cache::hex::hex(&digest))
+    format!(
+        "hpi_{}_{}",
+        record.expires_at,
+        hotpath_cache::hex::hex(&digest)
+    )
+}
+
+async fn current_invite(app: &AppState, game: GameId) -> Result<Option<InviteRecord>, ApiError> {
+    let read = tokio::time::timeout(app.hot.config.budget, app.hot.cache.get(&invite_key(game)))
+        .await
+        .map_err(|_| ApiError::Unavailable("cache timed out reading an invite".into()))?
+        .map_err(|e| ApiError::Unavailable(format!("reading an invite: {e}")))?;
+    Ok(read
+        .and_then(|bytes| serde_json::from_slice::<InviteRecord>(&bytes).ok())
+        .filter(|r| r.expires_at > hotpath_cache::time::now_ms()))
+}
+
+async fn new_invite(app: &AppState, game: GameId) -> Result<InviteRecord, ApiError> {
+    let record = InviteRecord {
+        nonce: uuid::Uuid::new_v4().simple().to_string(),
+        expires_at: hotpath_cache::time::now_ms() + app.invite_ttl.as_millis() as i64,
+    };
+    let bytes = serde_json::to_vec(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
+    tokio::time::timeout(
+        app.hot.config.budget,
+        app.hot.cache.set(&invite_key(game), bytes, app.invite_ttl),
+    )
+    .await
+    .map_err(|_| ApiError::Unavailable("cache timed out writing an invite".into()))?
+    .map_err(|e| ApiError::Unavailable(format!("writing an invite: {e}")))?;
+    Ok(record)
+}
+
+fn invite_answer(app: &AppState, game: GameId, record: &InviteRecord) -> Json<Invite> {
+    let invite = invite_of(app, game, record);
+    Json(Invite {
+        join_path: format!("/#game={game}&invite={invite}"),
+        invite,
+        expires_at: record.expires_at,
+    })
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct Invite {
-    /// Lets anyone who holds it join this game as a new player (`POST …/join`).
+    /// Lets anyone who holds it join this game as a new player (`POST …/join`) until it
+    /// expires or is rotated, while the game has room.
     pub invite: String,
     /// The web page's join link, relative to the server: `/#game=…&invite=…`.
     pub join_path: String,
+    /// When the invite stops working, in milliseconds since the Unix epoch.
+    pub expires_at: i64,
 }
 
 /// A join link for a game (admin token): whoever opens it in the web page (or sends its invite
-/// to `POST /v1/games/{game_id}/join`) becomes a new player. The same link every time; it stops
-/// working when the admin token changes.
+/// to `POST /v1/games/{game_id}/join`) becomes a new player. The same link until it expires
+/// (`--invite-ttl-secs`, a day) or is rotated, then a new one.
 #[utoipa::path(get, path = "/v1/games/{game_id}/invite", tag = "games", security(("bearer" = [])),
     params(("game_id" = uuid::Uuid, Path, description = "The game")),
     responses((status = 200, body = Invite), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -215,11 +271,29 @@ pub async fn invite(
     caller.require_admin()?;
     let game = parse_game(&game)?;
     app.hot.scenario_of(game).await?;
-    let invite = invite_of(&app, game);
-    Ok(Json(Invite {
-        join_path: format!("/#game={game}&invite={invite}"),
-        invite,
-    }))
+    let record = match current_invite(&app, game).await? {
+        Some(record) => record,
+        None => new_invite(&app, game).await?,
+    };
+    Ok(invite_answer(&app, game, &record))
+}
+
+/// Replaces a game's invite with a new one (admin token): the old one stops working at once.
+#[utoipa::path(post, path = "/v1/games/{game_id}/invite", tag = "games", security(("bearer" = [])),
+    params(("game_id" = uuid::Uuid, Path, description = "The game")),
+    responses((status = 200, body = Invite), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn rotate_invite(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiPath(game): ApiPath<String>,
+) -> Result<Json<Invite>, ApiError> {
+    caller.require_admin()?;
+    let game = parse_game(&game)?;
+    app.hot.scenario_of(game).await?;
+    let record = new_invite(&app, game).await?;
+    tracing::info!(%game, "invite rotated");
+    Ok(invite_answer(&app, game, &record))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -238,24 +312,53 @@ pub struct JoinGame {
     pub invite: String,
 }
 
-/// Joins a game with its invite (no token needed): returns the new player's token.
+/// Joins a game with its invite (no token needed): returns the new player's token. Join
+/// attempts are limited per game (`--joins-per-minute`), and a game takes at most
+/// `--max-players-per-game` players.
 #[utoipa::path(post, path = "/v1/games/{game_id}/join", tag = "games", request_body = JoinGame,
     params(("game_id" = uuid::Uuid, Path, description = "The game")),
     responses((status = 201, body = PlayerAdded), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody, description = "The invite is not this game's"),
+        (status = 403, body = ErrorBody, description = "The invite is not this game's, expired or was rotated, or the game is full"),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait")),
+            description = "Too many join attempts for this game lately"),
+        (status = 503, body = ErrorBody)))]
 pub async fn join(
     State(app): State<AppState>,
     ApiPath(game): ApiPath<String>,
     ApiJson(body): ApiJson<JoinGame>,
 ) -> Result<(StatusCode, Json<PlayerAdded>), ApiError> {
     let game = parse_game(&game)?;
+    app.limits.join(game).await?;
+    let refused = || {
+        ApiError::Forbidden(
+            "this invite is not this game's, has expired or was rotated: ask for a new one".into(),
+        )
+    };
+    let record = current_invite(&app, game).await?.ok_or_else(refused)?;
     // Digests compared, so the comparison's timing says nothing about the invite.
-    if Sha256::digest(invite_of(&app, game)) != Sha256::digest(&body.invite) {
-        return Err(ApiError::Forbidden("this invite is not this game's".into()));
+    if Sha256::digest(invite_of(&app, game, &record)) != Sha256::digest(&body.invite) {
+        return Err(refused());
     }
-    new_player(&app.hot, game, &body.name).await
+    new_player_within(&app, game, &body.name).await
+}
+
+/// Adds a player unless the game has `max_players_per_game` already.
+async fn new_player_within(
+    app: &AppState,
+    game: GameId,
+    name: &str,
+) -> Result<(StatusCode, Json<PlayerAdded>), ApiError> {
+    let scenario = app.hot.scenario_of(game).await?;
+    let (state, _) = app.hot.current_state(game, &scenario).await?;
+    if state.players.len() >= app.max_players_per_game {
+        return Err(ApiError::Forbidden(format!(
+            "the game is full: it has {} players, the most allowed",
+            state.players.len()
+        )));
+    }
+    new_player(&app.hot, game, name).await
 }
 
 #[derive(Serialize, ToSchema)]

@@ -59,6 +59,18 @@ pub struct ApiConfig {
     pub unknown_tokens_burst: NonZeroU32,
     /// Whole-request timeout (not applied to the event stream).
     pub request_timeout: Duration,
+    /// Event streams one player may hold open at once in this process; one more answers 429.
+    pub max_streams_per_player: usize,
+    /// How often `/metrics` may read its figures from the storage (in the background).
+    pub metrics_refresh: Duration,
+    /// How long an invite (`GET /v1/games/{game}/invite`) lets players join.
+    pub invite_ttl: Duration,
+    /// Players a game may have; joining (or adding) one more is refused.
+    pub max_players_per_game: usize,
+    /// Join attempts per game per minute (sustained), counted for the whole deployment.
+    pub joins_per_minute: NonZeroU32,
+    /// Join attempts one game may take at once.
+    pub joins_burst: NonZeroU32,
 }
 
 impl Default for ApiConfig {
@@ -69,6 +81,12 @@ impl Default for ApiConfig {
             unknown_tokens_per_second: NonZeroU32::new(10).expect("non-zero"),
             unknown_tokens_burst: NonZeroU32::new(100).expect("non-zero"),
             request_timeout: Duration::from_secs(10),
+            max_streams_per_player: 8,
+            metrics_refresh: Duration::from_secs(5),
+            invite_ttl: Duration::from_secs(24 * 3600),
+            max_players_per_game: 64,
+            joins_per_minute: NonZeroU32::new(10).expect("non-zero"),
+            joins_burst: NonZeroU32::new(10).expect("non-zero"),
         }
     }
 }
@@ -82,7 +100,14 @@ pub struct AppState {
     /// Per-player action and per-address unknown-token limits (shared by every engine process
     /// once [`ApiLimits::shared`] is set).
     pub limits: ApiLimits,
+    /// Event streams open per player in this process.
+    pub streams: limits::StreamSlots,
+    /// How long an invite lives, and how many players a game may have.
+    pub invite_ttl: Duration,
+    pub max_players_per_game: usize,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The storage's figures on `/metrics`, refreshed in the background.
+    pub figures: Arc<ops::StoreFigures>,
     /// The job storage, for readiness, the queue metrics and the admin job routes (never for
     /// pushing: the write path inserts jobs in the action's transaction).
     pub queue: Option<Arc<dyn hotpath_cache::jobs::JobAdmin>>,
@@ -111,8 +136,16 @@ impl AppState {
                     per_second: f64::from(config.unknown_tokens_per_second.get()),
                     burst: config.unknown_tokens_burst.get(),
                 },
-            ),
+            )
+            .joins(Rate {
+                per_second: f64::from(config.joins_per_minute.get()) / 60.0,
+                burst: config.joins_burst.get(),
+            }),
+            streams: limits::StreamSlots::new(config.max_streams_per_player),
+            invite_ttl: config.invite_ttl,
+            max_players_per_game: config.max_players_per_game.max(1),
             metrics: Some(ops::metrics_handle()),
+            figures: Arc::new(ops::StoreFigures::new(config.metrics_refresh)),
             queue: None,
             shutdown: tokio::sync::watch::Sender::new(false),
         }
@@ -223,7 +256,7 @@ impl utoipa::Modify for Contract {
         let game_from_path = "$request.path.game_id";
         /// (link name, target operation id)
         type Targets = &'static [(&'static str, &'static str)];
-        let links: [(&str, &str, &str, Targets); 3] = [
+        let links: [(&str, &str, &str, Targets); 4] = [
             (
                 "/v1/games",
                 "post",
@@ -245,6 +278,12 @@ impl utoipa::Modify for Contract {
             (
                 "/v1/games/{game_id}/invite",
                 "get",
+                "200",
+                &[("Join", "join")],
+            ),
+            (
+                "/v1/games/{game_id}/invite",
+                "post",
                 "200",
                 &[("Join", "join")],
             ),
@@ -309,9 +348,10 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(games::create_game))
         .routes(routes!(games::add_player))
         .routes(routes!(games::get_game))
-        .routes(routes!(games::invite))
+        .routes(routes!(games::invite, games::rotate_invite))
         .routes(routes!(games::join))
         .routes(routes!(actions::act))
+        .routes(routes!(actions::get_action))
         .routes(routes!(events::events))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))

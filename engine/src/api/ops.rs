@@ -55,7 +55,8 @@ pub async fn healthz() -> Json<Health> {
 pub struct Readiness {
     /// `ready` or `unavailable`.
     pub status: String,
-    /// `ok` or the error, per backend: cache, store, stream, queue.
+    /// Per backend (cache, store, stream, queue): `ok`, `unavailable` or `timed out` (the
+    /// error itself is in the log).
     pub checks: std::collections::BTreeMap<String, String>,
 }
 
@@ -65,22 +66,31 @@ pub struct Readiness {
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let hot = &state.hot;
     const T: Duration = Duration::from_secs(1);
+    // The answer says which backend is out; why (its error text, which names hosts, users
+    // and files) goes to the log only: anyone may call this.
     async fn check<E: std::fmt::Display>(
+        backend: &'static str,
         f: impl std::future::Future<Output = Result<(), E>>,
     ) -> String {
         match tokio::time::timeout(T, f).await {
             Ok(Ok(())) => "ok".into(),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timed out".into(),
+            Ok(Err(e)) => {
+                tracing::warn!(backend, error = %e, "readiness check failed");
+                "unavailable".into()
+            }
+            Err(_) => {
+                tracing::warn!(backend, "readiness check timed out");
+                "timed out".into()
+            }
         }
     }
     let (cache, store, stream, queue) = tokio::join!(
-        check(hot.cache.ping()),
-        check(hot.store.ping()),
-        check(hot.stream.ping()),
+        check("cache", hot.cache.ping()),
+        check("store", hot.store.ping()),
+        check("stream", hot.stream.ping()),
         async {
             match &state.queue {
-                Some(q) => check(q.ping()).await,
+                Some(q) => check("queue", q.ping()).await,
                 None => "ok".to_owned(),
             }
         },
@@ -118,10 +128,69 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
 /// where workers run in this process,
 /// `hotpath_llm_calls_total` {kind, written}, `hotpath_llm_tokens_total` {kind},
 /// `hotpath_content_lag_seconds` {kind}, `hotpath_job_pickup_seconds` {kind},
-/// `hotpath_shed_jobs_total` {kind}.
+/// `hotpath_shed_jobs_total` {kind}. The figures from the storage are read in the background at
+/// most every `--metrics-refresh-secs` (5 s), not by the scrape: a scrape shows the last read.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> (StatusCode, String) {
+    if let Some(first) = state.figures.refresh_if_due(&state) {
+        // The process' first scrape waits for the first read, so that the page is whole.
+        let _ = first.await;
+    }
+    match &state.metrics {
+        Some(handle) => (StatusCode::OK, handle.render()),
+        None => (StatusCode::OK, String::new()),
+    }
+}
+
+/// The metrics read from the deployment's storage (job counts, guards, model calls, spend):
+/// refreshed in the background at most once per interval, never by the scrape itself, so a
+/// flood of scrapes (the route needs no token) costs the store nothing more.
+#[derive(Debug)]
+pub struct StoreFigures {
+    every: Duration,
+    state: std::sync::Mutex<Refresh>,
+}
+
+#[derive(Debug, Default)]
+struct Refresh {
+    last: Option<std::time::Instant>,
+    running: bool,
+}
+
+impl StoreFigures {
+    pub fn new(every: Duration) -> StoreFigures {
+        StoreFigures {
+            every,
+            state: Default::default(),
+        }
+    }
+
+    /// Starts a refresh unless one runs or the last began within the interval; the handle of
+    /// the first one.
+    fn refresh_if_due(&self, app: &AppState) -> Option<tokio::task::JoinHandle<()>> {
+        let first = {
+            let mut st = self.state.lock().expect("metrics refresh lock");
+            if st.running || st.last.is_some_and(|l| l.elapsed() < self.every) {
+                return None;
+            }
+            st.running = true;
+            st.last.replace(std::time::Instant::now()).is_none()
+        };
+        let app = app.clone();
+        let refresh = tokio::spawn(async move {
+            read_store_figures(&app).await;
+            app.figures
+                .state
+                .lock()
+                .expect("metrics refresh lock")
+                .running = false;
+        });
+        first.then_some(refresh)
+    }
+}
+
+async fn read_store_figures(state: &AppState) {
     const T: Duration = Duration::from_millis(500);
     if let Some(queue) = &state.queue {
         if let Ok(Ok(depth)) = tokio::time::timeout(T, queue.pending()).await {
@@ -172,9 +241,5 @@ pub async fn metrics(State(state): State<AppState>) -> (StatusCode, String) {
             .set(used as f64);
         metrics::gauge!("hotpath_llm_budget_tokens", "scope" => "global", "state" => "reserved")
             .set(reserved as f64);
-    }
-    match &state.metrics {
-        Some(handle) => (StatusCode::OK, handle.render()),
-        None => (StatusCode::OK, String::new()),
     }
 }

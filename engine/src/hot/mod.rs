@@ -13,24 +13,28 @@
 //! - [`answer`]: the answer's shape.
 
 pub mod answer;
+mod apply;
 pub mod dispatch;
 pub mod fallback;
+mod load;
 pub mod reads;
 pub mod resolve;
 pub mod rules;
+pub mod writer;
+pub mod writers;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hotpath_cache::GameId;
-use hotpath_cache::cache::{Cache, CacheExt, keys};
+use hotpath_cache::cache::Cache;
 use hotpath_cache::scenario::Scenario;
 use hotpath_cache::state::GameState;
 use hotpath_cache::store::{PlayerRecord, Store, StoreError};
 use hotpath_cache::stream::EventStream;
 
-use crate::write::WritePath;
+use self::writers::Writers;
 
 /// Knobs of the hot path and its write path.
 #[derive(Debug, Clone)]
@@ -100,7 +104,7 @@ pub struct HotPath {
     pub store: Arc<dyn Store>,
     pub stream: Arc<dyn EventStream>,
     /// The per-game writers, the committer and the relay.
-    pub writes: WritePath,
+    pub writes: Writers,
     pub config: HotConfig,
     scenarios: Arc<BTreeMap<String, Arc<Scenario>>>,
     /// A game's scenario never changes once the game exists.
@@ -110,7 +114,7 @@ pub struct HotPath {
 }
 
 /// Why an action (or a read) cannot be answered.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum HotError {
     #[error("{0}")]
     NotFound(String),
@@ -122,6 +126,10 @@ pub enum HotError {
     /// The game's writer has a full queue: retry after this long.
     #[error("too many actions queued for this game; retry")]
     Busy(Duration),
+    /// The action's commit began inside its budget and had not finished one budget later: it
+    /// will be in the log once or not at all, and `GET …/actions/{action_id}` tells which.
+    #[error("the action is still being recorded; its outcome is not known yet")]
+    OutcomeUnknown(hotpath_cache::ids::ActionId),
 }
 
 impl From<StoreError> for HotError {
@@ -138,7 +146,7 @@ impl HotPath {
         scenarios: BTreeMap<String, Scenario>,
         config: HotConfig,
     ) -> HotPath {
-        let writes = WritePath::start(store.clone(), cache.clone(), stream.clone(), config.clone());
+        let writes = Writers::start(store.clone(), cache.clone(), stream.clone(), config.clone());
         HotPath {
             cache,
             store,
@@ -213,37 +221,15 @@ impl HotPath {
         game: GameId,
         scenario: &Scenario,
     ) -> Result<(GameState, bool), HotError> {
-        let cached = tokio::time::timeout(
-            self.config.budget,
-            self.cache.get_typed(&keys::snapshot(game)),
+        let now = tokio::time::Instant::now();
+        load::load(
+            &*self.cache,
+            &*self.store,
+            game,
+            scenario,
+            now + self.config.budget,
+            now + self.config.budget * 2,
         )
-        .await;
-        let (snapshot, degraded) = match cached {
-            Ok(Ok(s)) => (s, false),
-            Ok(Err(e)) => {
-                tracing::warn!(%game, error = %e, "snapshot read failed; rebuilding from the log");
-                (None, true)
-            }
-            Err(_) => (None, true),
-        };
-        let state = self.catch_up(game, scenario, snapshot).await?;
-        Ok((state, degraded))
-    }
-
-    /// Folds whatever the log holds after `from` (or all of it) into a state.
-    pub(crate) async fn catch_up(
-        &self,
-        game: GameId,
-        scenario: &Scenario,
-        from: Option<GameState>,
-    ) -> Result<GameState, HotError> {
-        let mut state = from.unwrap_or_else(|| GameState::new(game, scenario));
-        let events = tokio::time::timeout(self.config.budget, self.store.events(game, state.seq))
-            .await
-            .map_err(|_| HotError::Unavailable("database timed out".into()))??;
-        for (seq, event) in &events {
-            state.apply(scenario, *seq, event);
-        }
-        Ok(state)
+        .await
     }
 }

@@ -23,6 +23,7 @@ use hotpath_cache::events::GameEvent;
 use hotpath_cache::store::{BatchItem, ItemError, ItemOutcome, Store, StoreError};
 use hotpath_cache::stream::StreamId;
 
+use super::Fate;
 use super::relay::Relay;
 
 /// One item on its way to the store.
@@ -34,6 +35,8 @@ pub(crate) struct Submit {
     pub id: u64,
     /// Past this, the item is refused instead of committed: its client was answered 503.
     pub deadline: tokio::time::Instant,
+    /// Settles the race between this deadline and the start of the item's commit.
+    pub fate: Fate,
     /// The writer's outcome channel (unbounded: it holds at most the writer's items in flight).
     pub writer: mpsc::UnboundedSender<Outcome>,
 }
@@ -65,28 +68,40 @@ impl Handle {
     }
 }
 
+/// How long a failed generation is refused: far longer than any action's budget, after which
+/// its items are refused for their deadline anyway.
+const POISON_KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+const POISON_PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn run(
     store: Arc<dyn Store>,
     relay: Relay,
     mut rx: mpsc::UnboundedReceiver<Submit>,
     max_batch: usize,
 ) {
-    // Game → the newest writer generation whose items must be refused.
-    let mut poisoned: HashMap<GameId, u64> = HashMap::new();
+    // Game → the newest writer generation whose items must be refused, and since when.
+    // Generations are unique in the process, so an entry never refuses a later writer's items;
+    // it is forgotten once every item it could refuse is past its deadline anyway.
+    let mut poisoned: HashMap<GameId, (u64, tokio::time::Instant)> = HashMap::new();
+    let mut pruned = tokio::time::Instant::now();
     let mut batch: Vec<Submit> = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
         let now = tokio::time::Instant::now();
-        let mut live: Vec<Submit> = Vec::with_capacity(batch.len());
-        for s in batch.drain(..) {
+        if now.duration_since(pruned) >= POISON_PRUNE_EVERY {
+            poisoned.retain(|_, (_, since)| now.duration_since(*since) < POISON_KEPT_FOR);
+            pruned = now;
+        }
+        // Outcomes go to the writers in submission order, refusals included, once the batch
+        // has committed: a writer must learn that its earlier items committed before it hears
+        // that a later one was refused, or it would answer 503 for items that commit.
+        let mut told: Vec<(usize, Told)> = Vec::with_capacity(batch.len());
+        let mut live: Vec<(usize, Submit)> = Vec::with_capacity(batch.len());
+        for (position, s) in batch.drain(..).enumerate() {
             let game = s.item.game_id;
             match poisoned.get(&game) {
-                Some(g) if s.generation <= *g => {
-                    refuse(
-                        s,
-                        StoreError::Unavailable(
-                            "an earlier action of this game did not commit".into(),
-                        ),
-                    );
+                Some((g, _)) if s.generation <= *g => {
+                    let error = "an earlier action of this game did not commit";
+                    told.push((position, refusal(s, error)));
                     continue;
                 }
                 Some(_) => {
@@ -94,23 +109,27 @@ async fn run(
                 }
                 None => {}
             }
+            // Its client is (or is about to be) answered 503 at this deadline: refuse it, unless
+            // an earlier commit of it already began (the client then waits for the outcome).
             if s.deadline <= now {
-                poisoned.insert(game, s.generation);
+                s.fate.abandon();
+            }
+            if !s.fate.begin_commit() {
+                poisoned.insert(game, (s.generation, now));
                 metrics::counter!("hotpath_commit_expired_total").increment(1);
-                refuse(
-                    s,
-                    StoreError::Unavailable("the action's budget ran out before its commit".into()),
-                );
+                let error = "the action's budget ran out before its commit";
+                told.push((position, refusal(s, error)));
                 continue;
             }
-            live.push(s);
+            live.push((position, s));
         }
         if live.is_empty() {
+            tell(told);
             continue;
         }
         let (items, meta): (Vec<BatchItem>, Vec<_>) = live
             .into_iter()
-            .map(|s| (s.item, (s.id, s.generation, s.writer)))
+            .map(|(position, s)| (s.item, (position, s.id, s.generation, s.writer)))
             .unzip();
         let games: Vec<(GameId, u64)> = items.iter().map(|i| (i.game_id, i.seq)).collect();
         let started = Instant::now();
@@ -123,7 +142,7 @@ async fn run(
         metrics::histogram!("hotpath_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("hotpath_commit_batch_size").record(size as f64);
         let mut published = Vec::new();
-        for (((game, seq), (id, generation, writer)), result) in
+        for (((game, seq), (position, id, generation, writer)), result) in
             games.into_iter().zip(meta).zip(outcomes)
         {
             match &result {
@@ -134,24 +153,40 @@ async fn run(
                     }
                 }
                 Err(_) => {
-                    poisoned.insert(game, generation);
+                    poisoned.insert(game, (generation, tokio::time::Instant::now()));
                 }
             }
-            // A writer that retired has nobody left to tell.
-            let _ = writer.send(Outcome {
+            let outcome = Outcome {
                 id,
                 generation,
                 result: Box::new(result),
-            });
+            };
+            told.push((position, (writer, outcome)));
         }
+        tell(told);
         relay.publish(published);
     }
 }
 
-fn refuse(s: Submit, error: StoreError) {
-    let _ = s.writer.send(Outcome {
-        id: s.id,
-        generation: s.generation,
-        result: Box::new(Err(ItemError::Store(error))),
-    });
+/// An outcome and the writer it goes to.
+type Told = (mpsc::UnboundedSender<Outcome>, Outcome);
+
+/// Sends each writer its outcomes in the order its items were submitted.
+fn tell(mut told: Vec<(usize, Told)>) {
+    told.sort_by_key(|(position, _)| *position);
+    for (_, (writer, outcome)) in told {
+        // A writer that retired has nobody left to tell.
+        let _ = writer.send(outcome);
+    }
+}
+
+fn refusal(s: Submit, error: &str) -> Told {
+    (
+        s.writer,
+        Outcome {
+            id: s.id,
+            generation: s.generation,
+            result: Box::new(Err(ItemError::Store(StoreError::Unavailable(error.into())))),
+        },
+    )
 }

@@ -6,8 +6,11 @@
 //! When another process's events for a game are missing below the first one to publish (a gap
 //! in seqs), they are read from the outbox and published first. On start, a relay publishes
 //! what the last [`RECOVERY_WINDOW`] committed, in case a process died between commit and
-//! publish. A stream that is down loses nothing: clients resuming with `Last-Event-ID` are
-//! served from the outbox (see the event route).
+//! publish. A publish that fails (the stream is down) is tried again, first in the game's next
+//! publish and every [`RETRY_EVERY`], up to [`RETRIES`] times, so a stream that comes back,
+//! even empty, gets the events in order. Either way a stream that is down loses nothing: clients
+//! resuming with `Last-Event-ID` are served from the outbox, and a live client that sees a hole
+//! gets it filled from there (see the event route).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,6 +53,11 @@ impl Relay {
     }
 }
 
+/// How often committed events whose publish failed are tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How many times they are tried before the relay leaves them to the outbox.
+const RETRIES: u32 = 60;
+
 async fn run(
     store: Arc<dyn Store>,
     stream: Arc<dyn EventStream>,
@@ -59,30 +67,56 @@ async fn run(
     if recover {
         recover_recent(&*store, &*stream).await;
     }
+    // Per game, the events a publish failed for (the stream was down) and how often they were
+    // tried: they go first in the game's next publish, and on their own every [`RETRY_EVERY`],
+    // so a stream that comes back (maybe empty) gets them in order, and its live readers too.
+    let mut pending: BTreeMap<GameId, (Entries, u32)> = BTreeMap::new();
     let mut commits = Vec::new();
-    while rx.recv_many(&mut commits, 1024).await > 0 {
+    loop {
+        let open = if pending.is_empty() {
+            rx.recv_many(&mut commits, 1024).await > 0
+        } else {
+            tokio::select! {
+                n = rx.recv_many(&mut commits, 1024) => n > 0,
+                () = tokio::time::sleep(RETRY_EVERY) => true,
+            }
+        };
+        if !open {
+            return;
+        }
         // Whatever queued while the last publish ran goes out together: one call per game,
         // games side by side, each game's events in commit order.
-        let mut per_game: BTreeMap<GameId, Entries> = BTreeMap::new();
+        let mut per_game: BTreeMap<GameId, (Entries, u32)> = std::mem::take(&mut pending);
         for commit in commits.drain(..) {
             for (game, entries) in commit {
-                per_game.entry(game).or_default().extend(entries);
+                per_game.entry(game).or_default().0.extend(entries);
             }
         }
-        futures::future::join_all(
+        let published = futures::future::join_all(
             per_game
-                .into_iter()
-                .map(|(game, entries)| publish_game(&*store, &*stream, game, entries)),
+                .iter()
+                .map(|(game, (entries, _))| publish_game(&*store, &*stream, *game, entries)),
         )
         .await;
+        for ((game, (entries, tries)), ok) in per_game.into_iter().zip(published) {
+            if !ok && tries + 1 < RETRIES {
+                pending.insert(game, (entries, tries + 1));
+            }
+        }
     }
 }
 
-async fn publish_game(store: &dyn Store, stream: &dyn EventStream, game: GameId, entries: Entries) {
+/// Publishes one game's events; `false` if they did not reach the stream.
+async fn publish_game(
+    store: &dyn Store,
+    stream: &dyn EventStream,
+    game: GameId,
+    entries: &[(StreamId, GameEvent)],
+) -> bool {
     let Some(first) = entries.first().map(|(id, _)| *id) else {
-        return;
+        return true;
     };
-    let published = match stream.publish_committed(game, &entries, true).await {
+    let published = match stream.publish_committed(game, entries, true).await {
         Ok(Published::Done) => Ok(()),
         Ok(Published::Gap { top }) => {
             // Another process committed between the stream's newest and ours: its events go
@@ -97,7 +131,7 @@ async fn publish_game(store: &dyn Store, stream: &dyn EventStream, game: GameId,
                     metrics::counter!("hotpath_relay_gap_fills_total").increment(1);
                     match stream.publish_committed(game, &missing, false).await {
                         Ok(_) => stream
-                            .publish_committed(game, &entries, false)
+                            .publish_committed(game, entries, false)
                             .await
                             .map(drop),
                         Err(e) => Err(e),
@@ -106,7 +140,7 @@ async fn publish_game(store: &dyn Store, stream: &dyn EventStream, game: GameId,
                 Err(e) => {
                     tracing::warn!(%game, error = %e, "outbox read for a stream gap failed");
                     stream
-                        .publish_committed(game, &entries, false)
+                        .publish_committed(game, entries, false)
                         .await
                         .map(drop)
                 }
@@ -117,11 +151,14 @@ async fn publish_game(store: &dyn Store, stream: &dyn EventStream, game: GameId,
     match published {
         Ok(()) => {
             metrics::counter!("hotpath_relay_published_total").increment(entries.len() as u64);
+            true
         }
         Err(e) => {
-            // The events stay in the outbox; a resuming client is served from there.
+            // The events stay in the outbox (a resuming client is served from there) and are
+            // tried again.
             metrics::counter!("hotpath_relay_failures_total").increment(1);
             tracing::warn!(%game, error = %e, events = entries.len(), "committed events not published");
+            false
         }
     }
 }

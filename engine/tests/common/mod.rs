@@ -28,7 +28,8 @@ pub struct TestApp {
     /// A Redis this test owns (and may kill).
     pub redis: Option<RedisServer>,
     pub database: Option<String>,
-    _dir: tempfile::TempDir,
+    /// Holds the embedded deployment's data directory (a restart takes it over).
+    pub dir: tempfile::TempDir,
 }
 
 pub fn api_config(burst: u32) -> ApiConfig {
@@ -47,7 +48,30 @@ impl TestApp {
         api: ApiConfig,
     ) -> TestApp {
         let backends = Backends::connect(&config).await.expect("backends");
-        let hot = backends.hot_path(hotpath_cache::scenario::builtin(), HotConfig::default());
+        TestApp::from_backends(backends, config, redis, dir, api)
+    }
+
+    /// A test app over backends the test has adjusted (a smaller stream, say).
+    pub fn from_backends(
+        backends: Backends,
+        config: BackendConfig,
+        redis: Option<RedisServer>,
+        dir: tempfile::TempDir,
+        api: ApiConfig,
+    ) -> TestApp {
+        TestApp::from_backends_with(backends, config, redis, dir, api, HotConfig::default())
+    }
+
+    /// [`TestApp::from_backends`] with the hot path's settings (a short writer idle, say).
+    pub fn from_backends_with(
+        backends: Backends,
+        config: BackendConfig,
+        redis: Option<RedisServer>,
+        dir: tempfile::TempDir,
+        api: ApiConfig,
+        hot: HotConfig,
+    ) -> TestApp {
+        let hot = backends.hot_path(hotpath_cache::scenario::builtin(), hot);
         let mut state = AppState::new(hot, ADMIN, &api);
         state.queue = Some(std::sync::Arc::new(backends.jobs.clone()));
         let router = api::app(state.clone(), &api);
@@ -59,7 +83,7 @@ impl TestApp {
             config,
             redis,
             database,
-            _dir: dir,
+            dir,
         }
     }
 

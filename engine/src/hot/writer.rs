@@ -14,22 +14,24 @@
 use std::collections::HashSet;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
 use hotpath_cache::GameId;
 use hotpath_cache::cache::{CacheExt, keys};
-use hotpath_cache::events::LoggedEvent;
 use hotpath_cache::ids::RequestId;
 use hotpath_cache::model::PlayerAction;
 use hotpath_cache::scenario::Scenario;
 use hotpath_cache::state::GameState;
-use hotpath_cache::store::{BatchItem, Finished, IdempotencyKey, ItemError, StoredResponse};
+use hotpath_cache::store::{Finished, IdempotencyKey, ItemError, StoredResponse};
 
-use super::committer::{Outcome, Submit};
-use super::{Append, Msg, WritePath};
-use crate::hot::reads::CachedContent;
-use crate::hot::{HotError, resolve};
+use super::reads::CachedContent;
+use super::resolve::same_request;
+use super::writers::{Append, Msg, Writers};
+use super::{HotError, apply, load};
+use crate::write::Fate;
+use crate::write::committer::{Outcome, Submit};
 
 /// An action on its way to its game's writer: validated, with what the cache had for it.
 pub struct Act {
@@ -41,9 +43,33 @@ pub struct Act {
     pub idempotency: Option<IdempotencyKey>,
     /// The end of the action's budget.
     pub deadline: tokio::time::Instant,
-    /// Where the answer goes (set by [`WritePath::act`]).
+    /// Where the answer goes (set by [`Writers::act`]).
     pub reply: Option<oneshot::Sender<Result<serde_json::Value, HotError>>>,
+    /// Whether it may still be refused (set by [`Writers::act`]).
+    pub(crate) fate: Fate,
+    /// Retries with the same `Idempotency-Key` that joined it while it was in flight.
+    pub(crate) joined: Vec<Reply>,
 }
+
+type Reply = oneshot::Sender<Result<serde_json::Value, HotError>>;
+
+/// Writer generations come from one counter for the whole process, so a generation the
+/// committer refuses can never be reused by a later writer of the same game.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATIONS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// How many recently committed idempotency keys a writer remembers, to answer a retry that
+/// arrives just after its first try committed without applying it again.
+const RECENT_KEYS: usize = 256;
+
+/// How long a job the writer asked for keeps it from asking again: past the job deadline, a
+/// job that died, was shed or skipped is asked for again (the store's guards still coalesce
+/// one that is alive).
+const ASKED_FOR: std::time::Duration =
+    std::time::Duration::from_millis(hotpath_cache::jobs::JOB_DEADLINE_MS as u64);
 
 /// Something submitted and not yet confirmed, kept to answer it or to apply it again.
 struct Inflight {
@@ -65,9 +91,19 @@ impl Work {
         }
     }
 
+    fn fate(&self) -> &Fate {
+        match self {
+            Work::Act(a) => &a.fate,
+            Work::Append(a) => &a.fate,
+        }
+    }
+
     fn fail(self, error: HotError) {
         match self {
             Work::Act(mut a) => {
+                for joined in a.joined.drain(..) {
+                    let _ = joined.send(Err(error.clone()));
+                }
                 if let Some(reply) = a.reply.take() {
                     let _ = reply.send(Err(error));
                 }
@@ -83,7 +119,7 @@ impl Work {
 pub(crate) fn spawn(
     game: GameId,
     scenario: Arc<Scenario>,
-    path: WritePath,
+    path: Writers,
     queue: usize,
 ) -> mpsc::Sender<Msg> {
     let (tx, rx) = mpsc::channel(queue.max(1));
@@ -96,10 +132,12 @@ pub(crate) fn spawn(
         outcomes_tx,
         committed: None,
         tip: None,
-        generation: 0,
+        generation: next_generation(),
         next_id: 0,
         inflight: VecDeque::new(),
+        recent: VecDeque::new(),
         asked: Arc::new(HashSet::new()),
+        asked_since: std::time::Instant::now(),
         since_snapshot: 0,
     };
     metrics::gauge!("hotpath_writers").increment(1.0);
@@ -110,7 +148,7 @@ pub(crate) fn spawn(
 struct Writer {
     game: GameId,
     scenario: Arc<Scenario>,
-    path: WritePath,
+    path: Writers,
     /// This writer's own mailbox sender, to leave the registry only if the entry is still its own.
     own: Option<mpsc::Sender<Msg>>,
     outcomes_tx: mpsc::UnboundedSender<Outcome>,
@@ -119,9 +157,14 @@ struct Writer {
     generation: u64,
     next_id: u64,
     inflight: VecDeque<Inflight>,
+    /// Idempotency keys this writer committed last, with their answers (at most
+    /// [`RECENT_KEYS`]).
+    recent: VecDeque<(IdempotencyKey, serde_json::Value)>,
     /// Coalesce keys of the jobs this writer has had committed: what dispatch need not ask
     /// for again (see [`crate::hot::dispatch::PlanInput::asked`]).
     asked: Arc<HashSet<String>>,
+    /// When `asked` was last emptied (every [`ASKED_FOR`]).
+    asked_since: std::time::Instant,
     since_snapshot: u32,
 }
 
@@ -183,33 +226,25 @@ impl Writer {
 
     async fn load(&self, deadline: tokio::time::Instant) -> Result<GameState, HotError> {
         let hot = &self.path.inner;
-        let snapshot: Option<GameState> = match tokio::time::timeout_at(
-            deadline.min(tokio::time::Instant::now() + hot.config.cache_budget()),
-            hot.cache.get_typed(&keys::snapshot(self.game)),
+        let cache_deadline = deadline.min(tokio::time::Instant::now() + hot.config.cache_budget());
+        let (state, _) = load::load(
+            &*hot.cache,
+            &*hot.store,
+            self.game,
+            &self.scenario,
+            cache_deadline,
+            deadline,
         )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            _ => None,
-        };
-        let base = snapshot.unwrap_or_else(|| GameState::new(self.game, &self.scenario));
-        self.catch_up(base, deadline).await
+        .await?;
+        Ok(state)
     }
 
     async fn catch_up(
         &self,
-        mut state: GameState,
+        state: GameState,
         deadline: tokio::time::Instant,
     ) -> Result<GameState, HotError> {
-        let events =
-            tokio::time::timeout_at(deadline, self.path.inner.store.events(self.game, state.seq))
-                .await
-                .map_err(|_| HotError::Unavailable("database timed out loading the game".into()))?
-                .map_err(|e| HotError::Unavailable(e.to_string()))?;
-        for (seq, event) in &events {
-            state.apply(&self.scenario, *seq, event);
-        }
-        Ok(state)
+        load::catch_up(&*self.path.inner.store, &self.scenario, state, deadline).await
     }
 
     async fn on_msg(&mut self, msg: Msg) {
@@ -218,12 +253,23 @@ impl Writer {
             Msg::Append(append) => Work::Append(append),
         };
         let deadline = work.deadline();
-        if deadline <= tokio::time::Instant::now() {
+        if (deadline <= tokio::time::Instant::now() && work.fate().abandon())
+            || work.fate().is_abandoned()
+        {
             work.fail(HotError::Unavailable(
-                "the action waited in its game's queue past its budget; retry".into(),
+                "the action waited in its game's queue past its budget and was not applied; \
+                 retry"
+                    .into(),
             ));
             return;
         }
+        let work = match work {
+            Work::Act(act) => match self.join(act) {
+                Some(act) => Work::Act(act),
+                None => return,
+            },
+            other => other,
+        };
         if let Err(e) = self.tip(deadline).await {
             work.fail(e);
             return;
@@ -231,15 +277,53 @@ impl Writer {
         self.submit(work);
     }
 
+    /// A retry of an action with the same `Idempotency-Key` as one in flight joins it (its
+    /// answer is the first try's), and one that just committed gets that answer: never a
+    /// second action. `None` when `act` was answered here.
+    fn join(&mut self, mut act: Box<Act>) -> Option<Box<Act>> {
+        let Some(key) = act.idempotency.clone() else {
+            return Some(act);
+        };
+        let same_key = |k: &IdempotencyKey| k.player_id == key.player_id && k.key == key.key;
+        if let Some((first, response)) = self.recent.iter().find(|(k, _)| same_key(k)) {
+            let answer = same_request(&first.request_hash, &key.request_hash, response.clone());
+            if let Some(reply) = act.reply.take() {
+                let _ = reply.send(answer);
+            }
+            return None;
+        }
+        let leader = self.inflight.iter_mut().find_map(|i| match &mut i.work {
+            Work::Act(a) if a.idempotency.as_ref().is_some_and(same_key) => Some(a),
+            _ => None,
+        });
+        let leader = match leader {
+            Some(leader) if !leader.fate.is_abandoned() => leader,
+            // An abandoned first try will not commit: this retry is the action.
+            _ => return Some(act),
+        };
+        // An act without a reply was answered already (`?`).
+        let reply = act.reply.take()?;
+        let first = leader.idempotency.as_ref().map_or("", |k| &k.request_hash);
+        if let Err(e) = same_request(first, &key.request_hash, serde_json::Value::Null) {
+            let _ = reply.send(Err(e));
+        } else if act.fate.follow(&leader.fate) {
+            metrics::counter!("hotpath_idempotent_joins_total").increment(1);
+            leader.joined.push(reply);
+        }
+        None
+    }
+
     /// Applies `work` to the tip and hands it to the committer.
     fn submit(&mut self, work: Work) {
+        if self.asked_since.elapsed() >= ASKED_FOR {
+            self.asked = Arc::new(HashSet::new());
+            self.asked_since = std::time::Instant::now();
+        }
         let config = &self.path.inner.config;
         let before = self.tip.as_ref().expect("submit after load");
         let (after, item) = match &work {
-            Work::Act(act) => {
-                resolve::apply(&self.scenario, before, act, config, self.asked.clone())
-            }
-            Work::Append(a) => append_item(&self.scenario, before, a.event.clone()),
+            Work::Act(act) => apply::apply(&self.scenario, before, act, config, self.asked.clone()),
+            Work::Append(a) => apply::append(&self.scenario, before, a.event.clone()),
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -248,6 +332,7 @@ impl Writer {
             generation: self.generation,
             id,
             deadline: work.deadline(),
+            fate: work.fate().clone(),
             writer: self.outcomes_tx.clone(),
         });
         if !submitted {
@@ -284,6 +369,15 @@ impl Writer {
                     metrics::counter!("hotpath_dispatched_jobs_total", "kind" => j.job.kind().as_str())
                         .increment(1);
                 }
+                if let Work::Act(act) = &done.work
+                    && let Some(key) = &act.idempotency
+                {
+                    if self.recent.len() >= RECENT_KEYS {
+                        self.recent.pop_front();
+                    }
+                    self.recent
+                        .push_back((key.clone(), finished.response.clone()));
+                }
                 answer(done.work, finished);
                 self.since_snapshot += 1;
                 if self.since_snapshot >= self.path.inner.config.snapshot_every {
@@ -293,7 +387,9 @@ impl Writer {
                     }
                 }
             }
-            Err(ItemError::LostRace) => {
+            // An earlier item of this game failed in the same batch; its outcome came first and
+            // moved the generation on, so this only runs if it somehow did not.
+            Err(ItemError::LostRace | ItemError::EarlierFailed) => {
                 metrics::counter!("hotpath_writer_lost_races_total").increment(1);
                 self.reload_and_reapply(None).await;
             }
@@ -303,7 +399,7 @@ impl Writer {
                 self.reload_and_reapply(Some(lost.work)).await;
             }
             Err(ItemError::Store(e)) => {
-                self.generation += 1;
+                self.generation = next_generation();
                 self.tip = None;
                 let message = e.to_string();
                 for lost in std::mem::take(&mut self.inflight) {
@@ -317,7 +413,7 @@ impl Writer {
     /// everything still in flight again, under a new generation. `replayed` is answered from
     /// the stored idempotency record instead.
     async fn reload_and_reapply(&mut self, replayed: Option<Work>) {
-        self.generation += 1;
+        self.generation = next_generation();
         let pending: Vec<Inflight> = std::mem::take(&mut self.inflight).into();
         let deadline = pending
             .iter()
@@ -354,9 +450,15 @@ impl Writer {
         let Work::Act(mut act) = work else {
             return;
         };
-        let (Some(key), Some(reply)) = (act.idempotency.clone(), act.reply.take()) else {
+        let Some(key) = act.idempotency.clone() else {
             return;
         };
+        let replies: Vec<Reply> = act
+            .reply
+            .take()
+            .into_iter()
+            .chain(act.joined.drain(..))
+            .collect();
         let store = self.path.inner.store.clone();
         let deadline = act.deadline;
         tokio::spawn(async move {
@@ -365,19 +467,19 @@ impl Writer {
                 store.idempotent_response(key.player_id, &key.key),
             )
             .await;
-            let _ = reply.send(match stored {
+            let answer = match stored {
                 Ok(Ok(Some(StoredResponse {
                     request_hash,
                     response,
-                }))) if request_hash == key.request_hash => Ok(response),
-                Ok(Ok(Some(_))) => Err(HotError::Unprocessable(
-                    "this Idempotency-Key was already used for a different request".into(),
-                )),
+                }))) => same_request(&request_hash, &key.request_hash, response),
                 _ => Err(HotError::Unavailable(
                     "a concurrent request with this Idempotency-Key is being recorded; retry"
                         .into(),
                 )),
-            });
+            };
+            for reply in replies {
+                let _ = reply.send(answer.clone());
+            }
         });
     }
 
@@ -398,6 +500,9 @@ impl Writer {
 fn answer(work: Work, finished: Finished) {
     match work {
         Work::Act(mut act) => {
+            for joined in act.joined.drain(..) {
+                let _ = joined.send(Ok(finished.response.clone()));
+            }
             if let Some(reply) = act.reply.take() {
                 let _ = reply.send(Ok(finished.response));
             }
@@ -407,29 +512,4 @@ fn answer(work: Work, finished: Finished) {
             let _ = a.reply.send(Ok(seq));
         }
     }
-}
-
-/// An event appended outside an action: no claim, no jobs, no stream events.
-fn append_item(
-    scenario: &Scenario,
-    before: &GameState,
-    event: LoggedEvent,
-) -> (GameState, BatchItem) {
-    let seq = before.seq + 1;
-    let mut after = before.clone();
-    after.apply(scenario, seq, &event);
-    let item = BatchItem {
-        game_id: before.game_id,
-        seq,
-        event,
-        claim: None,
-        ready: None,
-        idempotency: None,
-        finish: Box::new(move |_| Finished {
-            response: serde_json::json!({ "seq": seq }),
-            jobs: Vec::new(),
-            events: Vec::new(),
-        }),
-    };
-    (after, item)
 }

@@ -1,6 +1,8 @@
 //! The hot path's answer to an action — what `POST /v1/games/{id}/actions` returns, and what an
 //! idempotency record replays. Every piece says where it came from.
 
+pub(crate) mod build;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
