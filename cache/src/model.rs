@@ -230,6 +230,20 @@ pub struct SocialBundle {
     pub provenance: Provenance,
 }
 
+/// A stakeholder's finished reply to a player's `say`, kept beside the game log (see
+/// `migrations/*/0006_dialogue_replies.sql`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DialogueReply {
+    pub game_id: GameId,
+    pub request_id: crate::ids::RequestId,
+    /// The seq of the action it answers.
+    pub answers_seq: u64,
+    pub player_id: crate::ids::PlayerId,
+    pub stakeholder_id: StakeholderId,
+    pub text: String,
+    pub created_at: Millis,
+}
+
 /// A resolved conflict turned into lore.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CanonEvent {

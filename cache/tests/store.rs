@@ -250,17 +250,69 @@ mod suite {
         let s = &*f.store;
         let game = new_game(s).await;
         let a = planned(game, "docks", "mara", "c1", 1, "same");
-        assert!(s.insert_planned(&a).await.unwrap());
+        assert_eq!(s.insert_planned(std::slice::from_ref(&a)).await.unwrap(), 1);
         let mut again = planned(game, "docks", "mara", "c1", 1, "same");
         again.payload.line = "different".into();
         assert!(
-            !s.insert_planned(&again).await.unwrap(),
+            s.insert_planned(&[again.clone()]).await.unwrap() == 0,
             "same dedupe key, no second row"
         );
         assert!(s.planned_exists(&a.dedupe_key).await.unwrap());
         assert!(!s.planned_exists("no-such-key").await.unwrap());
         assert_eq!(s.planned(a.id).await.unwrap().unwrap(), a);
         assert!(s.planned(again.id).await.unwrap().is_none());
+    }
+
+    /// A scene preparation's rows go in a few statements; duplicates (within the call or of
+    /// stored rows) are skipped, and the count says how many went in.
+    pub async fn insert_planned_writes_many_rows_at_once(f: Fixture) {
+        let s = &*f.store;
+        let game = new_game(s).await;
+        let stored = planned(game, "docks", "mara", "c1", 1, "row-7");
+        assert_eq!(
+            s.insert_planned(std::slice::from_ref(&stored))
+                .await
+                .unwrap(),
+            1
+        );
+        // More rows than one statement takes, with the stored key and a key given twice.
+        let mut rows: Vec<PlannedAction> = (0..450)
+            .map(|n| planned(game, "docks", "mara", "c1", 1, &format!("row-{n}")))
+            .collect();
+        rows.push(planned(game, "docks", "mara", "c1", 1, "row-449"));
+        assert_eq!(s.insert_planned(&rows).await.unwrap(), 449);
+        assert_eq!(
+            s.insert_planned(&rows).await.unwrap(),
+            0,
+            "all there already"
+        );
+        assert_eq!(s.insert_planned(&[]).await.unwrap(), 0);
+        let fetched = s.planned(rows[300].id).await.unwrap().unwrap();
+        assert_eq!(fetched, rows[300], "every column round-trips");
+        let counts = s
+            .ready_counts(game, &scene("docks"), &ctx("c1"), now_ms())
+            .await
+            .unwrap();
+        assert_eq!(counts[&sid("mara")], 450);
+    }
+
+    /// Maintenance runs in chunks (each a short turn at SQLite's writer) until nothing is left.
+    pub async fn maintenance_clears_more_than_one_chunk(f: Fixture) {
+        let s = &*f.store;
+        let game = new_game(s).await;
+        let rows: Vec<PlannedAction> = (0..1_203)
+            .map(|n| {
+                let mut p = planned(game, "docks", "iris", "c1", 1, &format!("old-{n}"));
+                p.expires_at = now_ms() - 1;
+                p.created_at = now_ms() - 10_000;
+                p
+            })
+            .collect();
+        assert_eq!(s.insert_planned(&rows).await.unwrap(), 1_203);
+        assert_eq!(s.expire_planned(now_ms()).await.unwrap(), 1_203);
+        assert_eq!(s.expire_planned(now_ms()).await.unwrap(), 0);
+        assert_eq!(s.delete_spent_planned(now_ms()).await.unwrap(), 1_203);
+        assert!(s.planned(rows[0].id).await.unwrap().is_none());
     }
 
     pub async fn claim_takes_the_best_ready_action_per_stakeholder(f: Fixture) {
@@ -290,7 +342,7 @@ mod suite {
             &reaction,
             &other_game,
         ] {
-            assert!(s.insert_planned(a).await.unwrap());
+            assert_eq!(s.insert_planned(std::slice::from_ref(a)).await.unwrap(), 1);
         }
 
         let got = s
@@ -345,7 +397,7 @@ mod suite {
         let s = f.store.clone();
         let game = new_game(&*s).await;
         for (who, n) in [("mara", 0), ("mara", 1), ("brann", 0), ("brann", 1)] {
-            s.insert_planned(&planned(game, "docks", who, "c1", n, &format!("{who}-{n}")))
+            s.insert_planned(&[planned(game, "docks", who, "c1", n, &format!("{who}-{n}"))])
                 .await
                 .unwrap();
         }
@@ -394,19 +446,25 @@ mod suite {
         })
     }
 
-    /// A batch item: `say` in the docks, claiming for mara in context `c1`, counting what is
-    /// ready for `c1` after, answering with what it claimed and publishing one stream event.
+    /// A batch item: `say` in the docks, taking no precomputed row, answering with what it
+    /// took and publishing one stream event.
     fn item(game: GameId, seq: u64, key: Option<&IdempotencyKey>) -> BatchItem {
+        item_taking(game, seq, key, Vec::new())
+    }
+
+    /// [`item`] taking the rows its writer picked, with the writer's count of what is left.
+    fn item_taking(
+        game: GameId,
+        seq: u64,
+        key: Option<&IdempotencyKey>,
+        claim: Vec<PlannedAction>,
+    ) -> BatchItem {
         BatchItem {
             game_id: game,
             seq,
             event: applied("docks"),
-            claim: Some(claim_query(game, &["mara"], "c1")),
-            ready: Some(ReadyQuery {
-                scene_id: scene("docks"),
-                stakeholders: vec![sid("mara"), sid("brann")],
-                context_hash: ctx("c1"),
-            }),
+            claim,
+            ready: Some(std::collections::BTreeMap::from([(sid("mara"), 1)])),
             idempotency: key.cloned(),
             finish: Box::new(move |c: Claimed| Finished {
                 response: serde_json::json!({
@@ -450,13 +508,15 @@ mod suite {
         let b = planned(game, "docks", "mara", "c1", 1, "b");
         let c = planned(game, "docks", "mara", "c1", 1, "c");
         for p in [&a, &b, &c] {
-            s.insert_planned(p).await.unwrap();
+            s.insert_planned(std::slice::from_ref(p)).await.unwrap();
         }
 
         // The seq is taken: nothing of the item survives.
         s.append_event(game, 1, &joined("first")).await.unwrap();
         let k1 = key(player.id, "k1");
-        let out = s.commit_batch(vec![item(game, 1, Some(&k1))]).await;
+        let out = s
+            .commit_batch(vec![item_taking(game, 1, Some(&k1), vec![a.clone()])])
+            .await;
         assert!(matches!(out[0], Err(ItemError::LostRace)), "{:?}", out[0]);
         assert_eq!(
             s.planned(a.id).await.unwrap().unwrap().status,
@@ -475,18 +535,28 @@ mod suite {
         assert!(outbox.events.is_empty());
         assert_eq!(outbox.last_seq, 1);
 
-        // Two actions of one game in one batch: each takes its own row, best first, and the
-        // second counts what the first left.
+        // Two actions of one game in one batch: each takes the row its writer picked, and
+        // each answer is built from its own rows and count.
         let k2 = key(player.id, "k2");
         let out = s
-            .commit_batch(vec![item(game, 2, Some(&k1)), item(game, 3, Some(&k2))])
+            .commit_batch(vec![
+                item_taking(game, 2, Some(&k1), vec![a.clone()]),
+                item_taking(game, 3, Some(&k2), vec![b.clone()]),
+            ])
             .await;
         let answers: Vec<serde_json::Value> =
             out.into_iter().map(|o| o.unwrap().response).collect();
         let claimed = |v: &serde_json::Value| v["claimed"][0].as_str().unwrap().to_owned();
         assert_eq!(claimed(&answers[0]), a.dedupe_key);
-        assert!([&b.dedupe_key, &c.dedupe_key].contains(&&claimed(&answers[1])));
-        assert_eq!(answers[1]["ready"], 1, "one of three rows is still ready");
+        assert_eq!(claimed(&answers[1]), b.dedupe_key);
+        assert_eq!(answers[1]["ready"], 1);
+        for (row, status) in [
+            (&a, PlannedStatus::Consumed),
+            (&b, PlannedStatus::Consumed),
+            (&c, PlannedStatus::Ready),
+        ] {
+            assert_eq!(s.planned(row.id).await.unwrap().unwrap().status, status);
+        }
         let stored = s
             .idempotent_response(player.id, "k2")
             .await
@@ -564,6 +634,109 @@ mod suite {
         );
     }
 
+    /// A dialogue reply is recorded once per request, beside the log (which it leaves
+    /// alone), and read back by the seq it answers.
+    pub async fn dialogue_replies_are_recorded_once_beside_the_log(f: Fixture) {
+        let s = &*f.store;
+        let game = new_game(s).await;
+        let reply = |seq: u64, text: &str| DialogueReply {
+            game_id: game,
+            request_id: RequestId::generate(),
+            answers_seq: seq,
+            player_id: PlayerId::generate(),
+            stakeholder_id: sid("mara"),
+            text: text.into(),
+            created_at: now_ms(),
+        };
+        let (late, early) = (reply(9, "late"), reply(4, "early"));
+        assert!(s.insert_dialogue_reply(&late).await.unwrap());
+        assert!(s.insert_dialogue_reply(&early).await.unwrap());
+        let mut again = late.clone();
+        again.text = "a second copy".into();
+        assert!(
+            !s.insert_dialogue_reply(&again).await.unwrap(),
+            "once per request"
+        );
+        assert_eq!(
+            s.dialogue_replies(game, 0).await.unwrap(),
+            vec![early, late.clone()]
+        );
+        assert_eq!(s.dialogue_replies(game, 4).await.unwrap(), vec![late]);
+        assert!(
+            s.dialogue_replies(new_game(s).await, 0)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            s.events(game, 0).await.unwrap().is_empty(),
+            "the log is untouched"
+        );
+    }
+
+    /// A row the writer picked that is no longer ready (another engine's commit took it)
+    /// fails its item — and the later items of its game — without writing anything of them;
+    /// other games of the batch commit.
+    pub async fn commit_batch_refuses_a_row_taken_meanwhile(f: Fixture) {
+        let s = &*f.store;
+        let game = new_game(s).await;
+        let other = new_game(s).await;
+        let row = planned(game, "docks", "mara", "c1", 1, "only");
+        let spare = planned(game, "docks", "brann", "c1", 1, "spare");
+        s.insert_planned(&[row.clone(), spare.clone()])
+            .await
+            .unwrap();
+        assert!(
+            s.commit_batch(vec![item_taking(game, 1, None, vec![row.clone()])])
+                .await[0]
+                .is_ok()
+        );
+        let out = s
+            .commit_batch(vec![
+                item_taking(game, 2, None, vec![spare.clone(), row.clone()]),
+                item(game, 3, None),
+                item(other, 1, None),
+            ])
+            .await;
+        match &out[0] {
+            Err(ItemError::ClaimTaken { gone }) => assert_eq!(gone, &vec![row.id]),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(out[1], Err(ItemError::EarlierFailed)),
+            "{:?}",
+            out[1]
+        );
+        assert!(out[2].is_ok(), "{:?}", out[2]);
+        assert_eq!(seqs_of(s, game).await, vec![1]);
+        assert_eq!(
+            s.planned(spare.id).await.unwrap().unwrap().status,
+            PlannedStatus::Ready,
+            "the failed item's other row is untouched"
+        );
+
+        // Many engines picking the same row at once: one commit takes it.
+        let contested = planned(game, "docks", "iris", "c1", 1, "contested");
+        s.insert_planned(std::slice::from_ref(&contested))
+            .await
+            .unwrap();
+        let mut games = Vec::new();
+        for _ in 0..8 {
+            games.push(new_game(s).await);
+        }
+        let tries = games.into_iter().map(|g| {
+            let it = item_taking(g, 1, None, vec![contested.clone()]);
+            async move { s.commit_batch(vec![it]).await.remove(0) }
+        });
+        let outcomes = futures::future::join_all(tries).await;
+        let won = outcomes.iter().filter(|o| o.is_ok()).count();
+        let refused = outcomes
+            .iter()
+            .filter(|o| matches!(o, Err(ItemError::ClaimTaken { .. })))
+            .count();
+        assert_eq!((won, refused), (1, 7), "{outcomes:?}");
+    }
+
     /// An item that fails takes the later items of its game with it, in every mode of the
     /// batch: committing a later one would leave a hole at the failed seq (and a second copy
     /// once its writer applies it again).
@@ -628,7 +801,7 @@ mod suite {
         reaction.kind = PlannedKind::Reaction;
         let other_key = planned(game, "docks", "brann", "c1/threaten", 1, "other-key");
         for a in [&a1, &a2, &b1, &stale, &reaction, &other_key] {
-            s.insert_planned(a).await.unwrap();
+            s.insert_planned(std::slice::from_ref(a)).await.unwrap();
         }
         let counts = s
             .ready_counts(game, &scene("docks"), &ctx("c1"), now_ms())
@@ -703,9 +876,13 @@ conformance!(
         append_next_under_contention,
         append_once_by_dedupe_key,
         insert_planned_is_idempotent,
+        insert_planned_writes_many_rows_at_once,
+        maintenance_clears_more_than_one_chunk,
         claim_takes_the_best_ready_action_per_stakeholder,
         claim_race,
         commit_batch_is_one_transaction,
+        commit_batch_refuses_a_row_taken_meanwhile,
+        dialogue_replies_are_recorded_once_beside_the_log,
         commit_batch_never_commits_past_a_failed_item,
         ready_counts_expiry_and_cleanup,
         canon_is_idempotent

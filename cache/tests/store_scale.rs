@@ -79,16 +79,29 @@ use hotpath_cache::model::{
     PlannedAction, PlannedKind, PlannedStatus, Provenance, StakeholderMove,
 };
 
-/// The claim and the ready count of one action, through the batch, must find this context's
-/// rows among the 100,000 others.
+/// A writer's reservoir load and an action's commit, through the batch, must find this
+/// context's rows among the 100,000 others.
 async fn claims_the_right_rows(store: &dyn Store, game: GameId) {
     let mine = planned(game, "mara", PlannedKind::Action, "mine");
     let reaction = planned(game, "brann", PlannedKind::Reaction, "reaction");
     let spare = planned(game, "iris", PlannedKind::Action, "spare");
-    for p in [&mine, &reaction, &spare] {
-        assert!(store.insert_planned(p).await.unwrap());
-    }
+    let rows = [mine.clone(), reaction.clone(), spare.clone()];
+    assert_eq!(store.insert_planned(&rows).await.unwrap(), 3);
     let stakeholders = vec![sid("mara"), sid("brann"), sid("iris")];
+    let mut loaded = store
+        .ready_rows(
+            game,
+            &SceneId::new("docks").unwrap(),
+            &ContextHash("c1".into()),
+            &stakeholders,
+            32,
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    loaded.sort_by_key(|p| p.payload.line.clone());
+    let lines: Vec<&str> = loaded.iter().map(|p| p.payload.line.as_str()).collect();
+    assert_eq!(lines, vec!["mine", "reaction", "spare"]);
     let item = BatchItem {
         game_id: game,
         seq: 1,
@@ -102,23 +115,12 @@ async fn claims_the_right_rows(store: &dyn Store, game: GameId) {
             turn: 1,
             effects: Vec::<Effect>::new(),
         }),
-        claim: Some(ClaimQuery {
-            game_id: game,
-            scene_id: SceneId::new("docks").unwrap(),
-            stakeholders: vec![sid("mara"), sid("brann")],
-            context_hash: ContextHash("c1".into()),
-            now: now_ms(),
-        }),
-        ready: Some(ReadyQuery {
-            scene_id: SceneId::new("docks").unwrap(),
-            stakeholders,
-            context_hash: ContextHash("c1".into()),
-        }),
+        claim: vec![mine.clone(), reaction.clone()],
+        ready: None,
         idempotency: None,
         finish: Box::new(|c: Claimed| Finished {
             response: serde_json::json!({
                 "claimed": c.claimed.iter().map(|p| p.payload.line.clone()).collect::<Vec<_>>(),
-                "ready": c.ready.unwrap().into_iter().map(|(k, v)| (k.to_string(), v)).collect::<std::collections::BTreeMap<_, _>>(),
             }),
             jobs: Vec::new(),
             events: Vec::new(),
@@ -126,10 +128,14 @@ async fn claims_the_right_rows(store: &dyn Store, game: GameId) {
     };
     let out = store.commit_batch(vec![item]).await;
     let answer = out.into_iter().next().unwrap().unwrap().response;
-    let mut claimed: Vec<String> = serde_json::from_value(answer["claimed"].clone()).unwrap();
-    claimed.sort();
-    assert_eq!(claimed, vec!["mine", "reaction"]);
-    assert_eq!(answer["ready"], serde_json::json!({"iris": 1}));
+    assert_eq!(answer["claimed"], serde_json::json!(["mine", "reaction"]));
+    for (row, status) in [
+        (&mine, PlannedStatus::Consumed),
+        (&reaction, PlannedStatus::Consumed),
+        (&spare, PlannedStatus::Ready),
+    ] {
+        assert_eq!(store.planned(row.id).await.unwrap().unwrap().status, status);
+    }
 }
 
 fn assert_indexed(name: &str, plan: &str, scan_marker: &str) {
@@ -178,16 +184,27 @@ async fn postgres_action_sql_is_bounded_by_the_game() {
     claims_the_right_rows(&store, game).await;
 
     for (name, sql) in PostgresStore::planned_statements() {
-        let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")))
-            .bind(vec![0i32, 0])
-            .bind(vec![game.to_string(), game.to_string()])
-            .bind(vec!["docks", "docks"])
-            .bind(vec!["mara", "brann"])
-            .bind(vec!["c1", "c1"])
-            .bind(now_ms())
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
+        let query = sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")));
+        // claim: item, game, scene, stakeholder, context arrays, now; load: game, scene,
+        // context, stakeholder array, now, limit.
+        let query = if name == "claim" {
+            query
+                .bind(vec![0i32, 0])
+                .bind(vec![game.to_string(), game.to_string()])
+                .bind(vec!["docks", "docks"])
+                .bind(vec!["mara", "brann"])
+                .bind(vec!["c1", "c1"])
+                .bind(now_ms())
+        } else {
+            query
+                .bind(game.to_string())
+                .bind("docks")
+                .bind("c1")
+                .bind(vec!["mara", "brann"])
+                .bind(now_ms())
+                .bind(32i64)
+        };
+        let rows: Vec<(String,)> = query.fetch_all(store.pool()).await.unwrap();
         let plan: Vec<String> = rows.into_iter().map(|r| r.0).collect();
         assert_indexed(
             name,
@@ -221,14 +238,14 @@ async fn sqlite_action_sql_is_bounded_by_the_game() {
         let query = sqlx::query_as(sqlx::AssertSqlSafe(explain))
             .bind(game.to_string())
             .bind("docks");
-        // claim: game, scene, stakeholders, context, now; ready: game, scene, context, now.
-        let query = if name == "claim" {
-            query.bind("[\"mara\",\"brann\"]").bind("c1")
-        } else {
-            query.bind("c1")
+        // claim: game, scene, stakeholders, context, now; ready: game, scene, context, now;
+        // load: game, scene, context, stakeholder, now, limit.
+        let query = match name {
+            "claim" => query.bind("[\"mara\",\"brann\"]").bind("c1").bind(now_ms()),
+            "load" => query.bind("c1").bind("mara").bind(now_ms()).bind(32i64),
+            _ => query.bind("c1").bind(now_ms()),
         };
-        let rows: Vec<(i64, i64, i64, String)> =
-            query.bind(now_ms()).fetch_all(store.pool()).await.unwrap();
+        let rows: Vec<(i64, i64, i64, String)> = query.fetch_all(store.pool()).await.unwrap();
         let plan: Vec<String> = rows.into_iter().map(|r| r.3).collect();
         let plan = plan.join("\n");
         // SQLite says `SCAN p` (or the table name) for a full scan of a table.

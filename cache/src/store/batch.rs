@@ -1,14 +1,16 @@
 //! Group commit: the write path hands the store a batch of actions (each already applied by its
 //! game's writer) and the store writes all of them in **one transaction** — the events at their
-//! seqs, every action's claim of precomputed actions, the idempotency records with their
-//! answers, the stream events to relay (the outbox) and the jobs (apalis' `push_tasks`). Each
-//! item gets its own outcome.
+//! seqs, the precomputed rows every action took, the idempotency records with their answers,
+//! the stream events to relay (the outbox) and the jobs (apalis' `push_tasks`). Each item gets
+//! its own outcome.
 //!
 //! Order inside the transaction: the events first, with `ON CONFLICT DO NOTHING`, so that a
 //! game whose seq another process took is found before anything else is written; such a batch
-//! rolls back and commits again without that game ([`ItemError::LostRace`]). Then the claims
-//! and ready counts, then each item's [`Finish`] builds its answer from what it claimed, then
-//! the records, the outbox and the jobs. A unique violation on an idempotency key (a
+//! rolls back and commits again without that game ([`ItemError::LostRace`]). Then the rows the
+//! writers picked are marked consumed, by id, in one statement for the batch; an item one of
+//! whose rows is no longer ready (another engine took it, the slow path retired it) rolls back
+//! the same way ([`ItemError::ClaimTaken`]) and its writer picks again. Then each item's
+//! [`Finish`] builds its answer, then the records, the outbox and the jobs. A unique violation on an idempotency key (a
 //! concurrent request with the same key won) rolls back and commits the items one by one, so
 //! only the loser fails.
 
@@ -17,14 +19,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use futures::future::BoxFuture;
 
 use crate::events::{GameEvent, LoggedEvent};
-use crate::ids::ContextHash;
-use crate::ids::{GameId, SceneId, StakeholderId};
+use crate::ids::{GameId, PlannedActionId, StakeholderId};
 use crate::jobs::Job;
 use crate::model::PlannedAction;
 use crate::stream::StreamId;
 use crate::time::Millis;
 
-use super::{ClaimQuery, IdempotencyKey, StoreError};
+use super::lane::{Held, Turn};
+use super::{IdempotencyKey, StoreError};
 
 /// Builds an item's answer, jobs and stream events from what its claim got. `Fn`, not
 /// `FnOnce`: a batch that rolls back runs its items again.
@@ -36,20 +38,15 @@ pub struct BatchItem {
     /// The loaded state's seq + 1.
     pub seq: u64,
     pub event: LoggedEvent,
-    /// The precomputed actions this action takes (one per stakeholder present at most).
-    pub claim: Option<ClaimQuery>,
-    /// Count what is still ready for this context after the claim (what dispatch refills).
-    pub ready: Option<ReadyQuery>,
+    /// The ready rows the game's writer picked for this action (one per stakeholder present
+    /// at most, from its reservoir): marked consumed by the commit, or the item fails with
+    /// [`ItemError::ClaimTaken`] if one of them is no longer ready.
+    pub claim: Vec<PlannedAction>,
+    /// What is still ready for the context the action leads to, as the writer counted it
+    /// (what dispatch refills); `None` when not counted.
+    pub ready: Option<BTreeMap<StakeholderId, u32>>,
     pub idempotency: Option<IdempotencyKey>,
     pub finish: Finish,
-}
-
-/// Ready `action` rows per stakeholder of a scene for one context.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadyQuery {
-    pub scene_id: SceneId,
-    pub stakeholders: Vec<StakeholderId>,
-    pub context_hash: ContextHash,
 }
 
 /// What the transaction found for one item, before its answer is built.
@@ -116,6 +113,13 @@ pub enum ItemError {
     /// top of it, must not either: the writer applies it again.
     #[error("an earlier action of this game did not commit")]
     EarlierFailed,
+    /// A precomputed row the writer picked is no longer ready (another engine took it, or the
+    /// slow path retired it): the writer reloads its reservoir and applies again.
+    #[error("a precomputed row this action picked was taken meanwhile")]
+    ClaimTaken {
+        /// The picked rows that were no longer ready.
+        gone: Vec<PlannedActionId>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -146,36 +150,39 @@ impl Backlog {
     }
 }
 
-/// Each item's ready counts (`None` where it asked for none).
-pub(super) type ReadyCounts = Vec<Option<BTreeMap<StakeholderId, u32>>>;
+/// What a batch's first step found.
+pub(super) struct Opened {
+    /// Per item, whether its seq was free.
+    pub free: Vec<bool>,
+    /// The picked rows it marked consumed.
+    pub taken: HashSet<String>,
+    pub guards: HeldGuards,
+}
 
 /// Per-engine SQL of a batch, each step inside the one open transaction.
 pub(super) trait BatchSql: Send + Sync {
     type Tx: Send;
 
+    /// Waits for this process's turn at the database's writer (SQLite, see [`super::lane`]);
+    /// `None` where the engine needs no turns.
+    fn turn(&self, _who: Turn) -> BoxFuture<'_, Option<Held<'_>>> {
+        Box::pin(std::future::ready(None))
+    }
     fn begin(&self) -> BoxFuture<'_, Result<Self::Tx, sqlx::Error>>;
     fn commit(tx: Self::Tx) -> BoxFuture<'static, Result<(), sqlx::Error>>;
     /// Called after a commit that inserted jobs (SQLite wakes its in-process workers;
     /// PostgreSQL's insert trigger notifies by itself).
     fn committed_jobs(&self) {}
-    /// Inserts the events; returns, per item, whether its seq was free.
-    fn insert_events<'a>(
+    /// The batch's first step: inserts the events, marks the picked rows `ids` consumed where
+    /// they are still ready, and reads the coalescing guards held (unexpired) for `games` — in
+    /// as few statements as the engine allows.
+    fn open<'a>(
         tx: &'a mut Self::Tx,
         items: &'a [&'a BatchItem],
-        now: Millis,
-    ) -> BoxFuture<'a, Result<Vec<bool>, sqlx::Error>>;
-    /// Claims for every item with a claim; returns each item's rows.
-    fn claim<'a>(
-        tx: &'a mut Self::Tx,
-        items: &'a [&'a BatchItem],
-        now: Millis,
-    ) -> BoxFuture<'a, Result<Vec<Vec<PlannedAction>>, StoreError>>;
-    /// The coalescing guards held (unexpired) for `games`.
-    fn guards<'a>(
-        tx: &'a mut Self::Tx,
+        ids: &'a [String],
         games: &'a [GameId],
         now: Millis,
-    ) -> BoxFuture<'a, Result<HeldGuards, StoreError>>;
+    ) -> BoxFuture<'a, Result<Opened, StoreError>>;
     /// How many guards are held in the whole deployment.
     fn count_guards<'a>(
         tx: &'a mut Self::Tx,
@@ -183,12 +190,6 @@ pub(super) trait BatchSql: Send + Sync {
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
     /// The last count, for at most a second.
     fn backlog(&self) -> &Backlog;
-    /// Ready counts for every item with a ready query.
-    fn ready<'a>(
-        tx: &'a mut Self::Tx,
-        items: &'a [&'a BatchItem],
-        now: Millis,
-    ) -> BoxFuture<'a, Result<ReadyCounts, StoreError>>;
     /// Idempotency records, outbox rows and jobs.
     fn record<'a>(
         tx: &'a mut Self::Tx,
@@ -202,6 +203,8 @@ enum Attempt {
     Done(Vec<Finished>),
     /// These items (indexes into the attempt's slice) lost their seq.
     Lost(Vec<usize>),
+    /// These items (the first of their game in the attempt) picked rows that are gone.
+    ClaimsGone(Vec<(usize, Vec<PlannedActionId>)>),
     DuplicateKey,
 }
 
@@ -210,10 +213,25 @@ async fn attempt<S: BatchSql>(
     items: &[&BatchItem],
     now: Millis,
 ) -> Result<Attempt, StoreError> {
+    let t0 = std::time::Instant::now();
     let mut tx = sql.begin().await.map_err(StoreError::from_sqlx)?;
-    let mut free = S::insert_events(&mut tx, items, now)
-        .await
-        .map_err(StoreError::from_sqlx)?;
+    let began = t0.elapsed();
+    let ids: Vec<String> = items
+        .iter()
+        .flat_map(|i| i.claim.iter().map(|p| p.id.to_string()))
+        .collect();
+    let games: Vec<GameId> = items
+        .iter()
+        .map(|i| i.game_id)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let Opened {
+        mut free,
+        taken,
+        guards,
+    } = S::open(&mut tx, items, &ids, &games, now).await?;
+    let opened = t0.elapsed();
     // Two items of one batch at the same (game, seq) (a retiring writer overlapping its
     // successor): only the first can hold it, whatever the engine reports for the second.
     let mut seen: HashSet<(GameId, u64)> = HashSet::with_capacity(items.len());
@@ -222,10 +240,10 @@ async fn attempt<S: BatchSql>(
             *free = false;
         }
     }
+    // Dropping the transaction rolls back all of it, the claims too.
     if free.iter().any(|f| !f) {
-        // Dropping the transaction rolls it back. A game's items from its first taken seq on
-        // are lost (each was applied on top of the one before); its earlier items commit in
-        // the next attempt.
+        // A game's items from its first taken seq on are lost (each was applied on top of the
+        // one before); its earlier items commit in the next attempt.
         let mut first_lost: HashMap<GameId, usize> = HashMap::new();
         for (i, (item, free)) in items.iter().zip(&free).enumerate() {
             if !free {
@@ -237,15 +255,22 @@ async fn attempt<S: BatchSql>(
             .collect();
         return Ok(Attempt::Lost(lost));
     }
-    let claimed = S::claim(&mut tx, items, now).await?;
-    let ready = S::ready(&mut tx, items, now).await?;
-    let games: Vec<GameId> = items
-        .iter()
-        .map(|i| i.game_id)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
+    let mut games_gone = HashSet::new();
+    let gone: Vec<(usize, Vec<PlannedActionId>)> = (0..items.len())
+        .filter_map(|n| {
+            let item = items[n];
+            let rows: Vec<PlannedActionId> = item
+                .claim
+                .iter()
+                .filter(|p| !taken.contains(&p.id.to_string()))
+                .map(|p| p.id)
+                .collect();
+            (!rows.is_empty() && games_gone.insert(item.game_id)).then_some((n, rows))
+        })
         .collect();
-    let guards = S::guards(&mut tx, &games, now).await?;
+    if !gone.is_empty() {
+        return Ok(Attempt::ClaimsGone(gone));
+    }
     // The deployment's backlog is read at most once a second: counting every guard on every
     // commit would cost in proportion to the backlog.
     let mut backlog = match sql.backlog().fresh() {
@@ -261,11 +286,11 @@ async fn attempt<S: BatchSql>(
         held.entry(game).or_default().insert(key);
     }
     let mut finished = Vec::with_capacity(items.len());
-    for (item, (claimed, ready)) in items.iter().zip(claimed.into_iter().zip(ready)) {
+    for item in items {
         let game_held = held.entry(item.game_id).or_default();
         let done = (item.finish)(Claimed {
-            claimed,
-            ready,
+            claimed: item.claim.clone(),
+            ready: item.ready.clone(),
             held: game_held.clone(),
             backlog,
         });
@@ -277,12 +302,23 @@ async fn attempt<S: BatchSql>(
         }
         finished.push(done);
     }
+    let built = t0.elapsed();
     match S::record(&mut tx, items, &finished, now).await {
         Ok(()) => {}
         Err(e) if super::is_unique_violation(&e) => return Ok(Attempt::DuplicateKey),
         Err(e) => return Err(StoreError::from_sqlx(e)),
     }
+    let recorded = t0.elapsed();
     S::commit(tx).await.map_err(StoreError::from_sqlx)?;
+    tracing::trace!(
+        items = items.len(),
+        began_us = began.as_micros() as u64,
+        opened_us = opened.as_micros() as u64,
+        built_us = built.as_micros() as u64,
+        recorded_us = recorded.as_micros() as u64,
+        committed_us = t0.elapsed().as_micros() as u64,
+        "batch: committed"
+    );
     if finished.iter().any(|f| !f.jobs.is_empty()) {
         sql.committed_jobs();
     }
@@ -297,6 +333,14 @@ async fn attempt<S: BatchSql>(
 /// committing it would leave a hole in the game's log (and, once the writer applied it again,
 /// a second copy of it).
 pub(super) async fn commit<S: BatchSql>(sql: &S, items: Vec<BatchItem>) -> Vec<ItemOutcome> {
+    // Players first: the whole batch, retries included, is one turn.
+    let asked = std::time::Instant::now();
+    let _turn = sql.turn(Turn::Player).await;
+    // Where a slow commit's time went (`RUST_LOG=hotpath_cache::store::batch=trace`).
+    tracing::trace!(
+        us = asked.elapsed().as_micros() as u64,
+        "batch: waited for its turn"
+    );
     let now = crate::time::now_ms();
     let mut outcomes: Vec<Option<ItemOutcome>> = items.iter().map(|_| None).collect();
     let mut pending: Vec<usize> = (0..items.len()).collect();
@@ -324,6 +368,12 @@ pub(super) async fn commit<S: BatchSql>(sql: &S, items: Vec<BatchItem>) -> Vec<I
                         chunk[l],
                         ItemError::LostRace,
                     );
+                }
+            }
+            Ok(Attempt::ClaimsGone(gone)) => {
+                for (g, rows) in gone {
+                    let error = ItemError::ClaimTaken { gone: rows };
+                    fail(&items, &mut outcomes, &mut pending, chunk[g], error);
                 }
             }
             Ok(Attempt::DuplicateKey) if chunk.len() == 1 => {

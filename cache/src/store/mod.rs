@@ -7,6 +7,7 @@
 //! transaction begins. Migrations live in `migrations/<engine>/` and are embedded at build time.
 
 pub mod batch;
+pub mod lane;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -16,9 +17,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-pub use self::batch::{
-    BatchItem, Claimed, Finish, Finished, ItemError, ItemOutcome, QueuedJob, ReadyQuery,
-};
+pub use self::batch::{BatchItem, Claimed, Finish, Finished, ItemError, ItemOutcome, QueuedJob};
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::{JobWakeups, SqliteStore};
 
@@ -272,11 +271,24 @@ pub trait Store: Send + Sync {
         limit: u32,
     ) -> Result<Vec<crate::spend::ScopeSpend>, StoreError>;
 
-    /// Inserts unless a row with the same dedupe key exists; `true` if inserted.
-    async fn insert_planned(&self, action: &PlannedAction) -> Result<bool, StoreError>;
+    /// Inserts every row whose dedupe key is not taken, a few hundred per statement; returns
+    /// how many were inserted.
+    async fn insert_planned(&self, rows: &[PlannedAction]) -> Result<u64, StoreError>;
     /// Whether a planned action with this dedupe key exists (whatever its status): lets a job
     /// skip work whose result is already stored.
     async fn planned_exists(&self, dedupe_key: &str) -> Result<bool, StoreError>;
+    /// The best ready, unexpired rows made for a claim key (context and action kind), at most
+    /// `per_stakeholder` for each of `stakeholders`, each stakeholder's best first: what a
+    /// game's writer loads into its reservoir. Index ranges only, whatever the table holds.
+    async fn ready_rows(
+        &self,
+        game: GameId,
+        scene: &SceneId,
+        context: &ContextHash,
+        stakeholders: &[StakeholderId],
+        per_stakeholder: u32,
+        now: Millis,
+    ) -> Result<Vec<PlannedAction>, StoreError>;
     /// Atomically claims (marks consumed) at most one action per stakeholder; one statement.
     async fn claim(&self, query: &ClaimQuery) -> Result<Vec<PlannedAction>, StoreError>;
     /// Ready, unexpired rows per stakeholder for a claim key (see [`crate::model::reaction_key`]).
@@ -298,6 +310,19 @@ pub trait Store: Send + Sync {
     async fn expire_planned(&self, now: Millis) -> Result<u64, StoreError>;
     /// Deletes spent (not ready) rows created before `before`; returns how many.
     async fn delete_spent_planned(&self, before: Millis) -> Result<u64, StoreError>;
+
+    /// Records a dialogue reply, once per request: `false` if that request's reply was
+    /// already recorded.
+    async fn insert_dialogue_reply(
+        &self,
+        reply: &crate::model::DialogueReply,
+    ) -> Result<bool, StoreError>;
+    /// The replies of `game` to actions after seq `after`, in seq order.
+    async fn dialogue_replies(
+        &self,
+        game: GameId,
+        after: u64,
+    ) -> Result<Vec<crate::model::DialogueReply>, StoreError>;
 
     /// Inserts unless the dedupe key exists; `true` if inserted.
     async fn insert_canon(&self, canon: &CanonEvent) -> Result<bool, StoreError>;

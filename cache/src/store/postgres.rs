@@ -1,6 +1,6 @@
 //! [`Store`](super::Store) on PostgreSQL: the distributed deployment's database.
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -10,7 +10,7 @@ use std::str::FromStr;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{FromRow, Postgres, Row};
 
-use super::batch::{self, BatchItem, BatchSql, Finished, HeldGuards, ReadyCounts};
+use super::batch::{self, BatchItem, BatchSql, Finished, Opened};
 use super::sql::PlannedRow;
 use super::{ClaimQuery, StoreError};
 use crate::ids::ContextHash;
@@ -55,26 +55,36 @@ UPDATE planned_stakeholder_actions t SET status = 'consumed', claimed_at = $6
 FROM best WHERE t.id = best.id AND t.status = 'ready'
 RETURNING best.item, t.*";
 
-/// Ready rows per (request, stakeholder) for its claim key, each one index range counted up to
-/// 8 ([`batch::READY_COUNT_CAP`], checked by a test): dispatch only asks whether stock ran low, and a count must
-/// not cost in proportion to the stock. The `ORDER BY` is the index's own order: without it the
-/// planner may pick a bitmap scan, which reads every matching entry before the `LIMIT` (measured:
-/// 17 ms an action with 100,000 ready rows for one key).
-const READY: &str = "
-SELECT r.item, r.stakeholder_id, (
-    SELECT COUNT(*) FROM (SELECT 1 FROM planned_stakeholder_actions p
-    WHERE p.game_id = r.game_id AND p.scene_id = r.scene_id AND p.context_hash = r.context_hash
-      AND p.stakeholder_id = r.stakeholder_id
-      AND p.status = 'ready' AND p.expires_at > $6
-    ORDER BY p.priority DESC, p.created_at, p.id LIMIT 8) c) AS n
-FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[])
-    AS r(item, game_id, scene_id, stakeholder_id, context_hash)";
+/// A writer's reservoir load: for each stakeholder (`$4`), the `$6` best ready, unexpired rows
+/// made for the claim key, one range of the `planned_ready` partial index each.
+const READY_ROWS: &str = "
+SELECT c.* FROM unnest($4::text[]) AS s(stakeholder_id)
+CROSS JOIN LATERAL (
+    SELECT p.* FROM planned_stakeholder_actions p
+    WHERE p.game_id = $1 AND p.scene_id = $2 AND p.context_hash = $3
+      AND p.stakeholder_id = s.stakeholder_id
+      AND p.status = 'ready' AND p.expires_at > $5
+    ORDER BY p.priority DESC, p.created_at, p.id
+    LIMIT $6) c";
 
-const INSERT_EVENTS: &str = "
-INSERT INTO game_events (game_id, seq, kind, payload, created_at)
-SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])
-ON CONFLICT (game_id, seq) DO NOTHING
-RETURNING game_id, seq";
+/// A batch's first step in one statement: the events at their seqs (a seq another process
+/// took is not returned), the rows its writers picked marked consumed by primary key (a row no
+/// longer ready — another engine's commit took it first: this one waited on its row lock, then
+/// saw the new status — is not returned), and the guards held for its games. Rows come back as
+/// (`e`, game, –, seq), (`t`, row id, –, 0) and (`g`, game, key, 0).
+const OPEN: &str = "
+WITH e AS (
+    INSERT INTO game_events (game_id, seq, kind, payload, created_at)
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])
+    ON CONFLICT (game_id, seq) DO NOTHING
+    RETURNING game_id, seq),
+t AS (
+    UPDATE planned_stakeholder_actions SET status = 'consumed', claimed_at = $7
+    WHERE id = ANY($6) AND status = 'ready'
+    RETURNING id)
+SELECT 'e', game_id, NULL::text, seq FROM e
+UNION ALL SELECT 't', id, NULL, 0 FROM t
+UNION ALL SELECT 'g', game_id, key, 0 FROM job_guards WHERE game_id = ANY($8) AND expires_at > $7";
 
 const RECORD: &str = "
 WITH i AS (
@@ -90,11 +100,7 @@ g AS (
     SET job_id = excluded.job_id, kind = excluded.kind, expires_at = excluded.expires_at)
 SELECT 1";
 
-/// The guards held for the batch's games.
-const GUARDS: &str = "
-SELECT game_id, key FROM job_guards WHERE game_id = ANY($1) AND expires_at > $2";
-
-/// The request arrays of [`CLAIM`] and [`READY`]: one row per (item, stakeholder).
+/// The request arrays of [`CLAIM`]: one row per (item, stakeholder).
 #[derive(Default)]
 struct Requests {
     item: Vec<i32>,
@@ -211,11 +217,39 @@ impl PostgresStore {
         &self.pool
     }
 
-    /// The statements an action runs that read planned actions (name, SQL, binds as for the
-    /// batch: item, game, scene, stakeholder, context arrays and now), for plan checks.
+    /// The statements that read planned actions for players (name, SQL), for plan checks: the
+    /// standalone claim (binds: item, game, scene, stakeholder, context arrays and now) and the
+    /// reservoir load (game, scene, context, stakeholder array, now, limit).
     #[doc(hidden)]
     pub fn planned_statements() -> [(&'static str, &'static str); 2] {
-        [("claim", CLAIM), ("ready", READY)]
+        [("claim", CLAIM), ("load", READY_ROWS)]
+    }
+
+    async fn load_ready(
+        &self,
+        game: GameId,
+        scene: &SceneId,
+        context: &ContextHash,
+        stakeholders: &[StakeholderId],
+        per_stakeholder: u32,
+        now: Millis,
+    ) -> Result<Vec<PlannedAction>, StoreError> {
+        let rows: Vec<PlannedRow> = sqlx::query_as(READY_ROWS)
+            .bind(game.to_string())
+            .bind(scene.as_str())
+            .bind(&context.0)
+            .bind(
+                stakeholders
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(now)
+            .bind(i64::from(per_stakeholder))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        super::sql::rows_to_planned(rows)
     }
 
     async fn claim_one(&self, q: &ClaimQuery) -> Result<Vec<PlannedAction>, StoreError> {
@@ -237,19 +271,21 @@ impl BatchSql for PostgresStore {
         tx.commit().boxed()
     }
 
-    fn insert_events<'a>(
+    /// One statement: the events, the claims and the guards (data-modifying CTEs).
+    fn open<'a>(
         tx: &'a mut Self::Tx,
         items: &'a [&'a BatchItem],
+        ids: &'a [String],
+        games: &'a [GameId],
         now: Millis,
-    ) -> BoxFuture<'a, Result<Vec<bool>, sqlx::Error>> {
+    ) -> BoxFuture<'a, Result<Opened, StoreError>> {
         async move {
+            let encode = |e: serde_json::Error| StoreError::Decode(e.to_string());
             let mut payloads = Vec::with_capacity(items.len());
             for i in items {
-                payloads.push(
-                    serde_json::to_string(&i.event).map_err(|e| sqlx::Error::Encode(e.into()))?,
-                );
+                payloads.push(serde_json::to_string(&i.event).map_err(encode)?);
             }
-            let inserted: Vec<(String, i64)> = sqlx::query_as(INSERT_EVENTS)
+            let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(OPEN)
                 .bind(
                     items
                         .iter()
@@ -260,97 +296,40 @@ impl BatchSql for PostgresStore {
                 .bind(items.iter().map(|i| i.event.kind()).collect::<Vec<_>>())
                 .bind(payloads)
                 .bind(vec![now; items.len()])
-                .fetch_all(&mut **tx)
-                .await?;
-            Ok(items
-                .iter()
-                .map(|i| {
-                    let (game, seq) = (i.game_id.to_string(), i.seq as i64);
-                    inserted.iter().any(|(g, s)| *g == game && *s == seq)
-                })
-                .collect())
-        }
-        .boxed()
-    }
-
-    fn claim<'a>(
-        tx: &'a mut Self::Tx,
-        items: &'a [&'a BatchItem],
-        now: Millis,
-    ) -> BoxFuture<'a, Result<Vec<Vec<PlannedAction>>, StoreError>> {
-        async move {
-            let mut requests = Requests::default();
-            for (n, i) in items.iter().enumerate() {
-                if let Some(q) = &i.claim {
-                    requests.add(n, q.game_id, &q.scene_id, &q.stakeholders, &q.context_hash);
-                }
-            }
-            claim_rows(&mut **tx, requests, items.len(), now).await
-        }
-        .boxed()
-    }
-
-    fn ready<'a>(
-        tx: &'a mut Self::Tx,
-        items: &'a [&'a BatchItem],
-        now: Millis,
-    ) -> BoxFuture<'a, Result<ReadyCounts, StoreError>> {
-        async move {
-            let mut out: ReadyCounts = items
-                .iter()
-                .map(|i| i.ready.as_ref().map(|_| BTreeMap::new()))
-                .collect();
-            let mut requests = Requests::default();
-            for (n, i) in items.iter().enumerate() {
-                if let Some(q) = &i.ready {
-                    requests.add(n, i.game_id, &q.scene_id, &q.stakeholders, &q.context_hash);
-                }
-            }
-            if requests.item.is_empty() {
-                return Ok(out);
-            }
-            let rows = requests
-                .bind(READY, now)
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(StoreError::from_sqlx)?;
-            for row in rows {
-                let item: i32 = row.try_get(0).map_err(StoreError::from_sqlx)?;
-                let who: String = row.try_get(1).map_err(StoreError::from_sqlx)?;
-                let n: i64 = row.try_get(2).map_err(StoreError::from_sqlx)?;
-                let who = StakeholderId::new(who).map_err(|e| StoreError::Decode(e.to_string()))?;
-                if let Some(Some(counts)) = out.get_mut(item as usize)
-                    && n > 0
-                {
-                    counts.insert(who, n as u32);
-                }
-            }
-            Ok(out)
-        }
-        .boxed()
-    }
-
-    fn guards<'a>(
-        tx: &'a mut Self::Tx,
-        games: &'a [GameId],
-        now: Millis,
-    ) -> BoxFuture<'a, Result<HeldGuards, StoreError>> {
-        async move {
-            let games: Vec<String> = games.iter().map(|g| g.to_string()).collect();
-            let rows: Vec<(String, String)> = sqlx::query_as(GUARDS)
-                .bind(games)
+                .bind(ids)
                 .bind(now)
+                .bind(games.iter().map(|g| g.to_string()).collect::<Vec<_>>())
                 .fetch_all(&mut **tx)
                 .await
                 .map_err(StoreError::from_sqlx)?;
-            rows.into_iter()
-                .map(|(g, k)| {
-                    let g = g
-                        .parse::<GameId>()
-                        .map_err(|e| StoreError::Decode(e.to_string()))?;
-                    Ok((g, k))
-                })
-                .collect()
+            let mut inserted = HashSet::new();
+            let mut taken = HashSet::new();
+            let mut guards = Vec::new();
+            for (what, a, b, n) in rows {
+                match what.as_str() {
+                    "e" => {
+                        inserted.insert((a, n));
+                    }
+                    "t" => {
+                        taken.insert(a);
+                    }
+                    _ => {
+                        let game = a
+                            .parse::<GameId>()
+                            .map_err(|e| StoreError::Decode(e.to_string()))?;
+                        guards.push((game, b.unwrap_or_default()));
+                    }
+                }
+            }
+            let free = items
+                .iter()
+                .map(|i| inserted.contains(&(i.game_id.to_string(), i.seq as i64)))
+                .collect();
+            Ok(Opened {
+                free,
+                taken,
+                guards,
+            })
         }
         .boxed()
     }
@@ -415,13 +394,3 @@ impl BatchSql for PostgresStore {
 }
 
 super::sql::impl_store!(PostgresStore, super::sql::READY_COUNTS);
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ready_counts_stop_at_the_cap() {
-        let limit = format!("LIMIT {}", super::batch::READY_COUNT_CAP);
-        assert!(super::READY.contains(&limit));
-        assert!(super::super::sqlite::READY_CAPPED.contains("LIMIT $6"));
-    }
-}

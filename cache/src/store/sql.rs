@@ -133,12 +133,14 @@ pub(super) fn from_json<T: serde::de::DeserializeOwned>(
     serde_json::from_str(s).map_err(|e| bad(what, e))
 }
 
-pub(super) const INSERT_PLANNED: &str = "
+/// The head of a planned-rows insert; the rows follow as `VALUES` (sqlx's `QueryBuilder`).
+pub(super) const INSERT_PLANNED_INTO: &str = "
 INSERT INTO planned_stakeholder_actions
     (id, game_id, scene_id, stakeholder_id, kind, payload, priority, status, expires_at, dedupe_key,
-     reacts_to, context_hash, world_version, produced_at, model, prompt_version, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-ON CONFLICT (dedupe_key) DO NOTHING";
+     reacts_to, context_hash, world_version, produced_at, model, prompt_version, created_at) ";
+
+/// Planned rows per insert statement: 17 binds each, well under both engines' bind limits.
+pub(super) const PLANNED_INSERT_CHUNK: usize = 200;
 
 pub(super) const APPEND_EVENT: &str =
     "INSERT INTO game_events (game_id, seq, kind, payload, created_at) VALUES ($1, $2, $3, $4, $5)";
@@ -191,6 +193,40 @@ ON CONFLICT (scope, day) DO UPDATE SET reserved = llm_spend.reserved + excluded.
 WHERE llm_spend.used + llm_spend.reserved + excluded.reserved <= $4 \
 RETURNING used, reserved";
 
+/// Rows a maintenance statement touches per turn (see [`in_chunks!`]).
+pub(super) const MAINTENANCE_CHUNK: i64 = 500;
+
+/// Runs a maintenance statement (its last placeholder is the chunk's `LIMIT`) until it touches
+/// fewer than [`MAINTENANCE_CHUNK`] rows, each chunk in its own background turn: deleting a
+/// day of rows in one statement would hold SQLite's writer for as long as that takes, and
+/// every player's commit behind it. Returns the rows touched.
+macro_rules! in_chunks {
+    ($store:expr, $query:expr) => {
+        async {
+            let mut total = 0u64;
+            loop {
+                let _turn = <Self as $crate::store::batch::BatchSql>::turn(
+                    $store,
+                    $crate::store::lane::Turn::Background,
+                )
+                .await;
+                let done = $query
+                    .bind($crate::store::sql::MAINTENANCE_CHUNK)
+                    .execute(&$store.pool)
+                    .await
+                    .map_err($crate::store::StoreError::from_sqlx)?;
+                total += done.rows_affected();
+                if done.rows_affected() < $crate::store::sql::MAINTENANCE_CHUNK as u64 {
+                    break Ok::<u64, $crate::store::StoreError>(total);
+                }
+            }
+        }
+        .await
+    };
+}
+
+pub(super) use in_chunks;
+
 macro_rules! impl_store {
     ($store:ty, $ready_counts:expr) => {
         #[async_trait::async_trait]
@@ -212,6 +248,7 @@ macro_rules! impl_store {
                 id: $crate::ids::GameId,
                 scenario: &$crate::scenario::Scenario,
             ) -> Result<(), $crate::store::StoreError> {
+                let _turn = <Self as $crate::store::batch::BatchSql>::turn(self, $crate::store::lane::Turn::Player).await;
                 sqlx::query("INSERT INTO games (id, scenario_name, scenario, created_at) VALUES ($1, $2, $3, $4)")
                     .bind(id.to_string())
                     .bind(&scenario.name)
@@ -248,6 +285,7 @@ macro_rules! impl_store {
                 name: &str,
                 token_hash: &str,
             ) -> Result<$crate::store::PlayerRecord, $crate::store::StoreError> {
+                let _turn = <Self as $crate::store::batch::BatchSql>::turn(self, $crate::store::lane::Turn::Player).await;
                 let id = $crate::ids::PlayerId::generate();
                 sqlx::query("INSERT INTO players (id, game_id, name, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)")
                     .bind(id.to_string())
@@ -308,6 +346,7 @@ macro_rules! impl_store {
                 seq: u64,
                 event: &$crate::events::LoggedEvent,
             ) -> Result<(), $crate::store::StoreError> {
+                let _turn = <Self as $crate::store::batch::BatchSql>::turn(self, $crate::store::lane::Turn::Player).await;
                 sqlx::query($crate::store::sql::APPEND_EVENT)
                     .bind(game.to_string())
                     .bind(seq as i64)
@@ -334,6 +373,7 @@ macro_rules! impl_store {
                 let payload = $crate::store::sql::to_json(event)?;
                 let mut attempt = 0;
                 loop {
+                    let _turn = <Self as $crate::store::batch::BatchSql>::turn(self, $crate::store::lane::Turn::Background).await;
                     let result: Result<i64, sqlx::Error> = sqlx::query_scalar($crate::store::sql::APPEND_EVENT_NEXT)
                         .bind(game.to_string())
                         .bind(event.kind())
@@ -359,6 +399,7 @@ macro_rules! impl_store {
                 let payload = $crate::store::sql::to_json(event)?;
                 let mut attempt = 0;
                 loop {
+                    let _turn = <Self as $crate::store::batch::BatchSql>::turn(self, $crate::store::lane::Turn::Background).await;
                     let result: Result<Option<i64>, sqlx::Error> =
                         sqlx::query_scalar($crate::store::sql::APPEND_EVENT_ONCE)
                             .bind(game.to_string())
@@ -489,12 +530,10 @@ macro_rules! impl_store {
                 &self,
                 before: $crate::time::Millis,
             ) -> Result<u64, $crate::store::StoreError> {
-                let done = sqlx::query("DELETE FROM stream_events WHERE created_at < $1")
-                    .bind(before)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::StoreError::from_sqlx)?;
-                Ok(done.rows_affected())
+                $crate::store::sql::in_chunks!(self, sqlx::query(
+                    "DELETE FROM stream_events WHERE (game_id, seq, idx) IN \
+                     (SELECT game_id, seq, idx FROM stream_events WHERE created_at < $1 LIMIT $2)",
+                ).bind(before))
             }
 
             async fn release_job_guard(
@@ -503,6 +542,7 @@ macro_rules! impl_store {
                 key: &str,
                 job_id: &str,
             ) -> Result<bool, $crate::store::StoreError> {
+                let _turn = <Self as $crate::store::batch::BatchSql>::turn(self, $crate::store::lane::Turn::Background).await;
                 let done = sqlx::query("DELETE FROM job_guards WHERE game_id = $1 AND key = $2 AND job_id = $3")
                     .bind(game.to_string())
                     .bind(key)
@@ -526,18 +566,17 @@ macro_rules! impl_store {
                 &self,
                 before: $crate::time::Millis,
             ) -> Result<u64, $crate::store::StoreError> {
-                let done = sqlx::query("DELETE FROM idempotency_records WHERE created_at < $1")
-                    .bind(before)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::StoreError::from_sqlx)?;
-                Ok(done.rows_affected())
+                $crate::store::sql::in_chunks!(self, sqlx::query(
+                    "DELETE FROM idempotency_records WHERE (player_id, key) IN \
+                     (SELECT player_id, key FROM idempotency_records WHERE created_at < $1 LIMIT $2)",
+                ).bind(before))
             }
 
             async fn record_llm_call(
                 &self,
                 call: &$crate::store::LlmCall,
             ) -> Result<(), $crate::store::StoreError> {
+                let _turn = <Self as $crate::store::batch::BatchSql>::turn(self, $crate::store::lane::Turn::Background).await;
                 sqlx::query(
                     "INSERT INTO llm_calls (game_id, kind, model, prompt_tokens, completion_tokens, estimated, ok, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -584,11 +623,11 @@ macro_rules! impl_store {
                 &self,
                 before: $crate::time::Millis,
             ) -> Result<u64, $crate::store::StoreError> {
-                let done = sqlx::query("DELETE FROM llm_calls WHERE created_at < $1")
-                    .bind(before)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::StoreError::from_sqlx)?;
+                let deleted = $crate::store::sql::in_chunks!(self, sqlx::query(
+                    "DELETE FROM llm_calls WHERE id IN \
+                     (SELECT id FROM llm_calls WHERE created_at < $1 LIMIT $2)",
+                ).bind(before))?;
+                let _turn = <Self as $crate::store::batch::BatchSql>::turn(self, $crate::store::lane::Turn::Background).await;
                 sqlx::query("DELETE FROM llm_spend WHERE day < $1")
                     .bind($crate::spend::day_of(before))
                     .execute(&self.pool)
@@ -599,7 +638,7 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await
                     .map_err($crate::store::StoreError::from_sqlx)?;
-                Ok(done.rows_affected())
+                Ok(deleted)
             }
 
             async fn reserve_tokens(
@@ -618,6 +657,7 @@ macro_rules! impl_store {
                 }
                 let err = $crate::store::StoreError::from_sqlx;
                 // One transaction: every scope reserves, or (dropped, rolled back) none does.
+                let _turn = <Self as $crate::store::batch::BatchSql>::turn(self, $crate::store::lane::Turn::Background).await;
                 let mut tx = BatchSql::begin(self).await.map_err(err)?;
                 let mut cheap = false;
                 for c in charges {
@@ -662,6 +702,7 @@ macro_rules! impl_store {
                 reserved: u64,
                 used: u64,
             ) -> Result<(), $crate::store::StoreError> {
+                let _turn = <Self as $crate::store::batch::BatchSql>::turn(self, $crate::store::lane::Turn::Background).await;
                 for scope in scopes {
                     sqlx::query(
                         "UPDATE llm_spend SET used = used + $3, \
@@ -705,30 +746,46 @@ macro_rules! impl_store {
 
             async fn insert_planned(
                 &self,
-                a: &$crate::model::PlannedAction,
-            ) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::sql::INSERT_PLANNED)
-                    .bind(a.id.to_string())
-                    .bind(a.game_id.to_string())
-                    .bind(a.scene_id.as_str())
-                    .bind(a.stakeholder_id.as_str())
-                    .bind(a.kind.as_str())
-                    .bind($crate::store::sql::to_json(&a.payload)?)
-                    .bind(a.priority)
-                    .bind(a.status.as_str())
-                    .bind(a.expires_at)
-                    .bind(&a.dedupe_key)
-                    .bind(a.reacts_to.map(|s| s as i64))
-                    .bind(&a.provenance.context_hash.0)
-                    .bind(a.provenance.world_version as i64)
-                    .bind(a.provenance.produced_at)
-                    .bind(&a.provenance.model)
-                    .bind(&a.provenance.prompt_version)
-                    .bind(a.created_at)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::StoreError::from_sqlx)?;
-                Ok(done.rows_affected() == 1)
+                rows: &[$crate::model::PlannedAction],
+            ) -> Result<u64, $crate::store::StoreError> {
+                let mut inserted = 0;
+                // One statement per chunk, not per row: a scene preparation writes dozens, and
+                // on SQLite each statement is a turn at the one writer.
+                for chunk in rows.chunks($crate::store::sql::PLANNED_INSERT_CHUNK) {
+                    let mut payloads = Vec::with_capacity(chunk.len());
+                    for a in chunk {
+                        payloads.push($crate::store::sql::to_json(&a.payload)?);
+                    }
+                    let mut insert = sqlx::QueryBuilder::new($crate::store::sql::INSERT_PLANNED_INTO);
+                    insert.push_values(chunk.iter().zip(payloads), |mut row, (a, payload)| {
+                        row.push_bind(a.id.to_string())
+                            .push_bind(a.game_id.to_string())
+                            .push_bind(a.scene_id.as_str().to_owned())
+                            .push_bind(a.stakeholder_id.as_str().to_owned())
+                            .push_bind(a.kind.as_str())
+                            .push_bind(payload)
+                            .push_bind(a.priority)
+                            .push_bind(a.status.as_str())
+                            .push_bind(a.expires_at)
+                            .push_bind(a.dedupe_key.clone())
+                            .push_bind(a.reacts_to.map(|s| s as i64))
+                            .push_bind(a.provenance.context_hash.0.clone())
+                            .push_bind(a.provenance.world_version as i64)
+                            .push_bind(a.provenance.produced_at)
+                            .push_bind(a.provenance.model.clone())
+                            .push_bind(a.provenance.prompt_version.clone())
+                            .push_bind(a.created_at);
+                    });
+                    insert.push(" ON CONFLICT (dedupe_key) DO NOTHING");
+                    let _turn = <Self as $crate::store::batch::BatchSql>::turn(self, $crate::store::lane::Turn::Background).await;
+                    let done = insert
+                        .build()
+                        .execute(&self.pool)
+                        .await
+                        .map_err($crate::store::StoreError::from_sqlx)?;
+                    inserted += done.rows_affected();
+                }
+                Ok(inserted)
             }
 
             async fn planned_exists(&self, dedupe_key: &str) -> Result<bool, $crate::store::StoreError> {
@@ -741,10 +798,23 @@ macro_rules! impl_store {
                 Ok(found.is_some())
             }
 
+            async fn ready_rows(
+                &self,
+                game: $crate::ids::GameId,
+                scene: &$crate::ids::SceneId,
+                context: &$crate::ids::ContextHash,
+                stakeholders: &[$crate::ids::StakeholderId],
+                per_stakeholder: u32,
+                now: $crate::time::Millis,
+            ) -> Result<Vec<$crate::model::PlannedAction>, $crate::store::StoreError> {
+                self.load_ready(game, scene, context, stakeholders, per_stakeholder, now).await
+            }
+
             async fn claim(
                 &self,
                 q: &$crate::store::ClaimQuery,
             ) -> Result<Vec<$crate::model::PlannedAction>, $crate::store::StoreError> {
+                let _turn = <Self as $crate::store::batch::BatchSql>::turn(self, $crate::store::lane::Turn::Player).await;
                 self.claim_one(q).await
             }
 
@@ -790,6 +860,7 @@ macro_rules! impl_store {
                 id: $crate::ids::PlannedActionId,
                 status: $crate::model::PlannedStatus,
             ) -> Result<bool, $crate::store::StoreError> {
+                let _turn = <Self as $crate::store::batch::BatchSql>::turn(self, $crate::store::lane::Turn::Background).await;
                 let done = sqlx::query("UPDATE planned_stakeholder_actions SET status = $2 WHERE id = $1 AND status = 'ready'")
                     .bind(id.to_string())
                     .bind(status.as_str())
@@ -800,26 +871,23 @@ macro_rules! impl_store {
             }
 
             async fn expire_planned(&self, now: $crate::time::Millis) -> Result<u64, $crate::store::StoreError> {
-                let done = sqlx::query(
-                    "UPDATE planned_stakeholder_actions SET status = 'expired' WHERE status = 'ready' AND expires_at <= $1",
-                )
-                .bind(now)
-                .execute(&self.pool)
-                .await
-                .map_err($crate::store::StoreError::from_sqlx)?;
-                Ok(done.rows_affected())
+                $crate::store::sql::in_chunks!(self, sqlx::query(
+                    "UPDATE planned_stakeholder_actions SET status = 'expired' WHERE id IN \
+                     (SELECT id FROM planned_stakeholder_actions \
+                      WHERE status = 'ready' AND expires_at <= $1 LIMIT $2)",
+                ).bind(now))
             }
 
             async fn delete_spent_planned(&self, before: $crate::time::Millis) -> Result<u64, $crate::store::StoreError> {
-                let done = sqlx::query("DELETE FROM planned_stakeholder_actions WHERE status <> 'ready' AND created_at < $1")
-                    .bind(before)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::StoreError::from_sqlx)?;
-                Ok(done.rows_affected())
+                $crate::store::sql::in_chunks!(self, sqlx::query(
+                    "DELETE FROM planned_stakeholder_actions WHERE id IN \
+                     (SELECT id FROM planned_stakeholder_actions \
+                      WHERE status <> 'ready' AND created_at < $1 LIMIT $2)",
+                ).bind(before))
             }
 
             async fn insert_canon(&self, c: &$crate::model::CanonEvent) -> Result<bool, $crate::store::StoreError> {
+                let _turn = <Self as $crate::store::batch::BatchSql>::turn(self, $crate::store::lane::Turn::Background).await;
                 let done = sqlx::query($crate::store::sql::INSERT_CANON)
                     .bind(c.id.to_string())
                     .bind(c.game_id.to_string())
@@ -837,6 +905,61 @@ macro_rules! impl_store {
                     .await
                     .map_err($crate::store::StoreError::from_sqlx)?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn insert_dialogue_reply(
+                &self,
+                r: &$crate::model::DialogueReply,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let _turn = <Self as $crate::store::batch::BatchSql>::turn(self, $crate::store::lane::Turn::Background).await;
+                let done = sqlx::query(
+                    "INSERT INTO dialogue_replies \
+                     (game_id, request_id, answers_seq, player_id, stakeholder_id, text, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (game_id, request_id) DO NOTHING",
+                )
+                .bind(r.game_id.to_string())
+                .bind(r.request_id.to_string())
+                .bind(r.answers_seq as i64)
+                .bind(r.player_id.to_string())
+                .bind(r.stakeholder_id.as_str())
+                .bind(&r.text)
+                .bind(r.created_at)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::store::StoreError::from_sqlx)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn dialogue_replies(
+                &self,
+                game: $crate::ids::GameId,
+                after: u64,
+            ) -> Result<Vec<$crate::model::DialogueReply>, $crate::store::StoreError> {
+                let rows: Vec<(String, i64, String, String, String, i64)> = sqlx::query_as(
+                    "SELECT request_id, answers_seq, player_id, stakeholder_id, text, created_at \
+                     FROM dialogue_replies WHERE game_id = $1 AND answers_seq > $2 \
+                     ORDER BY answers_seq, created_at",
+                )
+                .bind(game.to_string())
+                .bind(after as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::store::StoreError::from_sqlx)?;
+                let bad = |what: &str, e: String| $crate::store::StoreError::Decode(format!("{what}: {e}"));
+                rows.into_iter()
+                    .map(|(request, seq, player, who, text, created_at)| {
+                        Ok($crate::model::DialogueReply {
+                            game_id: game,
+                            request_id: request.parse().map_err(|e| bad("request id", format!("{e}")))?,
+                            answers_seq: seq as u64,
+                            player_id: player.parse().map_err(|e| bad("player id", format!("{e}")))?,
+                            stakeholder_id: $crate::ids::StakeholderId::new(who)
+                                .map_err(|e| bad("stakeholder id", e.to_string()))?,
+                            text,
+                            created_at,
+                        })
+                    })
+                    .collect()
             }
 
             async fn canon_events(
