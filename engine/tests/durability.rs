@@ -255,6 +255,112 @@ async fn distributed_sigkill_after_answering_loses_nothing() {
     sigkill_after_answering(distributed()).await;
 }
 
+/// Two engines acting on one game pick precomputed rows from their own reservoirs, so both
+/// hold the same rows: each row is still served once — the commit that marks it consumed
+/// serves it, and the other engine's action is applied again with other rows (`ClaimTaken`).
+/// Every answer is 200, no row's line appears in two answers, and every row served is
+/// consumed in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_serve_each_precomputed_row_once() {
+    use hotpath_cache::model::{
+        ActionKind, PlannedAction, PlannedKind, PlannedStatus, Provenance, StakeholderMove,
+        reaction_key,
+    };
+    let deployment = distributed();
+    let client = reqwest::Client::new();
+    let (a, b) = (deployment.start(), deployment.start());
+    let (game, token) = new_game(&client, &a.base).await;
+    let game_id: GameId = game.parse().unwrap();
+    // `trade` lowers intensity, so the docks stay in their first phase: one context, one key.
+    let scenario = &hotpath_cache::scenario::builtin()["harbor-strike"];
+    let docks = hotpath_cache::SceneId::new("docks").unwrap();
+    let state = hotpath_cache::state::GameState::new(game_id, scenario);
+    let key = reaction_key(&state.context_hash(scenario, &docks), ActionKind::Trade);
+    let stakeholders = scenario.scene(&docks).unwrap().stakeholders.clone();
+    let now = hotpath_cache::time::now_ms();
+    let rows: Vec<PlannedAction> = stakeholders
+        .iter()
+        .flat_map(|who| (0..10).map(move |n| (who.clone(), n)))
+        .map(|(who, n)| PlannedAction {
+            id: hotpath_cache::ids::PlannedActionId::generate(),
+            game_id,
+            scene_id: docks.clone(),
+            stakeholder_id: who.clone(),
+            kind: PlannedKind::Reaction,
+            payload: StakeholderMove {
+                behaviour: "weighs the offer".into(),
+                intent: "probe".into(),
+                line: format!("row {who} {n}"),
+            },
+            priority: 1,
+            status: PlannedStatus::Ready,
+            expires_at: now + 3_600_000,
+            dedupe_key: format!("test:{game}:{who}:{n}"),
+            reacts_to: None,
+            provenance: Provenance {
+                context_hash: key.clone(),
+                world_version: 0,
+                produced_at: now,
+                model: "test".into(),
+                prompt_version: "test".into(),
+            },
+            created_at: now,
+        })
+        .collect();
+    let store = deployment.store().await;
+    assert_eq!(
+        store.insert_planned(&rows).await.unwrap(),
+        rows.len() as u64
+    );
+
+    // Eight clients on each engine, more actions than rows.
+    let runs = (0..16).map(|c| {
+        let (client, token) = (client.clone(), token.clone());
+        let base = if c % 2 == 0 { &a.base } else { &b.base };
+        let url = format!("{base}/v1/games/{game}/actions");
+        async move {
+            let mut out = Vec::new();
+            for n in 0..4 {
+                let body = json!({"scene_id": "docks", "kind": "trade",
+                    "text": format!("A fair price, {c}-{n}?")});
+                out.push(post(&client, url.clone(), &token, body).await);
+            }
+            out
+        }
+    });
+    let answers: Vec<(u16, Value)> = futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut served = Vec::new();
+    for (status, answer) in &answers {
+        assert_eq!(*status, 200, "{answer}");
+        for r in answer["reactions"].as_array().unwrap() {
+            if r["source"] == "precomputed" {
+                served.push(r["text"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    let distinct: BTreeSet<&String> = served.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        served.len(),
+        "a row served twice: {served:?}"
+    );
+    assert_eq!(served.len(), rows.len(), "64 actions take all 30 rows");
+    for row in &rows {
+        let stored = store.planned(row.id).await.unwrap().unwrap();
+        assert_eq!(
+            stored.status,
+            PlannedStatus::Consumed,
+            "{}",
+            row.payload.line
+        );
+        assert!(served.contains(&row.payload.line));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_engines_on_one_game_keep_the_log_whole() {
     let deployment = distributed();

@@ -18,6 +18,7 @@ pub mod dispatch;
 pub mod fallback;
 mod load;
 pub mod reads;
+mod reservoir;
 pub mod resolve;
 pub mod rules;
 pub mod writer;
@@ -199,6 +200,12 @@ impl HotPath {
     /// The player of a token hash, if this process has looked it up lately.
     pub async fn cached_player(&self, hash: &str) -> Option<PlayerRecord> {
         self.players.get(hash).await
+    }
+
+    /// Remembers a player this process just added: its first request is then answered from
+    /// the cache, not counted as a lookup of an unknown token against its address.
+    pub async fn remember_player(&self, hash: String, player: PlayerRecord) {
+        self.players.insert(hash, player).await;
     }
 
     pub async fn player_by_token_hash(&self, hash: &str) -> Result<Option<PlayerRecord>, HotError> {

@@ -20,13 +20,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use hotpath_cache::GameId;
 use hotpath_cache::cache::{CacheExt, keys};
-use hotpath_cache::ids::RequestId;
+use hotpath_cache::ids::{RequestId, StakeholderId};
 use hotpath_cache::model::PlayerAction;
 use hotpath_cache::scenario::Scenario;
 use hotpath_cache::state::GameState;
 use hotpath_cache::store::{Finished, IdempotencyKey, ItemError, StoredResponse};
+use hotpath_cache::time::now_ms;
 
 use super::reads::CachedContent;
+use super::reservoir::{ClaimKey, ROWS_PER_STAKEHOLDER, Reservoir};
 use super::resolve::same_request;
 use super::writers::{Append, Msg, Writers};
 use super::{HotError, apply, load};
@@ -139,6 +141,7 @@ pub(crate) fn spawn(
         asked: Arc::new(HashSet::new()),
         asked_since: std::time::Instant::now(),
         since_snapshot: 0,
+        reservoir: Reservoir::default(),
     };
     metrics::gauge!("hotpath_writers").increment(1.0);
     tokio::spawn(writer.run(rx, outcomes));
@@ -166,6 +169,8 @@ struct Writer {
     /// When `asked` was last emptied (every [`ASKED_FOR`]).
     asked_since: std::time::Instant,
     since_snapshot: u32,
+    /// The game's ready precomputed rows, picked in memory (see [`super::reservoir`]).
+    reservoir: Reservoir,
 }
 
 impl Writer {
@@ -274,7 +279,7 @@ impl Writer {
             work.fail(e);
             return;
         }
-        self.submit(work);
+        self.submit(work).await;
     }
 
     /// A retry of an action with the same `Idempotency-Key` as one in flight joins it (its
@@ -313,17 +318,43 @@ impl Writer {
         None
     }
 
-    /// Applies `work` to the tip and hands it to the committer.
-    fn submit(&mut self, work: Work) {
+    /// Applies `work` to the tip, picks its precomputed rows and hands it to the committer.
+    async fn submit(&mut self, work: Work) {
         if self.asked_since.elapsed() >= ASKED_FOR {
             self.asked = Arc::new(HashSet::new());
             self.asked_since = std::time::Instant::now();
         }
-        let config = &self.path.inner.config;
-        let before = self.tip.as_ref().expect("submit after load");
+        let before = self.tip.clone().expect("submit after load");
         let (after, item) = match &work {
-            Work::Act(act) => apply::apply(&self.scenario, before, act, config, self.asked.clone()),
-            Work::Append(a) => apply::append(&self.scenario, before, a.event.clone()),
+            Work::Act(act) => {
+                let applied = apply::rules(&self.scenario, &before, act);
+                let now = now_ms();
+                self.stock(&applied.claim_key, &applied.stakeholders, act.deadline)
+                    .await;
+                let claim = self
+                    .reservoir
+                    .pick(&applied.claim_key, &applied.stakeholders, now);
+                if applied.ready_key != applied.claim_key {
+                    self.stock(&applied.ready_key, &applied.stakeholders, act.deadline)
+                        .await;
+                }
+                let ready = self
+                    .reservoir
+                    .count(&applied.ready_key, &applied.stakeholders, now);
+                let config = &self.path.inner.config;
+                let asked = self.asked.clone();
+                apply::item(
+                    &self.scenario,
+                    &before,
+                    act,
+                    applied,
+                    claim,
+                    ready,
+                    config,
+                    asked,
+                )
+            }
+            Work::Append(a) => apply::append(&self.scenario, &before, a.event.clone()),
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -393,6 +424,13 @@ impl Writer {
                 metrics::counter!("hotpath_writer_lost_races_total").increment(1);
                 self.reload_and_reapply(None).await;
             }
+            Err(ItemError::ClaimTaken { gone }) => {
+                // Another engine took a row this writer picked: read the stock again, never
+                // picking those rows again (whatever made them unclaimable).
+                metrics::counter!("hotpath_claims_taken_elsewhere_total").increment(1);
+                self.reservoir.refuse(gone);
+                self.reload_and_reapply(None).await;
+            }
             Err(ItemError::IdempotencyKeyTaken) => {
                 // A concurrent request with the same key won: this one answers what it recorded.
                 let lost = self.inflight.remove(pos).expect("found above");
@@ -401,6 +439,8 @@ impl Writer {
             Err(ItemError::Store(e)) => {
                 self.generation = next_generation();
                 self.tip = None;
+                // The failed items' picks are still ready in the store.
+                self.reservoir.forget();
                 let message = e.to_string();
                 for lost in std::mem::take(&mut self.inflight) {
                     lost.work.fail(HotError::Unavailable(message.clone()));
@@ -414,6 +454,8 @@ impl Writer {
     /// the stored idempotency record instead.
     async fn reload_and_reapply(&mut self, replayed: Option<Work>) {
         self.generation = next_generation();
+        // What the failed items picked is ready again, and what is in memory may be stale.
+        self.reservoir.forget();
         let pending: Vec<Inflight> = std::mem::take(&mut self.inflight).into();
         let deadline = pending
             .iter()
@@ -430,7 +472,7 @@ impl Writer {
                 self.committed = Some(state.clone());
                 self.tip = Some(state);
                 for p in pending {
-                    self.submit(p.work);
+                    self.submit(p.work).await;
                 }
             }
             Err(e) => {
@@ -481,6 +523,46 @@ impl Writer {
                 let _ = reply.send(answer.clone());
             }
         });
+    }
+
+    /// Makes sure the reservoir holds `key`'s ready rows, reading them from the store if it
+    /// must, within the action's deadline. A read that fails leaves the stock empty (the action
+    /// falls back to rules): precomputed content is never worth a 503.
+    async fn stock(
+        &mut self,
+        key: &ClaimKey,
+        stakeholders: &[StakeholderId],
+        deadline: tokio::time::Instant,
+    ) {
+        let now = now_ms();
+        if !self.reservoir.wants(key, stakeholders, now) {
+            return;
+        }
+        let store = &self.path.inner.store;
+        let read = store.ready_rows(
+            self.game,
+            &key.0,
+            &key.1,
+            stakeholders,
+            ROWS_PER_STAKEHOLDER,
+            now,
+        );
+        // A slow read costs the action its precomputed rows, never its budget.
+        let config = &self.path.inner.config;
+        let deadline = deadline.min(tokio::time::Instant::now() + config.cache_budget());
+        let rows = match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, game = %self.game, "reading ready rows failed");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::debug!(game = %self.game, "reading ready rows timed out");
+                Vec::new()
+            }
+        };
+        metrics::counter!("hotpath_reservoir_loads_total").increment(1);
+        self.reservoir.fill(key.clone(), stakeholders, rows);
     }
 
     /// Writes a committed state to the cache without holding anyone: a failure only costs the
