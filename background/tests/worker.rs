@@ -404,10 +404,13 @@ async fn every_kind_writes_what_the_hot_path_reads(env: Env) {
     };
     assert!(refs.items.iter().all(|i| i.canon_id == canon[0].id));
 
-    // Dialogue: logged.
-    assert!(log.iter().any(
-        |(_, e)| matches!(e, LoggedEvent::DialogueReplied { player_id, .. } if *player_id == player)
-    ));
+    // Dialogue: recorded beside the log, not in it.
+    let replies = env.store.dialogue_replies(game, 0).await.unwrap();
+    assert!(replies.iter().any(|r| r.player_id == player));
+    assert!(
+        log.iter()
+            .all(|(_, e)| !matches!(e, LoggedEvent::DialogueReplied { .. }))
+    );
 
     // Events: every job started and completed; writes announced.
     let evs = events(&env, game).await;
@@ -699,16 +702,16 @@ async fn dialogue_streams_in_order_then_done_then_log(env: Env) {
     assert!(chunks.len() > 3);
     assert_eq!(chunks.concat(), done);
     assert_eq!(wait_finished(&env.storage, &id).await.status, "Done");
-    let log = env.store.events(game, 0).await.unwrap();
-    let (_, last) = log.last().unwrap();
+    let replies = env.store.dialogue_replies(game, 0).await.unwrap();
+    let reply = replies.last().unwrap();
     assert_eq!(
-        last,
-        &LoggedEvent::DialogueReplied {
-            request_id,
-            player_id: player,
-            stakeholder_id: sid("mara"),
-            text: done
-        }
+        (
+            reply.request_id,
+            reply.player_id,
+            reply.stakeholder_id.clone(),
+            reply.text.clone()
+        ),
+        (request_id, player, sid("mara"), done)
     );
     running.stop().await;
 }
@@ -1193,7 +1196,7 @@ async fn dispatch(env: &Env, game: GameId, player: PlayerId, seq: u64, id: &str,
             turn: 2,
             effects: Vec::new(),
         }),
-        claim: None,
+        claim: Vec::new(),
         ready: None,
         idempotency: None,
         finish: Box::new(move |_| hotpath_cache::store::Finished {

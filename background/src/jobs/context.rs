@@ -24,6 +24,40 @@ pub const CONVERSATION_LINES: usize = 8;
 /// the game's age (a soak's worker RSS and CPU grew with it).
 pub const CONVERSATION_WINDOW: u64 = 500;
 
+/// `log` with `replies` woven in, each right after the action it answers (at that action's
+/// seq), as the events they were when replies were logged: what the prompts' history reads.
+pub fn with_replies(
+    log: Vec<(u64, LoggedEvent)>,
+    replies: Vec<hotpath_cache::model::DialogueReply>,
+) -> Vec<(u64, LoggedEvent)> {
+    if replies.is_empty() {
+        return log;
+    }
+    let mut out: Vec<(u64, LoggedEvent)> = Vec::with_capacity(log.len() + replies.len());
+    let mut replies = replies.into_iter().peekable();
+    for (seq, event) in log {
+        // Replies to earlier actions than this event (or to one outside the log's range).
+        while let Some(r) = replies.next_if(|r| r.answers_seq < seq) {
+            out.push(reply_event(r));
+        }
+        out.push((seq, event));
+    }
+    out.extend(replies.map(reply_event));
+    out
+}
+
+fn reply_event(r: hotpath_cache::model::DialogueReply) -> (u64, LoggedEvent) {
+    (
+        r.answers_seq,
+        LoggedEvent::DialogueReplied {
+            request_id: r.request_id,
+            player_id: r.player_id,
+            stakeholder_id: r.stakeholder_id,
+            text: r.text,
+        },
+    )
+}
+
 pub struct World {
     pub scenario: Scenario,
     pub state: GameState,
@@ -53,7 +87,7 @@ impl World {
         // One read serves both: the events after the snapshot, and the last few before it
         // for the prompts' `recent_events`.
         let from = state.seq.saturating_sub(RECENT_EVENTS as u64);
-        let mut recent = deps
+        let recent = deps
             .store
             .events(game, from)
             .await
@@ -63,6 +97,12 @@ impl World {
                 state.apply(&scenario, *seq, event);
             }
         }
+        let replies = deps
+            .store
+            .dialogue_replies(game, from)
+            .await
+            .map_err(TryError::infra)?;
+        let mut recent = with_replies(recent, replies);
         let skip = recent.len().saturating_sub(RECENT_EVENTS);
         recent.drain(..skip);
         Ok(World {
@@ -507,6 +547,44 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::*;
     use super::*;
+
+    /// Replies kept beside the log come back right after the action each answers.
+    #[test]
+    fn replies_are_woven_in_after_what_they_answer() {
+        let joined = |n: &str| LoggedEvent::PlayerJoined {
+            player_id: PlayerId::generate(),
+            name: n.into(),
+        };
+        let reply = |seq: u64, text: &str| hotpath_cache::model::DialogueReply {
+            game_id: GameId::generate(),
+            request_id: hotpath_cache::ids::RequestId::generate(),
+            answers_seq: seq,
+            player_id: PlayerId::generate(),
+            stakeholder_id: StakeholderId::new("mara").unwrap(),
+            text: text.into(),
+            created_at: 0,
+        };
+        let log = vec![(4, joined("a")), (5, joined("b")), (7, joined("c"))];
+        let woven = with_replies(log, vec![reply(3, "x"), reply(5, "y"), reply(9, "z")]);
+        let order: Vec<(u64, String)> = woven
+            .iter()
+            .map(|(seq, e)| {
+                let what = match e {
+                    LoggedEvent::PlayerJoined { name, .. } => name.clone(),
+                    LoggedEvent::DialogueReplied { text, .. } => text.clone(),
+                    _ => unreachable!(),
+                };
+                (*seq, what)
+            })
+            .collect();
+        let want = [(3, "x"), (4, "a"), (5, "b"), (5, "y"), (7, "c"), (9, "z")];
+        assert_eq!(
+            order,
+            want.iter()
+                .map(|(s, t)| (*s, t.to_string()))
+                .collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn recent_events_and_people_are_named() {

@@ -219,7 +219,7 @@ async fn prepare(
         )
         .await?;
     let moves = output::scene_reactions(&answer.text, &wanted)?;
-    let mut written = 0usize;
+    let mut rows = Vec::new();
     let mut taken: BTreeMap<(StakeholderId, ActionKind), u32> = BTreeMap::new();
     let created = now_ms();
     for (who, kind, payload) in moves {
@@ -248,15 +248,13 @@ async fn prepare(
             ),
             created_at: created,
         };
-        if deps
-            .store
-            .insert_planned(&row)
-            .await
-            .map_err(TryError::infra)?
-        {
-            written += 1;
-        }
+        rows.push(row);
     }
+    let written = deps
+        .store
+        .insert_planned(&rows)
+        .await
+        .map_err(TryError::infra)?;
     if written == 0 {
         return Ok(Outcome::Skipped(
             "these reactions were already written".into(),
@@ -602,21 +600,25 @@ async fn dialogue(
     deps: &Deps,
     s: &JobSettings,
 ) -> Result<Outcome, TryError> {
-    // The reply is logged after the job's world version, and the conversation it continues is
-    // within the window before it: the rest of the log is not read.
+    // The conversation it continues is within the window before the job's world version: the
+    // rest of the log is not read. Replies are kept beside the log (see `DialogueReply`).
+    let from = j
+        .world_version
+        .saturating_sub(super::context::CONVERSATION_WINDOW);
     let log = deps
         .store
-        .events(
-            j.game_id,
-            j.world_version
-                .saturating_sub(super::context::CONVERSATION_WINDOW),
-        )
+        .events(j.game_id, from)
         .await
         .map_err(TryError::infra)?;
-    let replied = |e: &LoggedEvent| matches!(e, LoggedEvent::DialogueReplied { request_id, .. } if *request_id == j.request_id);
-    if log.iter().any(|(_, e)| replied(e)) {
-        return Ok(Outcome::Skipped("reply already logged".into()));
+    let replies = deps
+        .store
+        .dialogue_replies(j.game_id, from)
+        .await
+        .map_err(TryError::infra)?;
+    if replies.iter().any(|r| r.request_id == j.request_id) {
+        return Ok(Outcome::Skipped("reply already recorded".into()));
     }
+    let log = super::context::with_replies(log, replies);
     let world = World::load(deps, j.game_id).await?;
     let who = world.stakeholder(&j.stakeholder_id)?;
     let mut facts = world.stakeholder_facts(who, Some(&j.scene_id));
@@ -670,27 +672,28 @@ async fn dialogue(
         )
         .await
         .map_err(TryError::infra)?;
-    // Keyed by the request: two copies of this job running at once log one reply.
-    let seq = deps
+    // Keyed by the request: two copies of this job running at once record one reply. Not in
+    // the game log: only the game's writers append there.
+    let recorded = deps
         .store
-        .append_event_once(
-            j.game_id,
-            &LoggedEvent::DialogueReplied {
-                request_id: j.request_id,
-                player_id: j.player_id,
-                stakeholder_id: j.stakeholder_id.clone(),
-                text,
-            },
-            &j.dedupe_key(),
-        )
+        .insert_dialogue_reply(&DialogueReply {
+            game_id: j.game_id,
+            request_id: j.request_id,
+            answers_seq: j.world_version,
+            player_id: j.player_id,
+            stakeholder_id: j.stakeholder_id.clone(),
+            text,
+            created_at: now_ms(),
+        })
         .await
         .map_err(TryError::infra)?;
-    match seq {
-        Some(seq) => Ok(Outcome::Written(vec![(
+    if recorded {
+        Ok(Outcome::Written(vec![(
             "dialogue".into(),
-            format!("game_events/{}/{seq}", j.game_id),
-        )])),
-        None => Ok(Outcome::Skipped("reply already logged".into())),
+            format!("dialogue_replies/{}/{}", j.game_id, j.request_id),
+        )]))
+    } else {
+        Ok(Outcome::Skipped("reply already recorded".into()))
     }
 }
 
