@@ -508,9 +508,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 };
                 let stop = shutdown.wait();
                 let backends = backends.clone();
-                Some(tokio::spawn(async move {
+                // Their own thread, at a lower priority: the players' requests go first.
+                Some(compose::in_background("hotpath-workers", async move {
                     backends.run_workers(&llm, config, stop).await
-                }))
+                })?)
             } else {
                 None
             };
@@ -518,7 +519,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             // The server stopped on its own (an accept error): take the workers down with it.
             shutdown.trigger();
             if let Some(w) = workers_done {
-                w.await.context("worker task")??;
+                w.await
+                    .context("the workers' thread ended without a result")??;
             }
             served?;
             tracing::info!("stopped");

@@ -162,13 +162,12 @@ async fn new_player(
         )));
     }
     let token = new_token();
-    let player = tokio::time::timeout(
-        hot.config.budget,
-        hot.store.add_player(game, name, &hash_token(&token)),
-    )
-    .await
-    .map_err(|_| ApiError::Unavailable("database timed out".into()))?
-    .map_err(HotError::from)?;
+    let hash = hash_token(&token);
+    let player = tokio::time::timeout(hot.config.budget, hot.store.add_player(game, name, &hash))
+        .await
+        .map_err(|_| ApiError::Unavailable("database timed out".into()))?
+        .map_err(HotError::from)?;
+    hot.remember_player(hash, player.clone()).await;
     let joined = LoggedEvent::PlayerJoined {
         player_id: player.id,
         name: player.name.clone(),
