@@ -101,6 +101,11 @@ struct Args {
     /// Memory mode: touch this many games (one player, one action each), then report RSS.
     #[arg(long)]
     touch_games: Option<usize>,
+    /// Create the games and players (and seed), write them here as JSON
+    /// (`[{"game": …, "token": …}, …]`, one per player) and stop: for driving the engine with
+    /// another load generator (`scripts/bench-peer` drives it with oha).
+    #[arg(long)]
+    prepare_only: Option<std::path::PathBuf>,
     /// Write the JSON report here instead of stdout.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -136,6 +141,8 @@ struct Report {
     precomputed_reaction_share: f64,
     /// Answers that were not 2xx plus transport errors (timeouts, connection errors).
     errors: u64,
+    /// The run's answers (warm-up included) against the games' logs afterwards.
+    accounting: Accounting,
     transport_errors: u64,
     rss_kib: BTreeMap<u32, u64>,
     /// `--server-name`s by process id.
@@ -150,6 +157,65 @@ struct Report {
     rss_summary: BTreeMap<String, RssSummary>,
     /// apalis jobs by status, sampled with the RSS (needs `--database-url`).
     jobs_samples: Vec<JobsSample>,
+}
+
+/// Every action sent in the run (warm-up included) against what the games' logs hold once it
+/// is over: an action answered 503 must not be in the log.
+#[derive(Serialize, Default, Debug)]
+struct Accounting {
+    /// Actions in the logs of the run's games (their turns).
+    logged: u64,
+    answered_200: u64,
+    /// Outcome unknown when answered (the commit had begun): each may or may not be logged.
+    answered_202: u64,
+    answered_503: u64,
+    /// Other statuses and transport errors.
+    other: u64,
+    /// Logged actions beyond the 200s, the 202s and the transport errors: actions applied
+    /// although their client was told 503 (0 unless the engine broke its word).
+    applied_after_503: u64,
+}
+
+/// Reads every game's log length once the run is over (after a moment for commits that had
+/// begun) and checks the answers against it.
+async fn account(
+    args: &Args,
+    games: &[Player],
+    answers: &BTreeMap<String, u64>,
+) -> anyhow::Result<Accounting> {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let client = reqwest::Client::new();
+    let mut logged = 0;
+    for p in games {
+        let url = format!("{}/v1/games/{}", args.url, p.game);
+        let state: Value = client
+            .get(&url)
+            .bearer_auth(&p.token)
+            .send()
+            .await?
+            .error_for_status()
+            .with_context(|| format!("reading {url}"))?
+            .json()
+            .await?;
+        // Every applied action is one turn (joins and canon events are not).
+        logged += state["turn"].as_u64().context("the game's turn")?;
+    }
+    let count = |s: &str| answers.get(s).copied().unwrap_or(0);
+    let (ok, unknown, refused) = (count("200"), count("202"), count("503"));
+    let other = answers.values().sum::<u64>() - ok - unknown - refused;
+    let transport: u64 = answers
+        .iter()
+        .filter(|(k, _)| !k.as_bytes()[0].is_ascii_digit())
+        .map(|(_, v)| v)
+        .sum();
+    Ok(Accounting {
+        logged,
+        answered_200: ok,
+        answered_202: unknown,
+        answered_503: refused,
+        other,
+        applied_after_503: logged.saturating_sub(ok + unknown + transport),
+    })
 }
 
 /// One counted second: requests answered 2xx, answered otherwise, not answered.
@@ -240,6 +306,21 @@ async fn main() -> anyhow::Result<()> {
     let players = setup(&args, &client, args.games, args.players).await?;
     if args.seed_reactions > 0 {
         seed(&args, &players).await?;
+    }
+    if let Some(path) = &args.prepare_only {
+        let list: Vec<Value> = players
+            .iter()
+            .flatten()
+            .map(|p| json!({"game": p.game, "token": p.token}))
+            .collect();
+        std::fs::write(path, serde_json::to_string_pretty(&list)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "load: {} player(s) written to {}",
+            list.len(),
+            path.display()
+        );
+        return Ok(());
     }
     let report = drive(&args, players).await?;
     if let Some(path) = &args.plot {
@@ -373,11 +454,15 @@ async fn seed(args: &Args, players: &[Vec<Player>]) -> anyhow::Result<()> {
         '{\"behaviour\":\"nods\",\"intent\":\"support\",\"line\":\"Aye, I heard you.\"}', 1, 'ready', $5, \
         'seed:' || $1 || ':' || $3 || ':' || $7 || ':' || g, NULL, $7, 0, $4, 'seed', 'seed', $4 \
         FROM generate_series(1, $6) g";
-    const SQLITE: &str = "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < $6) \
+    // Ids in the store's own form (a hyphenated UUID): a claim matches rows by id as the
+    // store wrote them.
+    const SQLITE: &str = "WITH RECURSIVE g(n, h) AS (SELECT 1, lower(hex(randomblob(16))) \
+        UNION ALL SELECT n + 1, lower(hex(randomblob(16))) FROM g WHERE n < $6) \
         INSERT INTO planned_stakeholder_actions (id, game_id, scene_id, stakeholder_id, kind, payload, \
         priority, status, expires_at, dedupe_key, reacts_to, context_hash, world_version, produced_at, model, \
         prompt_version, created_at) \
-        SELECT lower(hex(randomblob(16))), $1, $2, $3, 'reaction', \
+        SELECT substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-' || substr(h, 13, 4) || '-' || \
+        substr(h, 17, 4) || '-' || substr(h, 21), $1, $2, $3, 'reaction', \
         '{\"behaviour\":\"nods\",\"intent\":\"support\",\"line\":\"Aye, I heard you.\"}', 1, 'ready', $5, \
         'seed:' || $1 || ':' || $3 || ':' || $7 || ':' || n, NULL, $7, 0, $4, 'seed', 'seed', $4 FROM g";
     let expires = now + 24 * 3600 * 1000;
@@ -497,9 +582,12 @@ struct Tally {
     status: BTreeMap<String, u64>,
     reactions: u64,
     precomputed: u64,
+    /// Every answer of the run, warm-up included, by status: what the log is checked against.
+    all_status: BTreeMap<String, u64>,
 }
 
 async fn drive(args: &Args, players: Vec<Vec<Player>>) -> anyhow::Result<Report> {
+    let logs: Vec<Player> = players.iter().filter_map(|g| g.first().cloned()).collect();
     let flat: Vec<Player> = players.into_iter().flatten().collect();
     let per_game = args.players.max(1);
     let counters = Arc::new(Counters {
@@ -571,6 +659,7 @@ async fn drive(args: &Args, players: Vec<Vec<Player>>) -> anyhow::Result<Report>
                     Err(_) => ("error".to_owned(), None),
                 };
                 let elapsed = started.elapsed();
+                *tally.all_status.entry(status.clone()).or_default() += 1;
                 if !counters.counting.load(Ordering::Relaxed) {
                     continue;
                 }
@@ -678,6 +767,9 @@ async fn drive(args: &Args, players: Vec<Vec<Player>>) -> anyhow::Result<Report>
         for (k, v) in t.status {
             *all.status.entry(k).or_default() += v;
         }
+        for (k, v) in t.all_status {
+            *all.all_status.entry(k).or_default() += v;
+        }
         all.reactions += t.reactions;
         all.precomputed += t.precomputed;
     }
@@ -725,7 +817,15 @@ async fn drive(args: &Args, players: Vec<Vec<Player>>) -> anyhow::Result<Report>
         (Some(b), Some(a)) if requests > 0 => Some((a - b) as f64 / requests as f64),
         _ => None,
     };
+    let accounting = account(args, &logs, &all.all_status).await?;
+    if accounting.applied_after_503 > 0 {
+        eprintln!(
+            "load: {} action(s) answered 503 are in the log",
+            accounting.applied_after_503
+        );
+    }
     Ok(Report {
+        accounting,
         label: args.label.clone(),
         url: args.url.clone(),
         games: args.games,
