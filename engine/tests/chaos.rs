@@ -3,7 +3,9 @@
 //! `Idempotency-Key`, hedged while the first try is in flight, and without a key), event-stream
 //! clients that disconnect and resume, and faults (slow commits, paused and killed servers,
 //! killed and restarted engines, writers retiring; two engines behind round-robin when
-//! distributed). Fails on any anomaly, printing the seed and a minimal history to replay.
+//! distributed), with precomputed rows seeded for the first context so that the writers'
+//! reservoirs (two engines' on one game) claim under those faults too. Fails on any anomaly,
+//! printing the seed and a minimal history to replay.
 //!
 //! Another seed: `CHAOS_SEED=7 cargo test -p hotpath-engine --test chaos`; longer runs:
 //! `scripts/bench-chaos --seconds N --seed S`.
@@ -47,6 +49,11 @@ async fn history(mut backends: Backends, test: &str) {
     assert!(
         summary.logged_actions > 0,
         "no action was applied: {summary:?}"
+    );
+    // Otherwise `precomputed_once` would hold of nothing.
+    assert!(
+        summary.seeded_rows_taken > 0,
+        "no seeded precomputed row was claimed: {summary:?}"
     );
     if !r.anomalies.is_empty() {
         let kept = work.keep();

@@ -11,6 +11,7 @@
 //! | `stream_complete` | each event-stream session sees every committed event after its `Last-Event-ID` (or its first event) once, in order, or a `reset`; a catch-up session reaches the last one |
 //! | `not_applied_absent` | an action all of whose tries were refused (503, 429, 4xx, connection refused) or only replayed is not in the log |
 //! | `no_server_error` | no 5xx other than 503 |
+//! | `precomputed_once` | a seeded precomputed row is served to one action at most (its replays aside), and a row served in an applied answer is consumed in the store |
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,7 +21,7 @@ use serde_json::Value;
 use super::driver::Evidence;
 use super::recorder::{Call, History, Outcome, Verdict};
 
-pub const INVARIANTS: [&str; 8] = [
+pub const INVARIANTS: [&str; 9] = [
     "contiguous_log",
     "unique_in_log",
     "answered_in_log",
@@ -29,6 +30,7 @@ pub const INVARIANTS: [&str; 8] = [
     "stream_complete",
     "not_applied_absent",
     "no_server_error",
+    "precomputed_once",
 ];
 
 /// One violation.
@@ -64,6 +66,7 @@ impl Anomaly {
 pub fn check(history: &History, evidence: &Evidence) -> Vec<Anomaly> {
     let mut out = Vec::new();
     for (g, log) in evidence.logs.iter().enumerate() {
+        check_precomputed(history, evidence, g, &mut out);
         let calls: Vec<&Call> = history.calls.iter().filter(|c| c.game == g).collect();
         let by_text: BTreeMap<&str, u64> =
             calls.iter().map(|c| (c.text.as_str(), c.action)).collect();
@@ -366,6 +369,61 @@ pub fn check(history: &History, evidence: &Evidence) -> Vec<Anomaly> {
     out
 }
 
+/// `precomputed_once`: the seeded rows' lines in the answers of game `g`.
+fn check_precomputed(history: &History, evidence: &Evidence, g: usize, out: &mut Vec<Anomaly>) {
+    let Some(seeded) = evidence.seeded.get(g) else {
+        return;
+    };
+    // Line → the actions (by the answer's `action_id`) whose answers served it.
+    let mut served: BTreeMap<&str, BTreeMap<&str, Vec<u64>>> = BTreeMap::new();
+    for c in history.calls.iter().filter(|c| c.game == g) {
+        if !matches!(c.verdict(), Verdict::Applied | Verdict::Replayed) {
+            continue;
+        }
+        let Some(body) = c.answer_body() else {
+            continue;
+        };
+        let id = body["action_id"].as_str().unwrap_or("");
+        for r in body["reactions"].as_array().into_iter().flatten() {
+            let Some(line) = r["text"].as_str() else {
+                continue;
+            };
+            if r["source"] == "precomputed" && seeded.contains_key(line) {
+                served
+                    .entry(line)
+                    .or_default()
+                    .entry(id)
+                    .or_default()
+                    .push(c.action);
+            }
+        }
+    }
+    for (line, by_action) in &served {
+        if by_action.len() > 1 {
+            let mut a = Anomaly::new(
+                "precomputed_once",
+                g,
+                format!(
+                    "row {line:?} was served to {} actions: {:?}",
+                    by_action.len(),
+                    by_action.keys().collect::<Vec<_>>()
+                ),
+            );
+            a.actions = by_action.values().flatten().copied().collect();
+            out.push(a);
+        }
+        if seeded.get(*line) == Some(&false) {
+            let mut a = Anomaly::new(
+                "precomputed_once",
+                g,
+                format!("row {line:?} was served but is not consumed in the store"),
+            );
+            a.actions = by_action.values().flatten().copied().collect();
+            out.push(a);
+        }
+    }
+}
+
 /// An answer without what may differ between a first answer and its replay.
 fn strip(body: &Value) -> Value {
     let mut b = body.clone();
@@ -505,7 +563,62 @@ mod tests {
                 outbox: vec![],
             }],
             jobs: Default::default(),
+            seeded: Vec::new(),
         }
+    }
+
+    /// A seeded row served to two actions, or served and still ready, is found; served to one
+    /// action and replayed, it is not.
+    #[test]
+    fn a_row_served_twice_is_found() {
+        let served = |text: &str, seq: u64, line: &str| {
+            answer(
+                200,
+                false,
+                json!({"action_id": format!("id-{text}"), "seq": seq, "dispatched": [],
+                       "reactions": [{"text": line, "source": "precomputed"},
+                                     {"text": "a fallback", "source": "fallback"}]}),
+            )
+        };
+        let replay = answer(
+            200,
+            true,
+            json!({"action_id": "id-a", "seq": 1, "dispatched": [],
+                   "reactions": [{"text": "row 1", "source": "precomputed"},
+                                 {"text": "a fallback", "source": "fallback"}]}),
+        );
+        let with_rows = |consumed: bool| {
+            let mut e = evidence(vec![entry(1, "a"), entry(2, "b")]);
+            e.seeded = vec![BTreeMap::from([
+                ("row 1".to_owned(), consumed),
+                ("row 2".to_owned(), true),
+            ])];
+            e
+        };
+        let once = History {
+            calls: vec![
+                call(1, 1, "a", Some("k"), served("a", 1, "row 1")),
+                call(2, 1, "a", Some("k"), replay),
+                call(3, 2, "b", None, served("b", 2, "row 2")),
+            ],
+            ..History::default()
+        };
+        assert!(invariants(&once, &with_rows(true)).is_empty());
+        assert_eq!(
+            invariants(&once, &with_rows(false)),
+            vec!["precomputed_once"]
+        );
+        let twice = History {
+            calls: vec![
+                call(1, 1, "a", None, served("a", 1, "row 1")),
+                call(2, 2, "b", None, served("b", 2, "row 1")),
+            ],
+            ..History::default()
+        };
+        assert_eq!(
+            invariants(&twice, &with_rows(true)),
+            vec!["precomputed_once"]
+        );
     }
 
     #[test]

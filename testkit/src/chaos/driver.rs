@@ -24,6 +24,80 @@ pub struct Evidence {
     pub logs: Vec<GameLog>,
     /// Dispatched job id → found in the job storage.
     pub jobs: std::collections::BTreeMap<String, bool>,
+    /// Per game, the line of each precomputed row the history seeded → whether the store has
+    /// it consumed afterwards.
+    pub seeded: Vec<std::collections::BTreeMap<String, bool>>,
+}
+
+/// Precomputed rows seeded per game, stakeholder and kind of action, for the context a game
+/// starts in: enough that the first actions of every game claim, and that two engines acting
+/// on one game pick the same rows.
+const SEEDED_PER_KIND: usize = 4;
+
+/// Seeds ready rows with lines unique in the history for the docks' first context, every kind
+/// of action; returns each game's rows.
+async fn seed_rows(
+    cluster: &Cluster,
+    games: &[String],
+) -> Result<Vec<Vec<hotpath_cache::model::PlannedAction>>, String> {
+    use hotpath_cache::model::{
+        ActionKind, PlannedAction, PlannedKind, PlannedStatus, Provenance, StakeholderMove,
+        reaction_key,
+    };
+    let store = cluster.store().await?;
+    let scenario = &hotpath_cache::scenario::builtin()["harbor-strike"];
+    let docks = hotpath_cache::SceneId::new("docks").map_err(|e| e.to_string())?;
+    let who = scenario
+        .scene(&docks)
+        .ok_or("no docks")?
+        .stakeholders
+        .clone();
+    let now = hotpath_cache::time::now_ms();
+    let mut out = Vec::new();
+    for (g, game) in games.iter().enumerate() {
+        let game_id: hotpath_cache::GameId = game.parse().map_err(|e| format!("{e}"))?;
+        let context =
+            hotpath_cache::state::GameState::new(game_id, scenario).context_hash(scenario, &docks);
+        let mut rows = Vec::new();
+        for kind in ActionKind::ALL {
+            for s in &who {
+                for n in 0..SEEDED_PER_KIND {
+                    let line = format!("seeded g{g} {s} {} {n}", kind.as_str());
+                    rows.push(PlannedAction {
+                        id: hotpath_cache::ids::PlannedActionId::generate(),
+                        game_id,
+                        scene_id: docks.clone(),
+                        stakeholder_id: s.clone(),
+                        kind: PlannedKind::Reaction,
+                        payload: StakeholderMove {
+                            behaviour: "listens".into(),
+                            intent: "probe".into(),
+                            line: line.clone(),
+                        },
+                        priority: 1,
+                        status: PlannedStatus::Ready,
+                        expires_at: now + 3_600_000,
+                        dedupe_key: format!("chaos:{game}:{line}"),
+                        reacts_to: None,
+                        provenance: Provenance {
+                            context_hash: reaction_key(&context, kind),
+                            world_version: 0,
+                            produced_at: now,
+                            model: "chaos".into(),
+                            prompt_version: "chaos".into(),
+                        },
+                        created_at: now,
+                    });
+                }
+            }
+        }
+        store
+            .insert_planned(&rows)
+            .await
+            .map_err(|e| format!("seeding rows: {e}"))?;
+        out.push(rows);
+    }
+    Ok(out)
 }
 
 struct Ctx {
@@ -89,6 +163,7 @@ pub async fn run(
         tokens.push(players);
     }
     rec.set_games(games.clone());
+    let seeded_rows = seed_rows(cluster, &games).await?;
 
     let end_ms = rec.now_ms() + (cfg.seconds * 1000.0) as u64;
     let ctx = Arc::new(Ctx {
@@ -188,7 +263,24 @@ pub async fn run(
     }
     let jobs = jobs_present(&http, &cluster.endpoints, &cluster.admin, job_ids).await;
     let logs = cluster.read_logs(&games).await?;
-    Ok(Evidence { logs, jobs })
+    let store = cluster.store().await?;
+    let mut seeded = Vec::new();
+    for rows in &seeded_rows {
+        let mut consumed = std::collections::BTreeMap::new();
+        for row in rows {
+            let status = store
+                .planned(row.id)
+                .await
+                .map_err(|e| format!("reading seeded rows: {e}"))?
+                .map(|p| p.status);
+            consumed.insert(
+                row.payload.line.clone(),
+                status == Some(hotpath_cache::model::PlannedStatus::Consumed),
+            );
+        }
+        seeded.push(consumed);
+    }
+    Ok(Evidence { logs, jobs, seeded })
 }
 
 async fn admin_post(

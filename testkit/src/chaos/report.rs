@@ -33,6 +33,9 @@ pub struct Summary {
     pub outcomes: BTreeMap<String, u64>,
     /// Actions in the logs.
     pub logged_actions: u64,
+    /// Seeded precomputed rows consumed by the history's actions (`precomputed_once` checks
+    /// each was served once).
+    pub seeded_rows_taken: u64,
     /// Faults injected, by kind.
     pub faults: BTreeMap<String, u64>,
     /// Faults drawn but not injected (the lock not granted, …), by kind.
@@ -72,6 +75,13 @@ impl Summary {
             };
             *self.outcomes.entry(k).or_default() += 1;
         }
+        self.seeded_rows_taken += r
+            .evidence
+            .seeded
+            .iter()
+            .flat_map(|g| g.values())
+            .filter(|taken| **taken)
+            .count() as u64;
         self.logged_actions += r
             .evidence
             .logs
@@ -110,8 +120,13 @@ impl Summary {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{} histories, {:.0} s: {} actions, {} requests, {} actions logged",
-            self.histories, self.seconds, self.actions, self.requests, self.logged_actions
+            "{} histories, {:.0} s: {} actions, {} requests, {} actions logged, {} seeded rows taken",
+            self.histories,
+            self.seconds,
+            self.actions,
+            self.requests,
+            self.logged_actions,
+            self.seeded_rows_taken
         );
         let _ = writeln!(s, "  outcomes: {}", pairs(&self.outcomes));
         let _ = writeln!(s, "  faults injected: {}", pairs(&self.faults));
