@@ -324,7 +324,8 @@ impl Writer {
             self.asked = Arc::new(HashSet::new());
             self.asked_since = std::time::Instant::now();
         }
-        let before = self.tip.clone().expect("submit after load");
+        // Taken, not cloned: reading the reservoir borrows the writer; the tip is put back below.
+        let before = self.tip.take().expect("submit after load");
         let (after, item) = match &work {
             Work::Act(act) => {
                 let applied = apply::rules(&self.scenario, &before, act);
@@ -367,6 +368,7 @@ impl Writer {
             writer: self.outcomes_tx.clone(),
         });
         if !submitted {
+            self.tip = Some(before);
             work.fail(HotError::Unavailable("the committer stopped; retry".into()));
             return;
         }
